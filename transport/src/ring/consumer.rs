@@ -1,0 +1,329 @@
+//! The consuming end of a ring.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::layout::{KIND_PADDING, RECORD_ALIGN, RecordHeader, record_span};
+use crate::sync::{Ordering, fence};
+
+use super::shared::Shared;
+use super::wait::{self, EndpointConfig, Step, Waiter};
+
+/// The consuming end of a ring: reads records in place. Dropping it closes the ring for the
+/// producer.
+#[derive(Debug)]
+pub struct Consumer {
+    shared: Arc<Shared>,
+    /// Position after the last released record. In `published ..= cached_write`.
+    read: u64,
+    /// Last read position stored to shared memory.
+    published: u64,
+    /// Last write position loaded from shared memory. In `read ..= read + capacity`.
+    cached_write: u64,
+    config: EndpointConfig,
+    batch: u64,
+    poison: Option<(&'static str, String)>,
+    closed: bool,
+}
+
+impl Consumer {
+    pub(crate) fn new(shared: Arc<Shared>, config: EndpointConfig) -> Result<Consumer> {
+        let control = shared.control();
+        // ORDERING: Acquire pairs with the producer's Release store of its write position (and
+        // a previous consumer's of the read position).
+        let read = control.read_pos.0.load(Ordering::Acquire);
+        let write = control.write_pos.0.load(Ordering::Acquire);
+        let batch = config.batch_for(shared.capacity);
+        let mut consumer = Consumer {
+            read,
+            published: read,
+            cached_write: read,
+            config,
+            batch,
+            poison: None,
+            closed: false,
+            shared,
+        };
+        if read % RECORD_ALIGN != 0 || write < read || write - read > consumer.shared.capacity {
+            return Err(consumer.corrupt("positions", format!("read {read}, write {write}")));
+        }
+        Ok(consumer)
+    }
+
+    /// Reads the next record without waiting. `Ok(None)` means nothing is there yet.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the producer has closed and every committed record was read;
+    /// [`Error::Corrupt`] if the producer wrote an invalid position or record header.
+    pub fn try_read(&mut self) -> Result<Option<Record<'_>>> {
+        Ok(self.next()?.map(|(start, h)| self.record(start, h)))
+    }
+
+    /// Reads the next record, waiting (spinning, then parking) until one is committed.
+    ///
+    /// # Errors
+    /// As [`try_read`](Self::try_read).
+    pub fn read(&mut self) -> Result<Record<'_>> {
+        self.read_inner(None)
+    }
+
+    /// As [`read`](Self::read), giving up after `timeout`.
+    ///
+    /// # Errors
+    /// As [`try_read`](Self::try_read), and [`Error::TimedOut`].
+    pub fn read_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
+        self.read_inner(Some(timeout))
+    }
+
+    fn read_inner(&mut self, timeout: Option<Duration>) -> Result<Record<'_>> {
+        let mut waiter = Waiter::new(&self.config, timeout);
+        loop {
+            if let Some((start, h)) = self.next()? {
+                return Ok(self.record(start, h));
+            }
+            match waiter.next() {
+                Step::Spin => continue,
+                Step::TimedOut(t) => return Err(Error::TimedOut(t)),
+                Step::Park => {}
+            }
+            let flag_value = self.config.flag();
+            // A clone so the flag can be held across `&mut self` calls; parking is the slow path.
+            let shared = self.shared.clone();
+            let signals = &shared.control().signals.0;
+            signals.consumer_waiting.store(flag_value, Ordering::Relaxed);
+            // ORDERING: pairs with the producer's fence between storing its write position (or
+            // closed flag) and loading `consumer_waiting`: either it sees our flag and wakes us,
+            // or we see its store now.
+            fence(Ordering::SeqCst);
+            match self.next() {
+                Ok(Some((start, h))) => {
+                    signals.consumer_waiting.store(0, Ordering::Relaxed);
+                    return Ok(self.record(start, h));
+                }
+                Err(e) => {
+                    signals.consumer_waiting.store(0, Ordering::Relaxed);
+                    return Err(e);
+                }
+                Ok(None) => {}
+            }
+            wait::sleep(
+                &shared,
+                &signals.consumer_waiting,
+                flag_value,
+                shared.data_ready(),
+                waiter.deadline(),
+            );
+            signals.consumer_waiting.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Finds the next data record, skipping padding, checking every header.
+    fn next(&mut self) -> Result<Option<(u64, RecordHeader)>> {
+        if let Some((what, detail)) = &self.poison {
+            return Err(Error::Corrupt { what, detail: detail.clone() });
+        }
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        loop {
+            if self.read == self.cached_write {
+                self.refresh_write()?;
+                if self.read == self.cached_write {
+                    // ORDERING: Acquire pairs with the producer's Release store of its closed
+                    // flag, made after its final write position; reload that position.
+                    let closed = self.shared.control().signals.0.producer_closed.load(Ordering::Acquire);
+                    if closed == 0 {
+                        return Ok(None);
+                    }
+                    self.refresh_write()?;
+                    if self.read == self.cached_write {
+                        return Err(Error::Closed);
+                    }
+                }
+            }
+            let offset = self.shared.offset(self.read);
+            let header = self.shared.header_at(offset);
+            let span = record_span(u64::from(header.len));
+            if header.kind == 0 {
+                return Err(self.corrupt("record kind", format!("0 at position {}", self.read)));
+            }
+            if offset + span > self.shared.capacity {
+                return Err(self.corrupt(
+                    "record length",
+                    format!(
+                        "{} bytes at offset {offset} crosses the end of the {}-byte region",
+                        header.len, self.shared.capacity
+                    ),
+                ));
+            }
+            if self.read + span > self.cached_write {
+                return Err(self.corrupt(
+                    "record length",
+                    format!(
+                        "{} bytes at position {} runs past the write position {}",
+                        header.len, self.read, self.cached_write
+                    ),
+                ));
+            }
+            if header.kind == KIND_PADDING {
+                self.read += span;
+                continue;
+            }
+            if u64::from(header.len) > self.shared.max_payload {
+                return Err(self.corrupt(
+                    "record length",
+                    format!("{} bytes exceeds the largest record {}", header.len, self.shared.max_payload),
+                ));
+            }
+            return Ok(Some((self.read, header)));
+        }
+    }
+
+    /// Publishes our position if the producer needs it, then loads and checks the producer's.
+    fn refresh_write(&mut self) -> Result<()> {
+        if self.read != self.published {
+            self.publish();
+        }
+        // ORDERING: Acquire pairs with the producer's Release store in `flush`: the records
+        // below the position are complete before we read them.
+        let write = self.shared.control().write_pos.0.load(Ordering::Acquire);
+        if write < self.cached_write
+            || write % RECORD_ALIGN != 0
+            || write - self.read > self.shared.capacity
+        {
+            return Err(self.corrupt(
+                "write position",
+                format!(
+                    "{write}, previously {}, read position {}, capacity {}",
+                    self.cached_write, self.read, self.shared.capacity
+                ),
+            ));
+        }
+        self.cached_write = write;
+        Ok(())
+    }
+
+    /// Stores our read position and wakes the producer if it waits for space.
+    fn publish(&mut self) {
+        let control = self.shared.control();
+        // ORDERING: Release pairs with the producer's Acquire load in `refresh_read`: our reads
+        // of the released records happen before it overwrites them.
+        control.read_pos.0.store(self.read, Ordering::Release);
+        self.published = self.read;
+        // ORDERING: pairs with the producer's fence after it sets `producer_waiting`.
+        fence(Ordering::SeqCst);
+        let signals = &control.signals.0;
+        if signals.producer_waiting.load(Ordering::Relaxed) != 0 {
+            wait::wake(&self.shared, &signals.producer_waiting, self.shared.space_ready());
+        }
+    }
+
+    fn record(&mut self, start: u64, header: RecordHeader) -> Record<'_> {
+        self.shared.granules.read(self.shared.offset(start), record_span(u64::from(header.len)));
+        Record { consumer: self, start, len: u64::from(header.len), kind: header.kind }
+    }
+
+    fn release(&mut self, start: u64, len: u64) {
+        let span = record_span(len);
+        self.shared.granules.read(self.shared.offset(start), span);
+        self.read = start + span;
+        let waiting = self.shared.control().signals.0.producer_waiting.load(Ordering::Relaxed);
+        if self.read - self.published >= self.batch || waiting != 0 {
+            self.publish();
+        }
+    }
+
+    /// Closes the ring for reading: the producer's next claim fails with [`Error::Closed`];
+    /// records not yet read are dropped. Idempotent; also done on drop.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let signals = &self.shared.control().signals.0;
+        // ORDERING: Release pairs with the producer's Acquire load of `consumer_closed`.
+        signals.consumer_closed.store(1, Ordering::Release);
+        // ORDERING: a producer about to sleep for space either sees the flag or is woken.
+        fence(Ordering::SeqCst);
+        wait::wake(&self.shared, &signals.producer_waiting, self.shared.space_ready());
+    }
+
+    /// Prepares to await data with an event loop instead of blocking a thread.
+    ///
+    /// Sets the waiting flag so the producer will signal the data eventfd
+    /// ([`Ring::fds`](crate::Ring::fds)`[1]`), then checks once more. Returns `true` if a record
+    /// (or end of stream, or an error) is ready: do not sleep, call
+    /// [`try_read`](Self::try_read). Returns `false` when it is safe to await readability of the
+    /// eventfd; afterwards call [`finish_park`](Self::finish_park) and try again.
+    pub fn prepare_park(&mut self) -> bool {
+        let signals = &self.shared.control().signals.0;
+        signals.consumer_waiting.store(crate::layout::PARK_EVENTFD, Ordering::Relaxed);
+        // ORDERING: as in `read_inner`.
+        fence(Ordering::SeqCst);
+        let ready = !matches!(self.next(), Ok(None));
+        if ready {
+            self.shared.control().signals.0.consumer_waiting.store(0, Ordering::Relaxed);
+        }
+        ready
+    }
+
+    /// Ends an event-loop wait begun with [`prepare_park`](Self::prepare_park): clears the
+    /// waiting flag and empties the eventfd.
+    pub fn finish_park(&mut self) {
+        self.shared.control().signals.0.consumer_waiting.store(0, Ordering::Relaxed);
+        wait::drain_eventfd(self.shared.data_ready());
+    }
+
+    fn corrupt(&mut self, what: &'static str, detail: String) -> Error {
+        self.poison = Some((what, detail.clone()));
+        // Tell the producer we are gone so it does not wait for us forever.
+        self.close();
+        Error::Corrupt { what, detail }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if self.read != self.published && !self.closed {
+            self.publish();
+        }
+        self.close();
+        self.shared.release_consumer();
+    }
+}
+
+/// One record, read in place from shared memory. Dropping it releases its space to the producer.
+#[derive(Debug)]
+pub struct Record<'a> {
+    consumer: &'a mut Consumer,
+    start: u64,
+    len: u64,
+    kind: u32,
+}
+
+impl Record<'_> {
+    /// The record's kind, as set by [`crate::Claim::set_kind`] (1 by default).
+    pub fn kind(&self) -> u32 {
+        self.kind
+    }
+}
+
+impl Deref for Record<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        let offset = self.consumer.shared.offset(self.start) + RECORD_ALIGN;
+        // SAFETY: `next` checked that the whole record lies inside the data region and below
+        // the published write position; the producer does not write it again until we publish
+        // a read position past it, which happens only after this record is dropped.
+        unsafe { self.consumer.shared.slice(offset, self.len) }
+    }
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        self.consumer.release(self.start, self.len);
+    }
+}

@@ -1,0 +1,392 @@
+//! The producing end of a ring.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::layout::{KIND_PADDING, LARGE_PAYLOAD, RECORD_ALIGN, RecordHeader, record_span};
+use crate::sync::{Ordering, fence};
+
+use super::shared::Shared;
+use super::wait::{self, EndpointConfig, Step, Waiter};
+
+/// Where a claimed record goes: padding from `from` up to `start`, then the record.
+#[derive(Clone, Copy, Debug)]
+struct Placement {
+    start: u64,
+    len: u64,
+}
+
+/// The producing end of a ring: claims space, lets the caller write a record in place, and
+/// publishes it on commit. Dropping it closes the ring for writing (after publishing every
+/// committed record).
+#[derive(Debug)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    /// Position after the last committed record. In `published ..= cached_read + capacity`.
+    write: u64,
+    /// Last write position stored to shared memory.
+    published: u64,
+    /// Last read position loaded from shared memory (never above `write`).
+    cached_read: u64,
+    config: EndpointConfig,
+    batch: u64,
+    poison: Option<(&'static str, String)>,
+    closed: bool,
+}
+
+impl Producer {
+    pub(crate) fn new(shared: Arc<Shared>, config: EndpointConfig) -> Result<Producer> {
+        let control = shared.control();
+        // ORDERING: Acquire pairs with the previous owners' Release stores (a producer handed
+        // over from another process, or the consumer's read position).
+        let write = control.write_pos.0.load(Ordering::Acquire);
+        let read = control.read_pos.0.load(Ordering::Acquire);
+        let batch = config.batch_for(shared.capacity);
+        let mut producer = Producer {
+            write,
+            published: write,
+            cached_read: read,
+            config,
+            batch,
+            poison: None,
+            closed: false,
+            shared,
+        };
+        if write % RECORD_ALIGN != 0 || read > write || write - read > producer.shared.capacity {
+            return Err(producer.corrupt("positions", format!("read {read}, write {write}")));
+        }
+        Ok(producer)
+    }
+
+    /// Largest payload one record may carry.
+    pub fn max_record_len(&self) -> usize {
+        self.shared.max_payload as usize
+    }
+
+    /// Claims space for a `len`-byte record without waiting. `Ok(None)` means the ring is full
+    /// for now.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if `len` exceeds [`max_record_len`](Self::max_record_len) (the ring
+    /// could never hold it), [`Error::Closed`] if the consumer closed, [`Error::Corrupt`] if the
+    /// consumer's read position is invalid.
+    pub fn try_claim(&mut self, len: usize) -> Result<Option<Claim<'_>>> {
+        Ok(self.place(len)?.map(|p| self.claim_at(p)))
+    }
+
+    /// Claims space for a `len`-byte record, waiting (spinning, then parking) while the ring is
+    /// full.
+    ///
+    /// # Errors
+    /// As [`try_claim`](Self::try_claim).
+    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>> {
+        self.claim_inner(len, None)
+    }
+
+    /// As [`claim`](Self::claim), giving up after `timeout`.
+    ///
+    /// # Errors
+    /// As [`try_claim`](Self::try_claim), and [`Error::TimedOut`].
+    pub fn claim_timeout(&mut self, len: usize, timeout: Duration) -> Result<Claim<'_>> {
+        self.claim_inner(len, Some(timeout))
+    }
+
+    fn claim_inner(&mut self, len: usize, timeout: Option<Duration>) -> Result<Claim<'_>> {
+        let mut waiter = Waiter::new(&self.config, timeout);
+        loop {
+            if let Some(p) = self.place(len)? {
+                return Ok(self.claim_at(p));
+            }
+            // The consumer may be waiting for records we have not published yet.
+            self.flush();
+            match waiter.next() {
+                Step::Spin => continue,
+                Step::TimedOut(t) => return Err(Error::TimedOut(t)),
+                Step::Park => {}
+            }
+            let flag_value = self.config.flag();
+            // A clone so the flag can be held across `&mut self` calls; parking is the slow path.
+            let shared = self.shared.clone();
+            let signals = &shared.control().signals.0;
+            signals.producer_waiting.store(flag_value, Ordering::Relaxed);
+            // ORDERING: pairs with the consumer's fence between storing its read position and
+            // loading `producer_waiting`: either it sees our flag, or we see its position.
+            fence(Ordering::SeqCst);
+            match self.place(len) {
+                Ok(Some(p)) => {
+                    signals.producer_waiting.store(0, Ordering::Relaxed);
+                    return Ok(self.claim_at(p));
+                }
+                Err(e) => {
+                    signals.producer_waiting.store(0, Ordering::Relaxed);
+                    return Err(e);
+                }
+                Ok(None) => {}
+            }
+            wait::sleep(
+                &shared,
+                &signals.producer_waiting,
+                flag_value,
+                shared.space_ready(),
+                waiter.deadline(),
+            );
+            signals.producer_waiting.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Finds room for a `len`-byte record, reloading the consumer's position if needed.
+    fn place(&mut self, len: usize) -> Result<Option<Placement>> {
+        if let Some((what, detail)) = &self.poison {
+            return Err(Error::Corrupt { what, detail: detail.clone() });
+        }
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let len = len as u64;
+        if len > self.shared.max_payload {
+            return Err(Error::TooLarge {
+                size: len as usize,
+                max: self.shared.max_payload as usize,
+            });
+        }
+        // ORDERING: Acquire pairs with the consumer's Release store of its closed flag.
+        if self.shared.control().signals.0.consumer_closed.load(Ordering::Acquire) != 0 {
+            return Err(Error::Closed);
+        }
+        let capacity = self.shared.capacity;
+        let span = record_span(len);
+        // Skip to the end of the region if the record would cross it, and to a 64-byte
+        // payload boundary for large records (the header is 16 bytes, so the record starts at
+        // 48 mod 64). At most two padding records.
+        let mut start = self.write;
+        loop {
+            let offset = self.shared.offset(start);
+            let align = if len >= LARGE_PAYLOAD { 48u64.wrapping_sub(offset) & 63 } else { 0 };
+            if offset + align + span <= capacity {
+                start += align;
+                break;
+            }
+            start += capacity - offset;
+        }
+        let end = start + span;
+        if end - self.cached_read > capacity {
+            self.refresh_read()?;
+            if end - self.cached_read > capacity {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Placement { start, len }))
+    }
+
+    /// Loads the consumer's read position and checks it.
+    fn refresh_read(&mut self) -> Result<()> {
+        // ORDERING: Acquire pairs with the consumer's Release store of its read position: its
+        // reads of the records before that position happen before we overwrite them.
+        let read = self.shared.control().read_pos.0.load(Ordering::Acquire);
+        if read < self.cached_read || read > self.published || read % RECORD_ALIGN != 0 {
+            return Err(self.corrupt(
+                "read position",
+                format!(
+                    "{read}, previously {}, published write position {}",
+                    self.cached_read, self.published
+                ),
+            ));
+        }
+        self.cached_read = read;
+        Ok(())
+    }
+
+    /// Writes the padding in front of `p` and hands out the record's payload.
+    fn claim_at(&mut self, p: Placement) -> Claim<'_> {
+        let mut pos = self.write;
+        while pos < p.start {
+            let offset = self.shared.offset(pos);
+            let pad = (p.start - pos).min(self.shared.capacity - offset);
+            let header = RecordHeader { len: (pad - RECORD_ALIGN) as u32, kind: KIND_PADDING };
+            self.shared.write_at(offset, &header.to_bytes());
+            pos += pad;
+        }
+        // The payload is written through a slice; tell loom the whole record is being written.
+        self.shared.granules.write(self.shared.offset(p.start), record_span(p.len));
+        Claim { producer: self, start: p.start, len: p.len, kind: 1 }
+    }
+
+    /// Publishes every committed record (including deferred ones) and wakes the consumer if it
+    /// sleeps.
+    pub fn flush(&mut self) {
+        if self.published == self.write {
+            return;
+        }
+        let control = self.shared.control();
+        // ORDERING: Release pairs with the consumer's Acquire load of the write position, so
+        // the records' bytes are visible before the position that covers them.
+        control.write_pos.0.store(self.write, Ordering::Release);
+        self.published = self.write;
+        // ORDERING: pairs with the consumer's fence after it sets `consumer_waiting`.
+        fence(Ordering::SeqCst);
+        let signals = &control.signals.0;
+        if signals.consumer_waiting.load(Ordering::Relaxed) != 0 {
+            wait::wake(&self.shared, &signals.consumer_waiting, self.shared.data_ready());
+        }
+    }
+
+    /// Closes the ring for writing: publishes every committed record, then marks the ring
+    /// closed. The consumer reads what was committed, then sees [`Error::Closed`]. Idempotent;
+    /// also done on drop.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.flush();
+        self.closed = true;
+        let signals = &self.shared.control().signals.0;
+        // ORDERING: Release pairs with the consumer's Acquire load of `producer_closed`, which
+        // it follows with a reload of the (final) write position.
+        signals.producer_closed.store(1, Ordering::Release);
+        // ORDERING: same handshake as `flush`: a consumer about to sleep sees the flag.
+        fence(Ordering::SeqCst);
+        wait::wake(&self.shared, &signals.consumer_waiting, self.shared.data_ready());
+    }
+
+    /// True once the consumer has closed its end (or this end was closed).
+    pub fn is_closed(&self) -> bool {
+        self.closed || self.shared.control().signals.0.consumer_closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Prepares to await space with an event loop instead of blocking a thread.
+    ///
+    /// Sets the waiting flag so the consumer will signal the space eventfd
+    /// ([`Ring::fds`](crate::Ring::fds)`[2]`), then checks once more. Returns `true` if
+    /// `len` bytes can be claimed now (or an error is pending): do not sleep, call
+    /// [`try_claim`](Self::try_claim). Returns `false` when it is safe to await readability of
+    /// the eventfd; afterwards call [`finish_park`](Self::finish_park).
+    pub fn prepare_park(&mut self, len: usize) -> bool {
+        self.flush();
+        let signals = &self.shared.control().signals.0;
+        signals.producer_waiting.store(crate::layout::PARK_EVENTFD, Ordering::Relaxed);
+        // ORDERING: as in `claim_inner`.
+        fence(Ordering::SeqCst);
+        let ready = !matches!(self.place(len), Ok(None));
+        if ready {
+            self.shared.control().signals.0.producer_waiting.store(0, Ordering::Relaxed);
+        }
+        ready
+    }
+
+    /// Ends an event-loop wait begun with [`prepare_park`](Self::prepare_park): clears the
+    /// waiting flag and empties the eventfd.
+    pub fn finish_park(&mut self) {
+        self.shared.control().signals.0.producer_waiting.store(0, Ordering::Relaxed);
+        wait::drain_eventfd(self.shared.space_ready());
+    }
+
+    fn corrupt(&mut self, what: &'static str, detail: String) -> Error {
+        self.poison = Some((what, detail.clone()));
+        // Tell the consumer we are gone: it drains what was published and stops.
+        self.close();
+        Error::Corrupt { what, detail }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.close();
+        self.shared.release_producer();
+    }
+}
+
+/// Space claimed in the ring for one record. Write the payload through `DerefMut`, then
+/// [`commit`](Self::commit). Dropping a claim without committing abandons it: the consumer never
+/// sees any of it.
+#[derive(Debug)]
+pub struct Claim<'a> {
+    producer: &'a mut Producer,
+    start: u64,
+    len: u64,
+    kind: u32,
+}
+
+impl<'a> Claim<'a> {
+    /// Sets the record's kind, a tag the consumer sees with [`crate::Record::kind`]. Kinds are
+    /// `1 ..= u32::MAX - 1`; the default is 1.
+    ///
+    /// # Panics
+    /// If `kind` is 0 or `u32::MAX` (reserved).
+    pub fn set_kind(&mut self, kind: u32) {
+        assert!(kind != 0 && kind != KIND_PADDING, "record kind {kind} is reserved");
+        self.kind = kind;
+    }
+
+    /// Commits the whole claimed length and publishes it immediately.
+    pub fn commit(self) {
+        let len = self.len as usize;
+        self.commit_len(len);
+    }
+
+    /// Commits the first `len` bytes (a claim may be larger than what was finally written,
+    /// for example when serializing into it) and publishes them immediately.
+    ///
+    /// # Panics
+    /// If `len` is larger than the claimed length.
+    pub fn commit_len(self, len: usize) {
+        let producer = self.finish(len);
+        producer.flush();
+    }
+
+    /// Commits the whole claimed length but publishes it only when a batch of
+    /// [`EndpointConfig::publish_bytes`] has accumulated, on [`Producer::flush`], when the
+    /// producer has to wait, or on close. Saves a cache-line transfer per record when many
+    /// records are written back to back.
+    pub fn commit_deferred(self) {
+        let len = self.len as usize;
+        self.commit_len_deferred(len);
+    }
+
+    /// [`commit_len`](Self::commit_len) with deferred publication (see
+    /// [`commit_deferred`](Self::commit_deferred)).
+    ///
+    /// # Panics
+    /// If `len` is larger than the claimed length.
+    pub fn commit_len_deferred(self, len: usize) {
+        let producer = self.finish(len);
+        if producer.write - producer.published >= producer.batch {
+            producer.flush();
+        }
+    }
+
+    /// Length of the claimed payload.
+    pub fn capacity(&self) -> usize {
+        self.len as usize
+    }
+
+    fn finish(self, len: usize) -> &'a mut Producer {
+        assert!(len as u64 <= self.len, "committing {len} bytes of a {}-byte claim", self.len);
+        let producer = self.producer;
+        let header = RecordHeader { len: len as u32, kind: self.kind };
+        producer.shared.write_at(producer.shared.offset(self.start), &header.to_bytes());
+        producer.write = self.start + record_span(len as u64);
+        producer
+    }
+}
+
+impl Deref for Claim<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        let offset = self.producer.shared.offset(self.start) + RECORD_ALIGN;
+        // SAFETY: `place` put the whole record inside the data region, and the span from the
+        // old write position to its end is free (the consumer released it and the write
+        // position was never published past it), so this claim is its only user.
+        unsafe { self.producer.shared.slice(offset, self.len) }
+    }
+}
+
+impl DerefMut for Claim<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let offset = self.producer.shared.offset(self.start) + RECORD_ALIGN;
+        // SAFETY: as in `deref`; `&mut self` makes this the only slice handed out.
+        unsafe { self.producer.shared.slice_mut(offset, self.len) }
+    }
+}

@@ -1,0 +1,393 @@
+//! The mapping both endpoints of a ring share, and the [`Ring`] handle that creates and opens it.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::error::{Error, Result};
+use crate::layout::{
+    Control, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MIN_CAPACITY, Meta, RecordHeader,
+    max_payload,
+};
+use crate::segment::Segment;
+use crate::sync::{Futex, Granules};
+
+use super::consumer::Consumer;
+use super::producer::Producer;
+use super::wait::EndpointConfig;
+
+/// What keeps the memory behind [`Shared`] alive.
+#[derive(Debug)]
+enum Backing {
+    Segment {
+        segment: Segment,
+        data_ready: OwnedFd,
+        space_ready: OwnedFd,
+    },
+    /// Loom models run the ring on the heap: loom's atomics cannot live in shared memory.
+    #[cfg(loom)]
+    Heap {
+        _control: Box<Control>,
+        _data: Box<[std::cell::UnsafeCell<u8>]>,
+    },
+}
+
+/// The state both endpoints in this process share: where the control block and the data region
+/// are, and the ring's geometry as validated when it was opened.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    control: NonNull<Control>,
+    data: NonNull<u8>,
+    /// Size of the data region, a power of two in `MIN_CAPACITY ..= MAX_CAPACITY`.
+    pub capacity: u64,
+    /// Largest payload, `max_payload(capacity)`.
+    pub max_payload: u64,
+    pub futex: Futex,
+    pub granules: Granules,
+    producer_taken: AtomicBool,
+    consumer_taken: AtomicBool,
+    backing: Backing,
+}
+
+// SAFETY: `control` and `data` point into memory owned by `backing` for the lifetime of `Shared`.
+// The control block is only accessed through atomics; the data region is accessed by at most one
+// producer and one consumer (enforced by `producer_taken` / `consumer_taken` in this process), in
+// disjoint ranges that the position protocol hands from one to the other with Release/Acquire.
+unsafe impl Send for Shared {}
+// SAFETY: as for `Send`: every access through `&Shared` is atomic or covered by the protocol.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The shared control block.
+    pub fn control(&self) -> &Control {
+        // SAFETY: `control` points to a `Control` that lives as long as `self` (see `Backing`),
+        // is 128-byte aligned (page-aligned mapping or a `Box`), and consists of atomics (valid
+        // for any bit pattern, safe to share) plus `Meta`, which is plain data read only by the
+        // opener before any other process writes it is relevant.
+        unsafe { self.control.as_ref() }
+    }
+
+    /// Offset of `pos` in the data region.
+    #[inline]
+    pub fn offset(&self, pos: u64) -> u64 {
+        pos & (self.capacity - 1)
+    }
+
+    /// Copies `bytes` into the data region at `offset`.
+    ///
+    /// Callers own `offset .. offset + bytes.len()` under the position protocol.
+    #[inline]
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) {
+        assert!(offset + bytes.len() as u64 <= self.capacity, "write outside the data region");
+        self.granules.write(offset, bytes.len() as u64);
+        // SAFETY: the range is inside the data region (asserted above), which is valid for
+        // writes for the lifetime of `self`; the caller owns it under the protocol, so no one
+        // else accesses it now. `bytes` is local memory, so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.data.as_ptr().add(offset as usize),
+                bytes.len(),
+            );
+        }
+    }
+
+    /// Reads the record header at `offset`.
+    #[inline]
+    pub fn header_at(&self, offset: u64) -> RecordHeader {
+        assert!(offset + 16 <= self.capacity, "header outside the data region");
+        self.granules.read(offset, 16);
+        let mut raw = [0u8; 16];
+        // SAFETY: the 16 bytes are inside the data region (asserted above) and were published
+        // to us by the producer, which no longer writes them; `raw` is local.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.data.as_ptr().add(offset as usize),
+                raw.as_mut_ptr(),
+                16,
+            );
+        }
+        RecordHeader::from_bytes(raw)
+    }
+
+    /// The data region's bytes `offset .. offset + len`, mutable.
+    ///
+    /// # Safety
+    /// The range must be inside the data region and owned by the caller (the producer's claimed
+    /// span) for as long as the returned slice lives.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut(&self, offset: u64, len: u64) -> &mut [u8] {
+        debug_assert!(offset + len <= self.capacity);
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr().add(offset as usize), len as usize) }
+    }
+
+    /// The data region's bytes `offset .. offset + len`.
+    ///
+    /// # Safety
+    /// The range must be inside the data region and published to the caller (the consumer's
+    /// current record) for as long as the returned slice lives.
+    #[inline]
+    pub unsafe fn slice(&self, offset: u64, len: u64) -> &[u8] {
+        debug_assert!(offset + len <= self.capacity);
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().add(offset as usize), len as usize) }
+    }
+
+    /// The eventfd the consumer waits on for data, if this ring has eventfds.
+    pub fn data_ready(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Segment { data_ready, .. } => Some(data_ready.as_fd()),
+            #[cfg(loom)]
+            Backing::Heap { .. } => None,
+        }
+    }
+
+    /// The eventfd the producer waits on for space, if this ring has eventfds.
+    pub fn space_ready(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Segment { space_ready, .. } => Some(space_ready.as_fd()),
+            #[cfg(loom)]
+            Backing::Heap { .. } => None,
+        }
+    }
+
+    pub fn release_producer(&self) {
+        self.producer_taken.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn release_consumer(&self) {
+        self.consumer_taken.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The descriptors that make up a ring, as sent to or received from another process.
+#[derive(Debug)]
+pub struct RingFds {
+    /// The sealed memfd holding the control block and the data region.
+    pub memory: OwnedFd,
+    /// eventfd the consumer waits on (written by the producer when data arrives).
+    pub data_ready: OwnedFd,
+    /// eventfd the producer waits on (written by the consumer when space frees up).
+    pub space_ready: OwnedFd,
+}
+
+/// A ring in a shared-memory segment: create it, send its descriptors to another process, and
+/// take one endpoint on each side.
+///
+/// # Examples
+/// ```
+/// use shmplug_transport::{EndpointConfig, Ring};
+///
+/// let ring = Ring::create(64 * 1024)?;
+/// let mut tx = ring.producer(EndpointConfig::default())?;
+/// let mut rx = ring.consumer(EndpointConfig::default())?;
+///
+/// let mut claim = tx.claim(5)?;
+/// claim.copy_from_slice(b"hello");
+/// claim.commit();
+///
+/// let record = rx.read()?;
+/// assert_eq!(&*record, b"hello");
+/// # Ok::<(), shmplug_transport::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Ring {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Ring {
+    /// Creates a ring whose data region holds `capacity` bytes (a power of two from 4 KiB to
+    /// 1 GiB), in a new sealed memfd, with two eventfds for waking.
+    ///
+    /// # Errors
+    /// [`Error::BadSegment`] for a capacity out of range; [`Error::Io`] if the memfd or the
+    /// eventfds cannot be created.
+    pub fn create(capacity: usize) -> Result<Ring> {
+        let capacity = capacity as u64;
+        check_capacity(capacity)?;
+        let segment = Segment::create("shmplug-ring", HEADER_SIZE + capacity as usize)?;
+        let meta = Meta {
+            magic: MAGIC,
+            version: LAYOUT_VERSION,
+            header_size: HEADER_SIZE as u32,
+            capacity,
+            _reserved: [0; 13],
+        };
+        // SAFETY: the segment is at least HEADER_SIZE bytes, page aligned, and nobody else has
+        // its descriptor yet; `Meta` is `Pod` and sits at offset 0.
+        unsafe { segment.base().cast::<Meta>().write(meta) };
+        let flags = rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK;
+        let data_ready = rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
+        let space_ready = rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
+        Self::from_segment(segment, data_ready, space_ready)
+    }
+
+    /// Opens a ring from descriptors received from another process, checking everything: the
+    /// memfd's seals and size, the header's magic, layout version and capacity, and that the
+    /// other two descriptors are eventfds.
+    ///
+    /// # Errors
+    /// [`Error::BadSegment`] naming the first check that failed.
+    pub fn from_fds(fds: RingFds) -> Result<Ring> {
+        check_eventfd(&fds.data_ready)?;
+        check_eventfd(&fds.space_ready)?;
+        let segment = Segment::from_fd(fds.memory, HEADER_SIZE)?;
+        // SAFETY: the segment is at least HEADER_SIZE bytes and page aligned, `Meta` is `Pod`
+        // (any bytes are a valid value) and we copy it out once; the peer rewriting it
+        // concurrently could only give us a torn value, which the checks below reject.
+        let meta: Meta = unsafe { segment.base().cast::<Meta>().read_volatile() };
+        if meta.magic != MAGIC {
+            return Err(Error::BadSegment(format!(
+                "bad magic {:#018x} (expected {MAGIC:#018x}): not a shmplug ring",
+                meta.magic
+            )));
+        }
+        if meta.version != LAYOUT_VERSION {
+            return Err(Error::BadSegment(format!(
+                "ring layout version {} but this build speaks version {LAYOUT_VERSION}; \
+                 rebuild the plugin against a matching shmplug",
+                meta.version
+            )));
+        }
+        if meta.header_size as usize != HEADER_SIZE {
+            return Err(Error::BadSegment(format!(
+                "header size {} (expected {HEADER_SIZE})",
+                meta.header_size
+            )));
+        }
+        check_capacity(meta.capacity)?;
+        if segment.len() as u64 != HEADER_SIZE as u64 + meta.capacity {
+            return Err(Error::BadSegment(format!(
+                "segment is {} bytes but its header says {} + {}",
+                segment.len(),
+                HEADER_SIZE,
+                meta.capacity
+            )));
+        }
+        Self::from_segment(segment, fds.data_ready, fds.space_ready)
+    }
+
+    fn from_segment(segment: Segment, data_ready: OwnedFd, space_ready: OwnedFd) -> Result<Ring> {
+        let base = segment.base();
+        // SAFETY: reading the capacity field of the Meta written by `create` or validated by
+        // `from_fds` just above; it is inside the mapping.
+        let capacity = unsafe { base.cast::<Meta>().as_ref().capacity };
+        // SAFETY: HEADER_SIZE is inside the mapping (the segment is HEADER_SIZE + capacity).
+        let data = unsafe { base.add(HEADER_SIZE) };
+        Ok(Ring {
+            shared: Arc::new(Shared {
+                control: base.cast::<Control>(),
+                data,
+                capacity,
+                max_payload: max_payload(capacity),
+                futex: Futex::default(),
+                granules: Granules::new(capacity),
+                producer_taken: AtomicBool::new(false),
+                consumer_taken: AtomicBool::new(false),
+                backing: Backing::Segment { segment, data_ready, space_ready },
+            }),
+        })
+    }
+
+    /// A heap-backed ring for loom models (any power-of-two capacity of 256 bytes or more).
+    #[cfg(loom)]
+    pub(crate) fn heap(capacity: u64) -> Ring {
+        use crate::layout::Span;
+        assert!(capacity.is_power_of_two() && capacity >= 256);
+        let control = Box::new(Control {
+            meta: Span(Meta { magic: MAGIC, version: LAYOUT_VERSION, header_size: 0, capacity, _reserved: [0; 13] }),
+            write_pos: Span(Default::default()),
+            read_pos: Span(Default::default()),
+            signals: Span(Default::default()),
+        });
+        let data: Box<[std::cell::UnsafeCell<u8>]> =
+            (0..capacity).map(|_| std::cell::UnsafeCell::new(0)).collect();
+        Ring {
+            shared: Arc::new(Shared {
+                control: NonNull::from(&*control),
+                data: NonNull::new(data.as_ptr() as *mut u8).unwrap(),
+                capacity,
+                max_payload: max_payload(capacity),
+                futex: Futex::default(),
+                granules: Granules::new(capacity),
+                producer_taken: AtomicBool::new(false),
+                consumer_taken: AtomicBool::new(false),
+                backing: Backing::Heap { _control: control, _data: data },
+            }),
+        }
+    }
+
+    /// The descriptors to send to the other process (memfd, data eventfd, space eventfd).
+    ///
+    /// # Panics
+    /// Never for rings made by [`Ring::create`] or [`Ring::from_fds`].
+    pub fn fds(&self) -> [BorrowedFd<'_>; 3] {
+        match &self.shared.backing {
+            Backing::Segment { segment, data_ready, space_ready } => {
+                [segment.fd(), data_ready.as_fd(), space_ready.as_fd()]
+            }
+            #[cfg(loom)]
+            Backing::Heap { .. } => panic!("a heap ring has no descriptors"),
+        }
+    }
+
+    /// Takes the producing end. A ring has one producer: across processes that is the caller's
+    /// promise; in this process a second call before the first producer is dropped fails.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyTaken`], or [`Error::Corrupt`] if the shared positions are invalid.
+    pub fn producer(&self, config: EndpointConfig) -> Result<Producer> {
+        if self.shared.producer_taken.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Err(Error::AlreadyTaken("producer"));
+        }
+        Producer::new(self.shared.clone(), config).inspect_err(|_| self.shared.release_producer())
+    }
+
+    /// Takes the consuming end (see [`Ring::producer`]).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyTaken`], or [`Error::Corrupt`] if the shared positions are invalid.
+    pub fn consumer(&self, config: EndpointConfig) -> Result<Consumer> {
+        if self.shared.consumer_taken.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Err(Error::AlreadyTaken("consumer"));
+        }
+        Consumer::new(self.shared.clone(), config).inspect_err(|_| self.shared.release_consumer())
+    }
+
+    /// Size of the data region in bytes.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity as usize
+    }
+
+    /// Largest payload a single record may carry: a little under half the capacity.
+    pub fn max_record_len(&self) -> usize {
+        self.shared.max_payload as usize
+    }
+}
+
+fn check_capacity(capacity: u64) -> Result<()> {
+    if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+        return Err(Error::BadSegment(format!(
+            "capacity {capacity} is not a power of two between {MIN_CAPACITY} and {MAX_CAPACITY}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses anything but an eventfd: the ring writes 8 bytes to it and polls it, which on some
+/// other kind of file (a socket to somewhere, a regular file) would misbehave.
+fn check_eventfd(fd: &OwnedFd) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(Error::io("inspecting a received descriptor"))?;
+    if link.as_os_str() != "anon_inode:[eventfd]" {
+        return Err(Error::BadSegment(format!(
+            "expected an eventfd for waking, got {}",
+            link.display()
+        )));
+    }
+    Ok(())
+}

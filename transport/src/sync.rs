@@ -1,0 +1,115 @@
+//! The one import point for atomics and parking, in the shape of tokio's `loom` module.
+//!
+//! Normal builds get `std`'s atomics and the Linux futex; builds with `RUSTFLAGS="--cfg loom"`
+//! get loom's atomics and a futex stand-in built from a loom `Mutex` and `Condvar`, so the ring's
+//! position protocol and its park/wake handshake run unchanged under the model checker.
+//!
+//! [`Granules`] lets loom see the ring's data region: every access to a 16-byte granule of the
+//! region is reported to a loom `UnsafeCell`, so a record read while it may still be written (or
+//! overwritten while it is still being read) is a data race loom reports. In normal builds it is
+//! an empty type and every call compiles to nothing.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+/// Hint to the processor (or to loom's scheduler) that this thread is spinning.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// Waits on a futex word shared between processes.
+#[cfg(not(loom))]
+#[derive(Debug, Default)]
+pub(crate) struct Futex;
+
+#[cfg(not(loom))]
+impl Futex {
+    /// Sleeps while `word` holds `expected`, at most `timeout`. Returns early on a wake-up, a
+    /// signal, or when the word already differs; callers re-check their condition either way.
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
+        use rustix::thread::futex;
+        let ts = timeout.map(|d| rustix::time::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos().into(),
+        });
+        // Shared futex (no FUTEX_PRIVATE_FLAG): the kernel keys it by the memfd page, so the two
+        // processes may map the segment at different addresses. EAGAIN (word changed), EINTR and
+        // ETIMEDOUT all mean "go and look again", so the result is deliberately ignored.
+        let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
+    }
+
+    /// Wakes every thread (in any process) sleeping on `word`.
+    pub(crate) fn wake(&self, word: &AtomicU32) {
+        use rustix::thread::futex;
+        let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+    }
+}
+
+/// loom stand-in for the futex: a waiter re-checks the word under the mutex before sleeping on
+/// the condition variable, and a waker takes the same mutex before notifying, which gives the
+/// futex's "sleep only if the word still holds the expected value" atomicity.
+#[cfg(loom)]
+#[derive(Debug, Default)]
+pub(crate) struct Futex {
+    lock: loom::sync::Mutex<()>,
+    cond: loom::sync::Condvar,
+}
+
+#[cfg(loom)]
+impl Futex {
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Option<std::time::Duration>) {
+        let guard = self.lock.lock().unwrap();
+        if word.load(Ordering::SeqCst) == expected {
+            drop(self.cond.wait(guard).unwrap());
+        }
+    }
+
+    pub(crate) fn wake(&self, _word: &AtomicU32) {
+        let _guard = self.lock.lock().unwrap();
+        self.cond.notify_all();
+    }
+}
+
+/// Access tracking for the data region (see the module docs).
+#[cfg(not(loom))]
+#[derive(Debug, Default)]
+pub(crate) struct Granules;
+
+#[cfg(not(loom))]
+impl Granules {
+    pub(crate) fn new(_capacity: u64) -> Self {
+        Self
+    }
+    #[inline(always)]
+    pub(crate) fn write(&self, _offset: u64, _len: u64) {}
+    #[inline(always)]
+    pub(crate) fn read(&self, _offset: u64, _len: u64) {}
+}
+
+#[cfg(loom)]
+#[derive(Debug)]
+pub(crate) struct Granules(Box<[loom::cell::UnsafeCell<()>]>);
+
+#[cfg(loom)]
+impl Granules {
+    pub(crate) fn new(capacity: u64) -> Self {
+        Self((0..capacity / 16).map(|_| loom::cell::UnsafeCell::new(())).collect())
+    }
+    fn cells(&self, offset: u64, len: u64) -> impl Iterator<Item = &loom::cell::UnsafeCell<()>> {
+        let n = self.0.len() as u64;
+        (offset / 16..(offset + len).div_ceil(16)).map(move |g| &self.0[(g % n) as usize])
+    }
+    pub(crate) fn write(&self, offset: u64, len: u64) {
+        self.cells(offset, len).for_each(|c| c.with_mut(|_| ()));
+    }
+    pub(crate) fn read(&self, offset: u64, len: u64) {
+        self.cells(offset, len).for_each(|c| c.with(|_| ()));
+    }
+}

@@ -29,7 +29,9 @@ pub enum Error {
     #[error("timed out after {0:?} waiting on the ring")]
     TimedOut(Duration),
     /// The other process broke the ring's invariants; this endpoint is poisoned.
-    #[error("ring corrupt: {what} ({detail}); the peer wrote invalid shared state, the ring is poisoned")]
+    #[error(
+        "ring corrupt: {what} ({detail}); the peer wrote invalid shared state, the ring is poisoned"
+    )]
     Corrupt {
         /// Which invariant broke, e.g. `"write position"`.
         what: &'static str,
@@ -40,7 +42,9 @@ pub enum Error {
     #[error("shared-memory segment rejected: {0}")]
     BadSegment(String),
     /// This process already holds that endpoint of the ring.
-    #[error("the {0} end of this ring is already taken (rings are single-producer, single-consumer)")]
+    #[error(
+        "the {0} end of this ring is already taken (rings are single-producer, single-consumer)"
+    )]
     AlreadyTaken(&'static str),
     /// A system call failed.
     #[error("{context}: {source}")]
@@ -51,6 +55,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A control-channel message could not be framed, sent, received or decoded; the
+    /// [`ControlError`](crate::control::ControlError) says which and what to do about it.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// A tuple record failed validation (the peer wrote bytes that are not a valid archived
+    /// tuple, or that nest deeper than [`crate::tuple::MAX_DEPTH`]), or a tuple to be written
+    /// breaks the format's limits. A [`crate::tuple::TupleReceiver`] that saw an invalid record
+    /// is poisoned.
+    #[error("invalid tuple: {0}")]
+    InvalidTuple(String),
 }
 
 impl Error {
@@ -59,7 +73,10 @@ impl Error {
     }
 
     pub(crate) fn errno(context: &'static str) -> impl FnOnce(rustix::io::Errno) -> Error {
-        move |e| Error::Io { context, source: e.into() }
+        move |e| Error::Io {
+            context,
+            source: e.into(),
+        }
     }
 
     /// True for [`Error::Closed`]: the stream ended normally.

@@ -9,8 +9,8 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
-    SendFlags,
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
 };
 
 use crate::error::{Error, Result};
@@ -27,7 +27,10 @@ pub const MAX_FDS: usize = 8;
 /// # Panics
 /// If more than [`MAX_FDS`] descriptors are passed.
 pub fn send_with_fds(socket: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
-    assert!(fds.len() <= MAX_FDS, "at most {MAX_FDS} descriptors per message");
+    assert!(
+        fds.len() <= MAX_FDS,
+        "at most {MAX_FDS} descriptors per message"
+    );
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
@@ -36,8 +39,13 @@ pub fn send_with_fds(socket: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) 
             source: std::io::Error::other("control buffer too small"),
         });
     }
-    let sent = rustix::net::sendmsg(socket, &[IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL)
-        .map_err(Error::errno("sending descriptors"))?;
+    let sent = rustix::net::sendmsg(
+        socket,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+    .map_err(Error::errno("sending descriptors"))?;
     if sent != bytes.len() {
         return Err(Error::Io {
             context: "sending descriptors",
@@ -72,7 +80,9 @@ pub fn recv_with_fds(socket: &UnixStream, buf: &mut [u8]) -> Result<(usize, Vec<
     if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
         return Err(Error::Io {
             context: "receiving descriptors",
-            source: std::io::Error::other(format!("more than {MAX_FDS} descriptors in one message")),
+            source: std::io::Error::other(format!(
+                "more than {MAX_FDS} descriptors in one message"
+            )),
         });
     }
     if msg.bytes == 0 && fds.is_empty() {
@@ -103,10 +113,18 @@ pub fn recv_ring(socket: &UnixStream) -> Result<Ring> {
     let mut buf = [0u8; 16];
     let (n, fds) = recv_with_fds(socket, &mut buf)?;
     if &buf[..n] != RING_TAG {
-        return Err(Error::BadSegment(format!("unexpected message {:?} instead of a ring", &buf[..n])));
+        return Err(Error::BadSegment(format!(
+            "unexpected message {:?} instead of a ring",
+            &buf[..n]
+        )));
     }
-    let [memory, data_ready, space_ready]: [OwnedFd; 3] = fds
-        .try_into()
-        .map_err(|v: Vec<OwnedFd>| Error::BadSegment(format!("{} descriptors instead of 3", v.len())))?;
-    Ring::from_fds(RingFds { memory, data_ready, space_ready })
+    let [memory, data_ready, space_ready]: [OwnedFd; 3] =
+        fds.try_into().map_err(|v: Vec<OwnedFd>| {
+            Error::BadSegment(format!("{} descriptors instead of 3", v.len()))
+        })?;
+    Ring::from_fds(RingFds {
+        memory,
+        data_ready,
+        space_ready,
+    })
 }

@@ -13,7 +13,7 @@
 //! counts; a position's offset in the data region is `pos & (capacity - 1)`. The data region
 //! starts on a page boundary so that 64-byte aligned payloads are 64-byte aligned in memory.
 //!
-//! A record is a 16-byte [`RecordHeader`] followed by its payload, the whole padded to a
+//! A record is a 16-byte header (`len: u32`, `kind: u32`, 8 reserved bytes) followed by its payload, the whole padded to a
 //! multiple of 16 bytes, so a payload is always 16-byte aligned (an rkyv root can be accessed
 //! in place). Payloads of [`LARGE_PAYLOAD`] bytes or more start on a 64-byte boundary, which keeps
 //! big copies in and out of the ring fast. A record never crosses the end of the region: the

@@ -39,13 +39,18 @@
 //! The other process is not trusted to be correct: see [`ring`]'s module docs for what is
 //! checked and [`Error::Corrupt`] for what happens when a check fails.
 
+pub mod control;
 mod error;
 pub mod fdpass;
 pub mod layout;
 pub mod ring;
 mod segment;
 mod sync;
+pub mod tuple;
 
 pub use error::{Error, Result};
 pub use ring::{Claim, Consumer, EndpointConfig, Park, Producer, Record, Ring, RingFds};
 pub use segment::Segment;
+pub use tuple::{
+    Tuple, TupleReceiver, TupleRef, TupleSender, TupleView, Validation, Value, ValueRef, ValueView,
+};

@@ -14,7 +14,9 @@ use rustix::fs::{MemfdFlags, SealFlags};
 use crate::error::{Error, Result};
 
 /// Seals every segment carries: no shrinking, no growing, no further sealing.
-const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW).union(SealFlags::SEAL);
+const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK
+    .union(SealFlags::GROW)
+    .union(SealFlags::SEAL);
 
 /// A mapped, sealed memfd shared with another process.
 #[derive(Debug)]
@@ -33,7 +35,8 @@ impl Segment {
         let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
             .map_err(Error::errno("creating a memfd"))?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(Error::errno("sizing the memfd"))?;
-        rustix::fs::fcntl_add_seals(&fd, REQUIRED_SEALS).map_err(Error::errno("sealing the memfd"))?;
+        rustix::fs::fcntl_add_seals(&fd, REQUIRED_SEALS)
+            .map_err(Error::errno("sealing the memfd"))?;
         let map = memmap2::MmapOptions::new()
             .len(len)
             .map_raw(&fd)
@@ -112,15 +115,22 @@ mod tests {
 
     #[test]
     fn unsealed_or_short_descriptors_are_refused() {
-        let fd = rustix::fs::memfd_create("unsealed", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-            .unwrap();
+        let fd =
+            rustix::fs::memfd_create("unsealed", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+                .unwrap();
         rustix::fs::ftruncate(&fd, 8192).unwrap();
         let err = Segment::from_fd(fd, 4096).unwrap_err();
-        assert!(matches!(err, Error::BadSegment(ref m) if m.contains("not sealed")), "{err}");
+        assert!(
+            matches!(err, Error::BadSegment(ref m) if m.contains("not sealed")),
+            "{err}"
+        );
 
         let seg = Segment::create("short", 4096).unwrap();
         let err = Segment::from_fd(seg.fd().try_clone_to_owned().unwrap(), 8192).unwrap_err();
-        assert!(matches!(err, Error::BadSegment(ref m) if m.contains("fewer")), "{err}");
+        assert!(
+            matches!(err, Error::BadSegment(ref m) if m.contains("fewer")),
+            "{err}"
+        );
 
         let file = tempfile_fd();
         let err = Segment::from_fd(file, 0).unwrap_err();

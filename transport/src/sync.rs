@@ -33,7 +33,12 @@ pub(crate) struct Futex;
 impl Futex {
     /// Sleeps while `word` holds `expected`, at most `timeout`. Returns early on a wake-up, a
     /// signal, or when the word already differs; callers re-check their condition either way.
-    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
+    pub(crate) fn wait(
+        &self,
+        word: &AtomicU32,
+        expected: u32,
+        timeout: Option<std::time::Duration>,
+    ) {
         use rustix::thread::futex;
         let ts = timeout.map(|d| rustix::time::Timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
@@ -64,7 +69,12 @@ pub(crate) struct Futex {
 
 #[cfg(loom)]
 impl Futex {
-    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Option<std::time::Duration>) {
+    pub(crate) fn wait(
+        &self,
+        word: &AtomicU32,
+        expected: u32,
+        _timeout: Option<std::time::Duration>,
+    ) {
         let guard = self.lock.lock().unwrap();
         if word.load(Ordering::SeqCst) == expected {
             drop(self.cond.wait(guard).unwrap());
@@ -100,7 +110,11 @@ pub(crate) struct Granules(Box<[loom::cell::UnsafeCell<()>]>);
 #[cfg(loom)]
 impl Granules {
     pub(crate) fn new(capacity: u64) -> Self {
-        Self((0..capacity / 16).map(|_| loom::cell::UnsafeCell::new(())).collect())
+        Self(
+            (0..capacity / 16)
+                .map(|_| loom::cell::UnsafeCell::new(()))
+                .collect(),
+        )
     }
     fn cells(&self, offset: u64, len: u64) -> impl Iterator<Item = &loom::cell::UnsafeCell<()>> {
         let n = self.0.len() as u64;

@@ -46,7 +46,10 @@ impl Consumer {
             closed: false,
             shared,
         };
-        if read % RECORD_ALIGN != 0 || write < read || write - read > consumer.shared.capacity {
+        if !read.is_multiple_of(RECORD_ALIGN)
+            || write < read
+            || write - read > consumer.shared.capacity
+        {
             return Err(consumer.corrupt("positions", format!("read {read}, write {write}")));
         }
         Ok(consumer)
@@ -92,7 +95,9 @@ impl Consumer {
             // A clone so the flag can be held across `&mut self` calls; parking is the slow path.
             let shared = self.shared.clone();
             let signals = &shared.control().signals.0;
-            signals.consumer_waiting.store(flag_value, Ordering::Relaxed);
+            signals
+                .consumer_waiting
+                .store(flag_value, Ordering::Relaxed);
             // ORDERING: pairs with the producer's fence between storing its write position (or
             // closed flag) and loading `consumer_waiting`: either it sees our flag and wakes us,
             // or we see its store now.
@@ -122,7 +127,10 @@ impl Consumer {
     /// Finds the next data record, skipping padding, checking every header.
     fn next(&mut self) -> Result<Option<(u64, RecordHeader)>> {
         if let Some((what, detail)) = &self.poison {
-            return Err(Error::Corrupt { what, detail: detail.clone() });
+            return Err(Error::Corrupt {
+                what,
+                detail: detail.clone(),
+            });
         }
         if self.closed {
             return Err(Error::Closed);
@@ -133,7 +141,13 @@ impl Consumer {
                 if self.read == self.cached_write {
                     // ORDERING: Acquire pairs with the producer's Release store of its closed
                     // flag, made after its final write position; reload that position.
-                    let closed = self.shared.control().signals.0.producer_closed.load(Ordering::Acquire);
+                    let closed = self
+                        .shared
+                        .control()
+                        .signals
+                        .0
+                        .producer_closed
+                        .load(Ordering::Acquire);
                     if closed == 0 {
                         return Ok(None);
                     }
@@ -174,7 +188,10 @@ impl Consumer {
             if u64::from(header.len) > self.shared.max_payload {
                 return Err(self.corrupt(
                     "record length",
-                    format!("{} bytes exceeds the largest record {}", header.len, self.shared.max_payload),
+                    format!(
+                        "{} bytes exceeds the largest record {}",
+                        header.len, self.shared.max_payload
+                    ),
                 ));
             }
             return Ok(Some((self.read, header)));
@@ -190,7 +207,7 @@ impl Consumer {
         // below the position are complete before we read them.
         let write = self.shared.control().write_pos.0.load(Ordering::Acquire);
         if write < self.cached_write
-            || write % RECORD_ALIGN != 0
+            || !write.is_multiple_of(RECORD_ALIGN)
             || write - self.read > self.shared.capacity
         {
             return Err(self.corrupt(
@@ -216,21 +233,47 @@ impl Consumer {
         fence(Ordering::SeqCst);
         let signals = &control.signals.0;
         if signals.producer_waiting.load(Ordering::Relaxed) != 0 {
-            wait::wake(&self.shared, &signals.producer_waiting, self.shared.space_ready());
+            wait::wake(
+                &self.shared,
+                &signals.producer_waiting,
+                self.shared.space_ready(),
+            );
         }
     }
 
     fn record(&mut self, start: u64, header: RecordHeader) -> Record<'_> {
-        self.shared.granules.read(self.shared.offset(start), record_span(u64::from(header.len)));
-        Record { consumer: self, start, len: u64::from(header.len), kind: header.kind }
+        self.shared.granules.read(
+            self.shared.offset(start),
+            record_span(u64::from(header.len)),
+        );
+        Record {
+            consumer: self,
+            start,
+            len: u64::from(header.len),
+            kind: header.kind,
+        }
     }
 
     fn release(&mut self, start: u64, len: u64) {
         let span = record_span(len);
         self.shared.granules.read(self.shared.offset(start), span);
         self.read = start + span;
-        let waiting = self.shared.control().signals.0.producer_waiting.load(Ordering::Relaxed);
+        let waiting = self
+            .shared
+            .control()
+            .signals
+            .0
+            .producer_waiting
+            .load(Ordering::Relaxed);
         if self.read - self.published >= self.batch || waiting != 0 {
+            self.publish();
+        }
+    }
+
+    /// Hands every released record's space back to the producer now, instead of at the next
+    /// batch boundary or when the ring runs empty.
+    pub fn flush(&mut self) {
+        if self.read != self.published {
             self.publish();
         }
     }
@@ -247,7 +290,11 @@ impl Consumer {
         signals.consumer_closed.store(1, Ordering::Release);
         // ORDERING: a producer about to sleep for space either sees the flag or is woken.
         fence(Ordering::SeqCst);
-        wait::wake(&self.shared, &signals.producer_waiting, self.shared.space_ready());
+        wait::wake(
+            &self.shared,
+            &signals.producer_waiting,
+            self.shared.space_ready(),
+        );
     }
 
     /// Prepares to await data with an event loop instead of blocking a thread.
@@ -259,12 +306,19 @@ impl Consumer {
     /// eventfd; afterwards call [`finish_park`](Self::finish_park) and try again.
     pub fn prepare_park(&mut self) -> bool {
         let signals = &self.shared.control().signals.0;
-        signals.consumer_waiting.store(crate::layout::PARK_EVENTFD, Ordering::Relaxed);
+        signals
+            .consumer_waiting
+            .store(crate::layout::PARK_EVENTFD, Ordering::Relaxed);
         // ORDERING: as in `read_inner`.
         fence(Ordering::SeqCst);
         let ready = !matches!(self.next(), Ok(None));
         if ready {
-            self.shared.control().signals.0.consumer_waiting.store(0, Ordering::Relaxed);
+            self.shared
+                .control()
+                .signals
+                .0
+                .consumer_waiting
+                .store(0, Ordering::Relaxed);
         }
         ready
     }
@@ -272,7 +326,12 @@ impl Consumer {
     /// Ends an event-loop wait begun with [`prepare_park`](Self::prepare_park): clears the
     /// waiting flag and empties the eventfd.
     pub fn finish_park(&mut self) {
-        self.shared.control().signals.0.consumer_waiting.store(0, Ordering::Relaxed);
+        self.shared
+            .control()
+            .signals
+            .0
+            .consumer_waiting
+            .store(0, Ordering::Relaxed);
         wait::drain_eventfd(self.shared.data_ready());
     }
 
@@ -286,8 +345,8 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if self.read != self.published && !self.closed {
-            self.publish();
+        if !self.closed {
+            self.flush();
         }
         self.close();
         self.shared.release_consumer();

@@ -54,10 +54,19 @@ impl Producer {
             closed: false,
             shared,
         };
-        if write % RECORD_ALIGN != 0 || read > write || write - read > producer.shared.capacity {
+        if !write.is_multiple_of(RECORD_ALIGN)
+            || read > write
+            || write - read > producer.shared.capacity
+        {
             return Err(producer.corrupt("positions", format!("read {read}, write {write}")));
         }
         Ok(producer)
+    }
+
+    /// The local write position (committed, perhaps not yet published).
+    #[cfg(test)]
+    pub(crate) fn write_pos_for_tests(&self) -> u64 {
+        self.write
     }
 
     /// Largest payload one record may carry.
@@ -110,7 +119,9 @@ impl Producer {
             // A clone so the flag can be held across `&mut self` calls; parking is the slow path.
             let shared = self.shared.clone();
             let signals = &shared.control().signals.0;
-            signals.producer_waiting.store(flag_value, Ordering::Relaxed);
+            signals
+                .producer_waiting
+                .store(flag_value, Ordering::Relaxed);
             // ORDERING: pairs with the consumer's fence between storing its read position and
             // loading `producer_waiting`: either it sees our flag, or we see its position.
             fence(Ordering::SeqCst);
@@ -139,7 +150,10 @@ impl Producer {
     /// Finds room for a `len`-byte record, reloading the consumer's position if needed.
     fn place(&mut self, len: usize) -> Result<Option<Placement>> {
         if let Some((what, detail)) = &self.poison {
-            return Err(Error::Corrupt { what, detail: detail.clone() });
+            return Err(Error::Corrupt {
+                what,
+                detail: detail.clone(),
+            });
         }
         if self.closed {
             return Err(Error::Closed);
@@ -152,7 +166,15 @@ impl Producer {
             });
         }
         // ORDERING: Acquire pairs with the consumer's Release store of its closed flag.
-        if self.shared.control().signals.0.consumer_closed.load(Ordering::Acquire) != 0 {
+        if self
+            .shared
+            .control()
+            .signals
+            .0
+            .consumer_closed
+            .load(Ordering::Acquire)
+            != 0
+        {
             return Err(Error::Closed);
         }
         let capacity = self.shared.capacity;
@@ -163,7 +185,11 @@ impl Producer {
         let mut start = self.write;
         loop {
             let offset = self.shared.offset(start);
-            let align = if len >= LARGE_PAYLOAD { 48u64.wrapping_sub(offset) & 63 } else { 0 };
+            let align = if len >= LARGE_PAYLOAD {
+                48u64.wrapping_sub(offset) & 63
+            } else {
+                0
+            };
             if offset + align + span <= capacity {
                 start += align;
                 break;
@@ -185,7 +211,7 @@ impl Producer {
         // ORDERING: Acquire pairs with the consumer's Release store of its read position: its
         // reads of the records before that position happen before we overwrite them.
         let read = self.shared.control().read_pos.0.load(Ordering::Acquire);
-        if read < self.cached_read || read > self.published || read % RECORD_ALIGN != 0 {
+        if read < self.cached_read || read > self.published || !read.is_multiple_of(RECORD_ALIGN) {
             return Err(self.corrupt(
                 "read position",
                 format!(
@@ -204,13 +230,23 @@ impl Producer {
         while pos < p.start {
             let offset = self.shared.offset(pos);
             let pad = (p.start - pos).min(self.shared.capacity - offset);
-            let header = RecordHeader { len: (pad - RECORD_ALIGN) as u32, kind: KIND_PADDING };
+            let header = RecordHeader {
+                len: (pad - RECORD_ALIGN) as u32,
+                kind: KIND_PADDING,
+            };
             self.shared.write_at(offset, &header.to_bytes());
             pos += pad;
         }
         // The payload is written through a slice; tell loom the whole record is being written.
-        self.shared.granules.write(self.shared.offset(p.start), record_span(p.len));
-        Claim { producer: self, start: p.start, len: p.len, kind: 1 }
+        self.shared
+            .granules
+            .write(self.shared.offset(p.start), record_span(p.len));
+        Claim {
+            producer: self,
+            start: p.start,
+            len: p.len,
+            kind: 1,
+        }
     }
 
     /// Publishes every committed record (including deferred ones) and wakes the consumer if it
@@ -228,7 +264,11 @@ impl Producer {
         fence(Ordering::SeqCst);
         let signals = &control.signals.0;
         if signals.consumer_waiting.load(Ordering::Relaxed) != 0 {
-            wait::wake(&self.shared, &signals.consumer_waiting, self.shared.data_ready());
+            wait::wake(
+                &self.shared,
+                &signals.consumer_waiting,
+                self.shared.data_ready(),
+            );
         }
     }
 
@@ -247,12 +287,24 @@ impl Producer {
         signals.producer_closed.store(1, Ordering::Release);
         // ORDERING: same handshake as `flush`: a consumer about to sleep sees the flag.
         fence(Ordering::SeqCst);
-        wait::wake(&self.shared, &signals.consumer_waiting, self.shared.data_ready());
+        wait::wake(
+            &self.shared,
+            &signals.consumer_waiting,
+            self.shared.data_ready(),
+        );
     }
 
     /// True once the consumer has closed its end (or this end was closed).
     pub fn is_closed(&self) -> bool {
-        self.closed || self.shared.control().signals.0.consumer_closed.load(Ordering::Acquire) != 0
+        self.closed
+            || self
+                .shared
+                .control()
+                .signals
+                .0
+                .consumer_closed
+                .load(Ordering::Acquire)
+                != 0
     }
 
     /// Prepares to await space with an event loop instead of blocking a thread.
@@ -265,12 +317,19 @@ impl Producer {
     pub fn prepare_park(&mut self, len: usize) -> bool {
         self.flush();
         let signals = &self.shared.control().signals.0;
-        signals.producer_waiting.store(crate::layout::PARK_EVENTFD, Ordering::Relaxed);
+        signals
+            .producer_waiting
+            .store(crate::layout::PARK_EVENTFD, Ordering::Relaxed);
         // ORDERING: as in `claim_inner`.
         fence(Ordering::SeqCst);
         let ready = !matches!(self.place(len), Ok(None));
         if ready {
-            self.shared.control().signals.0.producer_waiting.store(0, Ordering::Relaxed);
+            self.shared
+                .control()
+                .signals
+                .0
+                .producer_waiting
+                .store(0, Ordering::Relaxed);
         }
         ready
     }
@@ -278,7 +337,12 @@ impl Producer {
     /// Ends an event-loop wait begun with [`prepare_park`](Self::prepare_park): clears the
     /// waiting flag and empties the eventfd.
     pub fn finish_park(&mut self) {
-        self.shared.control().signals.0.producer_waiting.store(0, Ordering::Relaxed);
+        self.shared
+            .control()
+            .signals
+            .0
+            .producer_waiting
+            .store(0, Ordering::Relaxed);
         wait::drain_eventfd(self.shared.space_ready());
     }
 
@@ -315,7 +379,10 @@ impl<'a> Claim<'a> {
     /// # Panics
     /// If `kind` is 0 or `u32::MAX` (reserved).
     pub fn set_kind(&mut self, kind: u32) {
-        assert!(kind != 0 && kind != KIND_PADDING, "record kind {kind} is reserved");
+        assert!(
+            kind != 0 && kind != KIND_PADDING,
+            "record kind {kind} is reserved"
+        );
         self.kind = kind;
     }
 
@@ -362,10 +429,19 @@ impl<'a> Claim<'a> {
     }
 
     fn finish(self, len: usize) -> &'a mut Producer {
-        assert!(len as u64 <= self.len, "committing {len} bytes of a {}-byte claim", self.len);
+        assert!(
+            len as u64 <= self.len,
+            "committing {len} bytes of a {}-byte claim",
+            self.len
+        );
         let producer = self.producer;
-        let header = RecordHeader { len: len as u32, kind: self.kind };
-        producer.shared.write_at(producer.shared.offset(self.start), &header.to_bytes());
+        let header = RecordHeader {
+            len: len as u32,
+            kind: self.kind,
+        };
+        producer
+            .shared
+            .write_at(producer.shared.offset(self.start), &header.to_bytes());
         producer.write = self.start + record_span(len as u64);
         producer
     }

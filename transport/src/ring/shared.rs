@@ -79,7 +79,10 @@ impl Shared {
     /// Callers own `offset .. offset + bytes.len()` under the position protocol.
     #[inline]
     pub fn write_at(&self, offset: u64, bytes: &[u8]) {
-        assert!(offset + bytes.len() as u64 <= self.capacity, "write outside the data region");
+        assert!(
+            offset + bytes.len() as u64 <= self.capacity,
+            "write outside the data region"
+        );
         self.granules.write(offset, bytes.len() as u64);
         // SAFETY: the range is inside the data region (asserted above), which is valid for
         // writes for the lifetime of `self`; the caller owns it under the protocol, so no one
@@ -96,7 +99,10 @@ impl Shared {
     /// Reads the record header at `offset`.
     #[inline]
     pub fn header_at(&self, offset: u64) -> RecordHeader {
-        assert!(offset + 16 <= self.capacity, "header outside the data region");
+        assert!(
+            offset + 16 <= self.capacity,
+            "header outside the data region"
+        );
         self.granules.read(offset, 16);
         let mut raw = [0u8; 16];
         // SAFETY: the 16 bytes are inside the data region (asserted above) and were published
@@ -121,7 +127,9 @@ impl Shared {
     pub unsafe fn slice_mut(&self, offset: u64, len: u64) -> &mut [u8] {
         debug_assert!(offset + len <= self.capacity);
         // SAFETY: guaranteed by the caller.
-        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr().add(offset as usize), len as usize) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.data.as_ptr().add(offset as usize), len as usize)
+        }
     }
 
     /// The data region's bytes `offset .. offset + len`.
@@ -155,11 +163,13 @@ impl Shared {
     }
 
     pub fn release_producer(&self) {
-        self.producer_taken.store(false, std::sync::atomic::Ordering::Release);
+        self.producer_taken
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     pub fn release_consumer(&self) {
-        self.consumer_taken.store(false, std::sync::atomic::Ordering::Release);
+        self.consumer_taken
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -220,8 +230,10 @@ impl Ring {
         // its descriptor yet; `Meta` is `Pod` and sits at offset 0.
         unsafe { segment.base().cast::<Meta>().write(meta) };
         let flags = rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK;
-        let data_ready = rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
-        let space_ready = rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
+        let data_ready =
+            rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
+        let space_ready =
+            rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
         Self::from_segment(segment, data_ready, space_ready)
     }
 
@@ -283,11 +295,17 @@ impl Ring {
                 data,
                 capacity,
                 max_payload: max_payload(capacity),
+                // A unit struct in normal builds, a mutex and condvar under loom.
+                #[allow(clippy::default_constructed_unit_structs)]
                 futex: Futex::default(),
                 granules: Granules::new(capacity),
                 producer_taken: AtomicBool::new(false),
                 consumer_taken: AtomicBool::new(false),
-                backing: Backing::Segment { segment, data_ready, space_ready },
+                backing: Backing::Segment {
+                    segment,
+                    data_ready,
+                    space_ready,
+                },
             }),
         })
     }
@@ -298,13 +316,20 @@ impl Ring {
         use crate::layout::Span;
         assert!(capacity.is_power_of_two() && capacity >= 256);
         let control = Box::new(Control {
-            meta: Span(Meta { magic: MAGIC, version: LAYOUT_VERSION, header_size: 0, capacity, _reserved: [0; 13] }),
+            meta: Span(Meta {
+                magic: MAGIC,
+                version: LAYOUT_VERSION,
+                header_size: 0,
+                capacity,
+                _reserved: [0; 13],
+            }),
             write_pos: Span(Default::default()),
             read_pos: Span(Default::default()),
             signals: Span(Default::default()),
         });
-        let data: Box<[std::cell::UnsafeCell<u8>]> =
-            (0..capacity).map(|_| std::cell::UnsafeCell::new(0)).collect();
+        let data: Box<[std::cell::UnsafeCell<u8>]> = (0..capacity)
+            .map(|_| std::cell::UnsafeCell::new(0))
+            .collect();
         Ring {
             shared: Arc::new(Shared {
                 control: NonNull::from(&*control),
@@ -315,7 +340,10 @@ impl Ring {
                 granules: Granules::new(capacity),
                 producer_taken: AtomicBool::new(false),
                 consumer_taken: AtomicBool::new(false),
-                backing: Backing::Heap { _control: control, _data: data },
+                backing: Backing::Heap {
+                    _control: control,
+                    _data: data,
+                },
             }),
         }
     }
@@ -326,9 +354,11 @@ impl Ring {
     /// Never for rings made by [`Ring::create`] or [`Ring::from_fds`].
     pub fn fds(&self) -> [BorrowedFd<'_>; 3] {
         match &self.shared.backing {
-            Backing::Segment { segment, data_ready, space_ready } => {
-                [segment.fd(), data_ready.as_fd(), space_ready.as_fd()]
-            }
+            Backing::Segment {
+                segment,
+                data_ready,
+                space_ready,
+            } => [segment.fd(), data_ready.as_fd(), space_ready.as_fd()],
             #[cfg(loom)]
             Backing::Heap { .. } => panic!("a heap ring has no descriptors"),
         }
@@ -340,7 +370,11 @@ impl Ring {
     /// # Errors
     /// [`Error::AlreadyTaken`], or [`Error::Corrupt`] if the shared positions are invalid.
     pub fn producer(&self, config: EndpointConfig) -> Result<Producer> {
-        if self.shared.producer_taken.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if self
+            .shared
+            .producer_taken
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             return Err(Error::AlreadyTaken("producer"));
         }
         Producer::new(self.shared.clone(), config).inspect_err(|_| self.shared.release_producer())
@@ -351,10 +385,41 @@ impl Ring {
     /// # Errors
     /// [`Error::AlreadyTaken`], or [`Error::Corrupt`] if the shared positions are invalid.
     pub fn consumer(&self, config: EndpointConfig) -> Result<Consumer> {
-        if self.shared.consumer_taken.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if self
+            .shared
+            .consumer_taken
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             return Err(Error::AlreadyTaken("consumer"));
         }
         Consumer::new(self.shared.clone(), config).inspect_err(|_| self.shared.release_consumer())
+    }
+
+    /// Writes `bytes` at `offset` into the ring's segment (header included), as a faulty or
+    /// hostile peer could. Only for tests and fuzzing of the corruption checks.
+    ///
+    /// # Panics
+    /// If the range falls outside the segment.
+    #[cfg(feature = "test-hooks")]
+    pub fn scribble(&self, offset: usize, bytes: &[u8]) {
+        let Backing::Segment { segment, .. } = &self.shared.backing else {
+            panic!("only segment-backed rings can be scribbled on");
+        };
+        assert!(
+            offset
+                .checked_add(bytes.len())
+                .is_some_and(|end| end <= segment.len())
+        );
+        // SAFETY: the range is inside the mapping (asserted). Another thread of this process
+        // may be reading the same bytes through its endpoint: that is the misbehaving peer this
+        // hook exists to imitate, and the endpoints copy headers out before checking them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                segment.base().as_ptr().add(offset),
+                bytes.len(),
+            )
+        };
     }
 
     /// Size of the data region in bytes.

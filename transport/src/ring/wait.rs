@@ -46,7 +46,11 @@ pub struct EndpointConfig {
 
 impl Default for EndpointConfig {
     fn default() -> Self {
-        EndpointConfig { spin: Duration::from_micros(50), park: Park::Futex, publish_bytes: 0 }
+        EndpointConfig {
+            spin: Duration::from_micros(50),
+            park: Park::Futex,
+            publish_bytes: 0,
+        }
     }
 }
 
@@ -130,7 +134,10 @@ pub(crate) fn sleep(
                 tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
                 tv_nsec: d.subsec_nanos().into(),
             });
-            let mut pfd = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+            let mut pfd = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
             let _ = rustix::event::poll(&mut pfd, ts.as_ref());
             drain_eventfd(Some(fd));
         }

@@ -1,0 +1,40 @@
+//! Arbitrary positions and record bytes from a "peer": the consumer must return records inside
+//! the region or a typed error, never panic or read out of bounds.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shmplug_transport::layout::HEADER_SIZE;
+use shmplug_transport::{EndpointConfig, Error, Ring};
+
+const CAPACITY: usize = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 16 {
+        return;
+    }
+    let ring = Ring::create(CAPACITY).unwrap();
+    let (positions, region) = data.split_at(16);
+    let region = &region[..region.len().min(CAPACITY)];
+    ring.scribble(HEADER_SIZE, region);
+    // Read position first: a consumer opened on invalid positions must refuse them.
+    ring.scribble(256, &positions[8..16]);
+    ring.scribble(128, &positions[..8]);
+    let Ok(mut consumer) = ring.consumer(EndpointConfig::default()) else {
+        return;
+    };
+    for _ in 0..CAPACITY {
+        match consumer.try_read() {
+            Ok(Some(record)) => {
+                assert!(record.len() <= ring.max_record_len());
+                std::hint::black_box(record.iter().fold(0u8, |a, &b| a ^ b));
+            }
+            Ok(None) | Err(Error::Closed) => return,
+            Err(Error::Corrupt { .. }) => {
+                // Poisoned for good.
+                assert!(matches!(consumer.try_read(), Err(Error::Corrupt { .. })));
+                return;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+});

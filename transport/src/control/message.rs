@@ -1,0 +1,214 @@
+//! The control messages: plain data, no I/O.
+
+use serde::{Deserialize, Serialize};
+
+use super::version::{PROTOCOL_VERSION, ProtocolVersion};
+
+/// One control message. On the wire it is a JSON object whose `type` field is the variant's
+/// name in `snake_case` ([`Message::type_name`]) and whose other fields are the variant's.
+///
+/// | message | direction | rings attached |
+/// | --- | --- | --- |
+/// | [`Hello`](Message::Hello) | plugin -> host, first | 0 |
+/// | [`StartSource`](Message::StartSource) | host -> plugin | 1: the source's ring, plugin produces |
+/// | [`StartSink`](Message::StartSink) | host -> plugin | 1: the sink's ring, host produces |
+/// | [`StartFunction`](Message::StartFunction) | host -> plugin | 2: request ring (host produces), reply ring (plugin produces) |
+/// | [`Started`](Message::Started) / [`Failed`](Message::Failed) | plugin -> host, reply to a start | 0 |
+/// | [`Stop`](Message::Stop) / [`Stopped`](Message::Stopped) | host -> plugin / reply | 0 |
+/// | [`Ping`](Message::Ping) / [`Pong`](Message::Pong) | either way / reply | 0 |
+/// | [`Shutdown`](Message::Shutdown) | host -> plugin | 0 |
+/// | [`Log`](Message::Log) | plugin -> host | 0 |
+/// | [`Error`](Message::Error) | either way | 0 |
+///
+/// Unknown fields are ignored when decoding, so a minor protocol version may add optional
+/// fields; a new message type shows up as
+/// [`ControlError::UnknownMessage`](super::ControlError::UnknownMessage).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// The plugin introduces itself; the host refuses an incompatible protocol version.
+    Hello(Hello),
+    /// Start a source instance; the ring carries tuples from the plugin to the host.
+    StartSource(Start),
+    /// Start a sink instance; the ring carries tuples from the host to the plugin.
+    StartSink(Start),
+    /// Start a function instance; the first ring carries calls from the host to the plugin, the
+    /// second carries results back.
+    StartFunction(Start),
+    /// The instance was configured and opened.
+    Started {
+        /// The instance from the start message.
+        instance_id: u64,
+    },
+    /// The instance could not be configured or opened; starting its rule fails with `error`.
+    Failed {
+        /// The instance from the start message.
+        instance_id: u64,
+        /// What went wrong, in words a person can act on.
+        error: String,
+    },
+    /// Stop an instance and close its rings.
+    Stop {
+        /// The instance to stop.
+        instance_id: u64,
+    },
+    /// The instance has stopped and released its rings.
+    Stopped {
+        /// The instance that stopped.
+        instance_id: u64,
+    },
+    /// Are you alive? The peer answers with a [`Pong`](Message::Pong) carrying the same nonce.
+    Ping {
+        /// Echoed in the answer, to match it with this ping.
+        nonce: u64,
+    },
+    /// The answer to a [`Ping`](Message::Ping).
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// Stop every instance and exit.
+    Shutdown,
+    /// A log event from the plugin, for the host's log.
+    Log(Log),
+    /// Something went wrong that is not tied to one start; the text says what to do.
+    Error {
+        /// What went wrong, in words a person can act on.
+        message: String,
+    },
+}
+
+impl Message {
+    /// Every message type's wire name, in declaration order.
+    pub const TYPES: &'static [&'static str] = &[
+        "hello",
+        "start_source",
+        "start_sink",
+        "start_function",
+        "started",
+        "failed",
+        "stop",
+        "stopped",
+        "ping",
+        "pong",
+        "shutdown",
+        "log",
+        "error",
+    ];
+
+    /// The message's wire name (its `type` field), one of [`Message::TYPES`].
+    pub fn type_name(&self) -> &'static str {
+        let index = match self {
+            Message::Hello(_) => 0,
+            Message::StartSource(_) => 1,
+            Message::StartSink(_) => 2,
+            Message::StartFunction(_) => 3,
+            Message::Started { .. } => 4,
+            Message::Failed { .. } => 5,
+            Message::Stop { .. } => 6,
+            Message::Stopped { .. } => 7,
+            Message::Ping { .. } => 8,
+            Message::Pong { .. } => 9,
+            Message::Shutdown => 10,
+            Message::Log(_) => 11,
+            Message::Error { .. } => 12,
+        };
+        Message::TYPES[index]
+    }
+
+    /// How many rings travel with this message: 1 for a source or a sink, 2 for a function
+    /// (request ring first, then reply ring), 0 for everything else. Each ring is three
+    /// descriptors.
+    pub fn ring_count(&self) -> usize {
+        match self {
+            Message::StartSource(_) | Message::StartSink(_) => 1,
+            Message::StartFunction(_) => 2,
+            _ => 0,
+        }
+    }
+}
+
+/// The plugin's first message: who it is and what it offers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The control protocol version the plugin speaks; its major version must equal the host's.
+    pub protocol_version: ProtocolVersion,
+    /// The plugin's name, as in its `{name}.json`.
+    pub plugin_name: String,
+    /// Source symbols the plugin provides.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Sink symbols the plugin provides.
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    /// Function symbols the plugin provides.
+    #[serde(default)]
+    pub functions: Vec<String>,
+}
+
+impl Hello {
+    /// A hello for `plugin_name` speaking this build's [`PROTOCOL_VERSION`], offering no
+    /// symbols yet.
+    pub fn new(plugin_name: impl Into<String>) -> Hello {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            plugin_name: plugin_name.into(),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            functions: Vec::new(),
+        }
+    }
+}
+
+/// What the host asks the plugin to start: the body of [`Message::StartSource`],
+/// [`Message::StartSink`] and [`Message::StartFunction`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    /// The host's name for this instance, unique among the plugin's running instances; later
+    /// messages about it ([`Message::Stop`], [`Message::Started`], ...) carry it.
+    pub instance_id: u64,
+    /// The rule the instance belongs to.
+    pub rule_id: String,
+    /// The operator in the rule.
+    pub op_id: String,
+    /// The source, sink or function symbol to instantiate.
+    pub symbol: String,
+    /// The stream's data source (a source's topic, for example), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_source: Option<String>,
+    /// Configuration properties: a source's stream and configuration-key properties, a sink's
+    /// action properties.
+    #[serde(default)]
+    pub properties: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A log event forwarded from the plugin to the host: the body of [`Message::Log`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Log {
+    /// Severity.
+    pub level: LogLevel,
+    /// Where in the plugin it comes from (a module path, as the `log` and `tracing` crates use).
+    pub target: String,
+    /// The formatted message.
+    pub message: String,
+    /// The instance it concerns, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<u64>,
+}
+
+/// Severity of a [`Log`] event; on the wire `"error"`, `"warn"`, `"info"`, `"debug"` or
+/// `"trace"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Something failed.
+    Error,
+    /// Something looks wrong.
+    Warn,
+    /// Normal operation worth recording.
+    Info,
+    /// Detail for debugging.
+    Debug,
+    /// Even more detail.
+    Trace,
+}

@@ -1,0 +1,224 @@
+//! Typed channels over a ring: [`TupleSender`] and [`TupleReceiver`].
+
+use std::time::Duration;
+
+use rkyv::util::AlignedVec;
+
+use crate::error::{Error, Result};
+use crate::ring::{Consumer, Producer, Record};
+
+use super::encode::{Encode, Encoder, Wait};
+use super::view::{TupleView, Validation};
+
+/// Sends tuples into a ring: a [`Producer`] plus an [`Encoder`]. Each tuple becomes one record of
+/// kind [`RECORD_KIND`](super::RECORD_KIND), serialized in place. Works across processes like
+/// the ring itself; dropping the sender closes the ring for writing.
+#[derive(Debug)]
+pub struct TupleSender {
+    producer: Producer,
+    encoder: Encoder,
+}
+
+impl TupleSender {
+    /// Sends through `producer`.
+    pub fn new(producer: Producer) -> TupleSender {
+        TupleSender {
+            producer,
+            encoder: Encoder::new(),
+        }
+    }
+
+    /// Sends a [`Tuple`](super::Tuple) or [`TupleRef`](super::TupleRef), waiting while the ring
+    /// is full, and publishes it at once.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if the tuple can never fit one record of this ring (nothing is
+    /// written), [`Error::InvalidTuple`] if it nests deeper than
+    /// [`MAX_DEPTH`](super::MAX_DEPTH), [`Error::Closed`] once the receiver is gone,
+    /// [`Error::Corrupt`] if the ring is.
+    pub fn send<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<()> {
+        self.encoder
+            .write_with(&mut self.producer, tuple, Wait::Block, false)
+            .map(drop)
+    }
+
+    /// Sends without waiting: `Ok(false)` means the ring is full for now and nothing was
+    /// written.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn try_send<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<bool> {
+        Ok(self
+            .encoder
+            .write_with(&mut self.producer, tuple, Wait::Try, false)?
+            .is_some())
+    }
+
+    /// As [`send`](Self::send), giving up after `timeout` (nothing is written then).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), and [`Error::TimedOut`].
+    pub fn send_timeout<T: Encode + ?Sized>(&mut self, tuple: &T, timeout: Duration) -> Result<()> {
+        self.encoder
+            .write_with(&mut self.producer, tuple, Wait::Timeout(timeout), false)
+            .map(drop)
+    }
+
+    /// As [`send`](Self::send), but leaves the record for a batched publication (see
+    /// [`Claim::commit_deferred`](crate::Claim::commit_deferred)); call [`flush`](Self::flush)
+    /// after the last tuple of a burst.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_deferred<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<()> {
+        self.encoder
+            .write_with(&mut self.producer, tuple, Wait::Block, true)
+            .map(drop)
+    }
+
+    /// Publishes every deferred record and wakes the receiver if it sleeps.
+    pub fn flush(&mut self) {
+        self.producer.flush();
+    }
+
+    /// Largest archived tuple one record can carry.
+    pub fn max_tuple_len(&self) -> usize {
+        self.producer.max_record_len()
+    }
+
+    /// The ring's producer, for event-loop waiting ([`Producer::prepare_park`]) or to write
+    /// other records.
+    pub fn producer(&mut self) -> &mut Producer {
+        &mut self.producer
+    }
+
+    /// Gives the producer back.
+    pub fn into_producer(self) -> Producer {
+        self.producer
+    }
+}
+
+/// Receives tuples from a ring: a [`Consumer`] that checks each record as its [`Validation`]
+/// mode says and hands out [`TupleView`]s. Works across processes like the ring itself.
+///
+/// Every record in the ring must be a tuple record ([`RECORD_KIND`](super::RECORD_KIND)). A
+/// record that is not, or that fails validation, yields [`Error::InvalidTuple`] and poisons the
+/// receiver: every later call returns the same error, and the ring is closed for the producer
+/// at the next call or when the receiver is dropped (whichever is first), as a ring that sees
+/// corrupt shared state does.
+#[derive(Debug)]
+pub struct TupleReceiver {
+    consumer: Consumer,
+    validation: Validation,
+    /// The copy of the current record in [`Validation::COPY_THEN_VALIDATE`] mode.
+    copy: AlignedVec<16>,
+    poison: Option<String>,
+}
+
+impl TupleReceiver {
+    /// Receives from `consumer`, validating every record in place ([`Validation::VALIDATED`]).
+    pub fn new(consumer: Consumer) -> TupleReceiver {
+        TupleReceiver::with_validation(consumer, Validation::default())
+    }
+
+    /// Receives from `consumer`, checking records as `validation` says.
+    pub fn with_validation(consumer: Consumer, validation: Validation) -> TupleReceiver {
+        TupleReceiver {
+            consumer,
+            validation,
+            copy: AlignedVec::new(),
+            poison: None,
+        }
+    }
+
+    /// This receiver's validation mode.
+    pub fn validation(&self) -> Validation {
+        self.validation
+    }
+
+    /// Receives the next tuple, waiting (spinning, then parking) until one is sent. The record
+    /// stays in the ring until the view is dropped.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the sender closed and every tuple was received;
+    /// [`Error::InvalidTuple`] for a record that is not a valid tuple (the receiver is then
+    /// poisoned); [`Error::Corrupt`] if the ring is.
+    pub fn recv(&mut self) -> Result<TupleView<'_>> {
+        self.take_poison()?;
+        let TupleReceiver {
+            consumer,
+            validation,
+            copy,
+            poison,
+        } = self;
+        let record = consumer.read()?;
+        accept(record, *validation, copy, poison)
+    }
+
+    /// Receives the next tuple without waiting: `Ok(None)` means none is there yet.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn try_recv(&mut self) -> Result<Option<TupleView<'_>>> {
+        self.take_poison()?;
+        let TupleReceiver {
+            consumer,
+            validation,
+            copy,
+            poison,
+        } = self;
+        match consumer.try_read()? {
+            Some(record) => accept(record, *validation, copy, poison).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// As [`recv`](Self::recv), giving up after `timeout`.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv), and [`Error::TimedOut`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<TupleView<'_>> {
+        self.take_poison()?;
+        let TupleReceiver {
+            consumer,
+            validation,
+            copy,
+            poison,
+        } = self;
+        let record = consumer.read_timeout(timeout)?;
+        accept(record, *validation, copy, poison)
+    }
+
+    /// The ring's consumer, for event-loop waiting ([`Consumer::prepare_park`]).
+    pub fn consumer(&mut self) -> &mut Consumer {
+        &mut self.consumer
+    }
+
+    /// Gives the consumer back.
+    pub fn into_consumer(self) -> Consumer {
+        self.consumer
+    }
+
+    /// Fails if poisoned, closing the ring for the producer.
+    fn take_poison(&mut self) -> Result<()> {
+        match &self.poison {
+            Some(reason) => {
+                self.consumer.close();
+                Err(Error::InvalidTuple(reason.clone()))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+fn accept<'a>(
+    record: Record<'a>,
+    validation: Validation,
+    copy: &'a mut AlignedVec<16>,
+    poison: &mut Option<String>,
+) -> Result<TupleView<'a>> {
+    TupleView::from_record(record, validation, copy).map_err(|reason| {
+        *poison = Some(reason.clone());
+        Error::InvalidTuple(reason)
+    })
+}

@@ -1,0 +1,110 @@
+//! Tuples in shared memory: the rkyv format of a tuple, writing it straight into a ring record,
+//! and reading it in place.
+//!
+//! A [`Tuple`] is an eKuiper message (its [`fields`](Tuple::fields), a map from names to
+//! [`Value`]s) plus [`meta`](Tuple::meta)data and an event [`timestamp`](Tuple::timestamp). Unlike
+//! JSON, integers stay `i64`, byte strings stay bytes and timestamps stay timestamps.
+//!
+//! - **Writing.** A [`TupleSender`] (or an [`Encoder`] and a [`Producer`](crate::Producer))
+//!   serializes a tuple with rkyv directly into the claimed record: no intermediate buffer and,
+//!   in steady state, no allocation. A source that holds its data in its own buffers writes a
+//!   [`TupleRef`] of [`ValueRef`]s (borrowed `&str`, `&[u8]` and slices), which archives to
+//!   exactly the bytes of the owned tuple. A tuple larger than the ring's largest record fails
+//!   with [`Error::TooLarge`](crate::Error::TooLarge) and leaves nothing in the ring.
+//! - **Reading.** A [`TupleReceiver`] hands out [`TupleView`]s of the archived tuple inside the
+//!   record. Lookup by name ([`TupleView::get`]) and iteration allocate nothing; the record is
+//!   released when the view is dropped. [`TupleView::to_owned`] copies a tuple out, and
+//!   [`Tuple::to_json`] / [`Tuple::from_json`] convert to and from `serde_json` ([JSON](#json)).
+//! - **Trust.** Records come from another process. Each receiver checks them as its
+//!   [`Validation`] mode says: validated in place (default), copied then validated, or trusted
+//!   (unchecked, chosen with an `unsafe` constructor). A record that fails yields
+//!   [`Error::InvalidTuple`](crate::Error::InvalidTuple) and poisons the receiver.
+//! - **Depth.** Lists and maps nest at most [`MAX_DEPTH`] levels. Writers refuse deeper
+//!   values; readers reject deeper records *before* rkyv's recursive validation runs, so a
+//!   hostile record cannot overflow the stack.
+//!
+//! Tuple records carry the record kind [`RECORD_KIND`], which also names the format's version.
+//!
+//! # JSON
+//! eKuiper's portable plugins exchange messages as JSON objects. [`Value::to_json`],
+//! [`Value::from_json`] and their tuple and view counterparts map:
+//!
+//! | [`Value`] | JSON | back to [`Value`] |
+//! | --- | --- | --- |
+//! | `Null`, `Bool`, `String` | `null`, `true`/`false`, string | the same |
+//! | `Int(i)` | integer number | `Int(i)` |
+//! | `Float(f)`, finite | number (`1.0` keeps its fraction) | `Float(f)`, bit for bit |
+//! | `Float` NaN or infinite | `null` (JSON has no such numbers) | `Null` |
+//! | `Bytes(b)` | string: standard base64 with padding, as Go's `encoding/json` writes `[]byte` | `String` |
+//! | `Timestamp(ns)` | string: RFC 3339 in UTC with up to nine fraction digits, as Go writes `time.Time` (`"2023-11-14T22:13:20.5Z"`) | `String` |
+//! | `List`, `Map` | array, object | `List`, `Map` |
+//!
+//! Strings are never guessed to be bytes or times: a reader that expects those converts them
+//! itself. JSON integers beyond `i64` become `Float`. Conversions to and from
+//! `serde_json::Value` are exact; through JSON *text*, floats come back bit for bit only with
+//! serde_json's `float_roundtrip` feature (its default parser can be one unit in the last place
+//! off). Depth is limited to [`MAX_DEPTH`] both ways.
+//!
+//! A whole tuple is `{"timestamp": <integer nanoseconds>, "meta": {...}, "fields": {...}}`
+//! ([`Tuple::to_json`], [`Tuple::from_json`]); an eKuiper message is its fields alone
+//! ([`Tuple::to_json_message`], [`Tuple::from_json_message`], [`TupleView::to_json_message`]).
+//!
+//! # Examples
+//! ```
+//! use std::time::Duration;
+//! use shmplug_transport::tuple::{Tuple, TupleReceiver, TupleRef, TupleSender, ValueRef};
+//! use shmplug_transport::{EndpointConfig, Ring};
+//!
+//! let ring = Ring::create(1 << 16)?;
+//! let mut tx = TupleSender::new(ring.producer(EndpointConfig::default())?);
+//! let mut rx = TupleReceiver::new(ring.consumer(EndpointConfig::default())?);
+//!
+//! // A source writes from borrowed data...
+//! let raw = [0xde, 0xad];
+//! let fields = [("device", ValueRef::String("sensor-7")), ("raw", ValueRef::Bytes(&raw))];
+//! tx.send(&TupleRef::new(1_700_000_000_000_000_000, &fields))?;
+//! // ...or from an owned tuple.
+//! tx.send(&Tuple::new(1).with_field("temperature", 21.5))?;
+//!
+//! let view = rx.recv_timeout(Duration::from_secs(5))?;
+//! assert_eq!(view.get("device").and_then(|v| v.as_str()), Some("sensor-7"));
+//! assert_eq!(view.get("raw").and_then(|v| v.as_bytes()), Some(&raw[..]));
+//! drop(view); // releases the record
+//!
+//! let tuple = rx.recv_timeout(Duration::from_secs(5))?.to_owned();
+//! assert_eq!(tuple, Tuple::new(1).with_field("temperature", 21.5));
+//! assert_eq!(tuple.to_json_message(), serde_json::json!({"temperature": 21.5}));
+//! # Ok::<(), shmplug_transport::Error>(())
+//! ```
+
+mod borrowed;
+mod channel;
+mod check;
+mod encode;
+mod json;
+mod value;
+mod value_view;
+mod view;
+
+pub use borrowed::{MapRef, TupleRef, ValueRef};
+pub use channel::{TupleReceiver, TupleSender};
+pub use encode::{Encode, Encoder};
+pub use value::{ArchivedTuple, ArchivedValue, Tuple, Value};
+pub use value_view::{ListIter, ListView, MapIter, MapView, ValueView};
+pub use view::{TupleView, Validation};
+
+/// How deep lists and maps may nest. A field whose value is a scalar has depth 0, a list of
+/// scalars depth 1, a list of such lists depth 2; a field's value may have depth up to
+/// `MAX_DEPTH`. Enforced when writing (an [`Error::InvalidTuple`](crate::Error::InvalidTuple),
+/// nothing written), when reading (the record is rejected before rkyv validates it
+/// recursively), and when converting from JSON.
+pub const MAX_DEPTH: usize = 64;
+
+/// The record kind ([`Claim::set_kind`](crate::Claim::set_kind)) of a tuple record, `"TPL1"`
+/// read as a little-endian `u32`. The trailing digit is the format's version: a change to the
+/// archived layout changes the kind, so an old reader rejects new records instead of
+/// misreading them.
+pub const RECORD_KIND: u32 = u32::from_le_bytes(*b"TPL1");
+
+#[cfg(test)]
+mod tests;

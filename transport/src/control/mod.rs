@@ -44,6 +44,15 @@
 //! descriptor count, then each ring ([`Ring::from_fds`](crate::Ring::from_fds)). Every
 //! failure is a distinct [`ControlError`], never a panic.
 
+/// Environment variable through which the host tells a plugin it started which inherited
+/// descriptor is the plugin's end of the control socket (a decimal descriptor number).
+pub const CONTROL_FD_ENV: &str = "SHMPLUG_CONTROL_FD";
+
+/// Environment variable naming a Unix socket path the host listens on, for a plugin started by
+/// hand (under a debugger, say): the plugin connects to it instead of using an inherited
+/// descriptor.
+pub const CONTROL_SOCKET_ENV: &str = "SHMPLUG_CONTROL_SOCKET";
+
 mod channel;
 mod error;
 mod frame;

@@ -78,6 +78,7 @@
 //! ```
 
 mod borrowed;
+pub mod call;
 mod channel;
 mod check;
 mod encode;

@@ -23,18 +23,18 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for _ in 0..CAPACITY {
-        match consumer.try_read() {
+        let outcome = match consumer.try_read() {
             Ok(Some(record)) => {
                 assert!(record.len() <= ring.max_record_len());
                 std::hint::black_box(record.iter().fold(0u8, |a, &b| a ^ b));
+                continue;
             }
             Ok(None) | Err(Error::Closed) => return,
-            Err(Error::Corrupt { .. }) => {
-                // Poisoned for good.
-                assert!(matches!(consumer.try_read(), Err(Error::Corrupt { .. })));
-                return;
-            }
-            Err(e) => panic!("unexpected error {e}"),
-        }
+            Err(e) => e,
+        };
+        assert!(matches!(outcome, Error::Corrupt { .. }), "unexpected error {outcome}");
+        // Poisoned for good.
+        assert!(matches!(consumer.try_read(), Err(Error::Corrupt { .. })));
+        return;
     }
 });

@@ -402,6 +402,7 @@ impl Ring {
     /// If the range falls outside the segment.
     #[cfg(feature = "test-hooks")]
     pub fn scribble(&self, offset: usize, bytes: &[u8]) {
+        #[allow(irrefutable_let_patterns)] // a second variant exists under loom
         let Backing::Segment { segment, .. } = &self.shared.backing else {
             panic!("only segment-backed rings can be scribbled on");
         };

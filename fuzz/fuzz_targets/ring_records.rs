@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shmplug_transport::layout::HEADER_SIZE;
+use shmplug_transport::layout::{HEADER_SIZE, READ_POSITION_OFFSET, WRITE_POSITION_OFFSET};
 use shmplug_transport::{EndpointConfig, Error, Ring};
 
 const CAPACITY: usize = 4096;
@@ -15,10 +15,15 @@ fuzz_target!(|data: &[u8]| {
     let ring = Ring::create(CAPACITY).unwrap();
     let (positions, region) = data.split_at(16);
     let region = &region[..region.len().min(CAPACITY)];
-    ring.scribble(HEADER_SIZE, region);
-    // Read position first: a consumer opened on invalid positions must refuse them.
-    ring.scribble(256, &positions[8..16]);
-    ring.scribble(128, &positions[..8]);
+    // Write as a peer would, through the segment's memfd.
+    let memfd = ring.fds()[0];
+    let scribble = |offset: usize, bytes: &[u8]| {
+        rustix::io::pwrite(memfd, bytes, offset as u64).unwrap();
+    };
+    scribble(HEADER_SIZE, region);
+    // A consumer opened on invalid positions must refuse them.
+    scribble(READ_POSITION_OFFSET, &positions[8..16]);
+    scribble(WRITE_POSITION_OFFSET, &positions[..8]);
     let Ok(mut consumer) = ring.consumer(EndpointConfig::default()) else {
         return;
     };

@@ -5,7 +5,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::net::{
@@ -94,7 +94,47 @@ pub fn recv_with_fds(socket: &UnixStream, buf: &mut [u8]) -> Result<(usize, Vec<
     Ok((msg.bytes, fds))
 }
 
-const RING_TAG: &[u8; 8] = b"SHMRING1";
+/// Takes ownership of a Unix socket this process inherited from its parent under the number
+/// `fd` (the host passes it in [`CONTROL_FD_ENV`](crate::control::CONTROL_FD_ENV)), and marks it
+/// close-on-exec so that it is not passed on to this process's own children.
+///
+/// Each number can be adopted once per process; call this early, before anything else could
+/// have closed the inherited descriptor and reused its number.
+///
+/// # Errors
+/// [`Error::BadSegment`] if `fd` is negative, was already adopted, is not open, or is not a
+/// Unix socket.
+pub fn adopt_inherited_socket(fd: RawFd) -> Result<UnixStream> {
+    static ADOPTED: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+    let refuse = |why: &str| Error::BadSegment(format!("inherited descriptor {fd}: {why}"));
+    if fd < 0 {
+        return Err(refuse("not a descriptor number"));
+    }
+    let mut adopted = ADOPTED.lock().unwrap_or_else(|e| e.into_inner());
+    if adopted.contains(&fd) {
+        return Err(refuse("already adopted"));
+    }
+    // SAFETY: the borrow lives only for the two checks below, while `fd` is a non-negative
+    // number; if it is not open, fstat fails with EBADF and we stop.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let stat = rustix::fs::fstat(borrowed).map_err(|e| refuse(&format!("not open ({e})")))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return Err(refuse(
+            "not a socket; was the plugin started by the shmplug host?",
+        ));
+    }
+    rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC).map_err(Error::errno(
+        "marking an inherited descriptor close-on-exec",
+    ))?;
+    adopted.push(fd);
+    // SAFETY: `fd` is open (fstat succeeded) and was inherited from the parent, so no object in
+    // this process owns it; `ADOPTED` makes sure this function hands it out only once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(UnixStream::from(owned))
+}
+
+/// What [`send_ring`] sends with the descriptors.
+pub const RING_TAG: &[u8; 8] = b"SHMRING1";
 
 /// Sends a ring's three descriptors over `socket`.
 ///
@@ -127,4 +167,44 @@ pub fn recv_ring(socket: &UnixStream) -> Result<Ring> {
         data_ready,
         space_ready,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+
+    use super::*;
+
+    #[test]
+    fn adopts_an_inherited_socket_once() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let raw = b.into_raw_fd();
+        let mut adopted = adopt_inherited_socket(raw).unwrap();
+        assert!(
+            matches!(adopt_inherited_socket(raw), Err(Error::BadSegment(m)) if m.contains("already"))
+        );
+        std::io::Write::write_all(&mut adopted, b"x").unwrap();
+        let mut buf = [0u8; 1];
+        std::io::Read::read_exact(&mut &a, &mut buf).unwrap();
+        assert_eq!(&buf, b"x");
+        let flags = rustix::io::fcntl_getfd(&adopted).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_open_socket() {
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let err = adopt_inherited_socket(r.as_raw_fd()).unwrap_err();
+        assert!(
+            matches!(err, Error::BadSegment(ref m) if m.contains("not a socket")),
+            "{err}"
+        );
+        assert!(adopt_inherited_socket(-1).is_err());
+        // A number far above anything open.
+        let err = adopt_inherited_socket(1_000_000).unwrap_err();
+        assert!(
+            matches!(err, Error::BadSegment(ref m) if m.contains("not open")),
+            "{err}"
+        );
+    }
 }

@@ -13,7 +13,7 @@
 //! counts; a position's offset in the data region is `pos & (capacity - 1)`. The data region
 //! starts on a page boundary so that 64-byte aligned payloads are 64-byte aligned in memory.
 //!
-//! A record is a 16-byte header (`len: u32`, `kind: u32`, 8 reserved bytes) followed by its payload, the whole padded to a
+//! A record is a 16-byte [`RecordHeader`] (`len: u32`, `kind: u32`, 8 reserved bytes) followed by its payload, the whole padded to a
 //! multiple of 16 bytes, so a payload is always 16-byte aligned (an rkyv root can be accessed
 //! in place). Payloads of [`LARGE_PAYLOAD`] bytes or more start on a 64-byte boundary, which keeps
 //! big copies in and out of the ring fast. A record never crosses the end of the region: the
@@ -37,6 +37,27 @@ pub const KIND_PADDING: u32 = u32::MAX;
 pub const MIN_CAPACITY: u64 = 4096;
 /// Largest data capacity (1 GiB): keeps every record length inside a `u32`.
 pub const MAX_CAPACITY: u64 = 1 << 30;
+
+/// Positions above this are refused as corrupt. At 2^62 bytes a ring moving 100 GB/s would
+/// take over a year to get there; refusing more keeps every position sum far from overflow.
+pub const MAX_POSITION: u64 = 1 << 62;
+
+/// Segment offset of the producer's write position (a `u64`).
+pub const WRITE_POSITION_OFFSET: usize = 128;
+/// Segment offset of the consumer's read position (a `u64`).
+pub const READ_POSITION_OFFSET: usize = 256;
+/// Segment offset of the waiting and closed flags (four `u32`s: consumer waiting, producer
+/// waiting, producer closed, consumer closed).
+pub const SIGNALS_OFFSET: usize = 384;
+/// Segment offsets of the header fields the creator writes once: magic (`u64`), layout version
+/// (`u32`), header size (`u32`), capacity (`u64`).
+pub const META_MAGIC_OFFSET: usize = 0;
+/// See [`META_MAGIC_OFFSET`].
+pub const META_VERSION_OFFSET: usize = 8;
+/// See [`META_MAGIC_OFFSET`].
+pub const META_HEADER_SIZE_OFFSET: usize = 12;
+/// See [`META_MAGIC_OFFSET`].
+pub const META_CAPACITY_OFFSET: usize = 16;
 
 /// Written once by the creator, validated and copied out by the opener, never read again.
 #[repr(C)]
@@ -93,9 +114,13 @@ const _: () = {
     use std::mem::{align_of, offset_of, size_of};
     assert!(size_of::<Meta>() == 128);
     assert!(offset_of!(Control, meta) == 0);
-    assert!(offset_of!(Control, write_pos) == 128);
-    assert!(offset_of!(Control, read_pos) == 256);
-    assert!(offset_of!(Control, signals) == 384);
+    assert!(offset_of!(Control, write_pos) == WRITE_POSITION_OFFSET);
+    assert!(offset_of!(Control, read_pos) == READ_POSITION_OFFSET);
+    assert!(offset_of!(Control, signals) == SIGNALS_OFFSET);
+    assert!(offset_of!(Meta, magic) == META_MAGIC_OFFSET);
+    assert!(offset_of!(Meta, version) == META_VERSION_OFFSET);
+    assert!(offset_of!(Meta, header_size) == META_HEADER_SIZE_OFFSET);
+    assert!(offset_of!(Meta, capacity) == META_CAPACITY_OFFSET);
     assert!(size_of::<Control>() == 512);
     assert!(align_of::<Control>() == 128);
     assert!(size_of::<Control>() <= HEADER_SIZE);
@@ -104,7 +129,7 @@ const _: () = {
 
 /// The header in front of every record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RecordHeader {
+pub struct RecordHeader {
     /// Payload length in bytes (for padding: the padding's length minus the header).
     pub len: u32,
     /// [`KIND_PADDING`] or a user kind (`1 ..= u32::MAX - 1`).
@@ -112,14 +137,16 @@ pub(crate) struct RecordHeader {
 }
 
 impl RecordHeader {
-    pub(crate) fn to_bytes(self) -> [u8; 16] {
+    /// The header's 16 bytes as they sit in the ring.
+    pub fn to_bytes(self) -> [u8; 16] {
         let mut b = [0u8; 16];
         b[..4].copy_from_slice(&self.len.to_le_bytes());
         b[4..8].copy_from_slice(&self.kind.to_le_bytes());
         b
     }
 
-    pub(crate) fn from_bytes(b: [u8; 16]) -> Self {
+    /// Reads a header from its 16 bytes.
+    pub fn from_bytes(b: [u8; 16]) -> Self {
         RecordHeader {
             len: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             kind: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
@@ -128,7 +155,7 @@ impl RecordHeader {
 }
 
 /// Total bytes a record with a `len`-byte payload occupies: header plus payload, padded to 16.
-pub(crate) const fn record_span(len: u64) -> u64 {
+pub const fn record_span(len: u64) -> u64 {
     (RECORD_ALIGN + len).next_multiple_of(RECORD_ALIGN)
 }
 
@@ -137,6 +164,6 @@ pub(crate) const fn record_span(len: u64) -> u64 {
 /// A record may need padding up to the end of the region, then up to 48 bytes of alignment
 /// padding, before it fits; with records of at most half the capacity (minus that slack) a
 /// record always fits once the consumer has drained the ring, so a writer can never deadlock.
-pub(crate) const fn max_payload(capacity: u64) -> u64 {
+pub const fn max_payload(capacity: u64) -> u64 {
     capacity / 2 - 64
 }

@@ -60,6 +60,11 @@ impl Segment {
                  the peer could truncate it and crash this process"
             )));
         }
+        if seals.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE) {
+            return Err(Error::BadSegment(format!(
+                "the memfd is sealed against writing (seals {seals:?}); a ring must be writable"
+            )));
+        }
         let stat = rustix::fs::fstat(&fd).map_err(Error::errno("inspecting a received memfd"))?;
         let len = usize::try_from(stat.st_size)
             .map_err(|_| Error::BadSegment(format!("impossible size {}", stat.st_size)))?;
@@ -129,6 +134,17 @@ mod tests {
         let err = Segment::from_fd(seg.fd().try_clone_to_owned().unwrap(), 8192).unwrap_err();
         assert!(
             matches!(err, Error::BadSegment(ref m) if m.contains("fewer")),
+            "{err}"
+        );
+
+        let sealed =
+            rustix::fs::memfd_create("sealed", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+                .unwrap();
+        rustix::fs::ftruncate(&sealed, 8192).unwrap();
+        rustix::fs::fcntl_add_seals(&sealed, REQUIRED_SEALS | SealFlags::WRITE).unwrap();
+        let err = Segment::from_fd(sealed, 4096).unwrap_err();
+        assert!(
+            matches!(err, Error::BadSegment(ref m) if m.contains("against writing")),
             "{err}"
         );
 

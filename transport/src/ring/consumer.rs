@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::layout::{KIND_PADDING, RECORD_ALIGN, RecordHeader, record_span};
+use crate::layout::{KIND_PADDING, MAX_POSITION, RECORD_ALIGN, RecordHeader, record_span};
 use crate::sync::{Ordering, fence};
 
 use super::shared::Shared;
@@ -46,7 +46,8 @@ impl Consumer {
             closed: false,
             shared,
         };
-        if !read.is_multiple_of(RECORD_ALIGN)
+        if write > MAX_POSITION
+            || !read.is_multiple_of(RECORD_ALIGN)
             || write < read
             || write - read > consumer.shared.capacity
         {
@@ -81,6 +82,10 @@ impl Consumer {
     }
 
     fn read_inner(&mut self, timeout: Option<Duration>) -> Result<Record<'_>> {
+        // The common case needs no clock: a record is there.
+        if let Some((start, h)) = self.next()? {
+            return Ok(self.record(start, h));
+        }
         let mut waiter = Waiter::new(&self.config, timeout);
         loop {
             if let Some((start, h)) = self.next()? {
@@ -207,6 +212,7 @@ impl Consumer {
         // below the position are complete before we read them.
         let write = self.shared.control().write_pos.0.load(Ordering::Acquire);
         if write < self.cached_write
+            || write > MAX_POSITION
             || !write.is_multiple_of(RECORD_ALIGN)
             || write - self.read > self.shared.capacity
         {

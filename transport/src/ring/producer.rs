@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::layout::{KIND_PADDING, LARGE_PAYLOAD, RECORD_ALIGN, RecordHeader, record_span};
+use crate::layout::{
+    KIND_PADDING, LARGE_PAYLOAD, MAX_POSITION, RECORD_ALIGN, RecordHeader, record_span,
+};
 use crate::sync::{Ordering, fence};
 
 use super::shared::Shared;
@@ -54,7 +56,8 @@ impl Producer {
             closed: false,
             shared,
         };
-        if !write.is_multiple_of(RECORD_ALIGN)
+        if write > MAX_POSITION
+            || !write.is_multiple_of(RECORD_ALIGN)
             || read > write
             || write - read > producer.shared.capacity
         {
@@ -103,6 +106,10 @@ impl Producer {
     }
 
     fn claim_inner(&mut self, len: usize, timeout: Option<Duration>) -> Result<Claim<'_>> {
+        // The common case needs no clock: there is room.
+        if let Some(p) = self.place(len)? {
+            return Ok(self.claim_at(p));
+        }
         let mut waiter = Waiter::new(&self.config, timeout);
         loop {
             if let Some(p) = self.place(len)? {

@@ -365,10 +365,14 @@ impl Ring {
     }
 
     /// Takes the producing end. A ring has one producer: across processes that is the caller's
-    /// promise; in this process a second call before the first producer is dropped fails.
+    /// promise; in this process a second call before the first producer is dropped fails. A
+    /// producer may be taken again after the previous one was dropped without closing (its
+    /// process died, say), and carries on from the published write position; once a producer
+    /// has closed the ring, the producing end is gone for good.
     ///
     /// # Errors
-    /// [`Error::AlreadyTaken`], or [`Error::Corrupt`] if the shared positions are invalid.
+    /// [`Error::AlreadyTaken`]; [`Error::Closed`] if a producer already closed the ring;
+    /// [`Error::Corrupt`] if the shared positions are invalid.
     pub fn producer(&self, config: EndpointConfig) -> Result<Producer> {
         if self
             .shared
@@ -377,13 +381,20 @@ impl Ring {
         {
             return Err(Error::AlreadyTaken("producer"));
         }
+        // ORDERING: Acquire pairs with the Release store in `Producer::close`.
+        let closed = &self.shared.control().signals.0.producer_closed;
+        if closed.load(crate::sync::Ordering::Acquire) != 0 {
+            self.shared.release_producer();
+            return Err(Error::Closed);
+        }
         Producer::new(self.shared.clone(), config).inspect_err(|_| self.shared.release_producer())
     }
 
     /// Takes the consuming end (see [`Ring::producer`]).
     ///
     /// # Errors
-    /// [`Error::AlreadyTaken`], or [`Error::Corrupt`] if the shared positions are invalid.
+    /// [`Error::AlreadyTaken`]; [`Error::Closed`] if a consumer already closed the ring;
+    /// [`Error::Corrupt`] if the shared positions are invalid.
     pub fn consumer(&self, config: EndpointConfig) -> Result<Consumer> {
         if self
             .shared
@@ -392,35 +403,13 @@ impl Ring {
         {
             return Err(Error::AlreadyTaken("consumer"));
         }
+        // ORDERING: Acquire pairs with the Release store in `Consumer::close`.
+        let closed = &self.shared.control().signals.0.consumer_closed;
+        if closed.load(crate::sync::Ordering::Acquire) != 0 {
+            self.shared.release_consumer();
+            return Err(Error::Closed);
+        }
         Consumer::new(self.shared.clone(), config).inspect_err(|_| self.shared.release_consumer())
-    }
-
-    /// Writes `bytes` at `offset` into the ring's segment (header included), as a faulty or
-    /// hostile peer could. Only for tests and fuzzing of the corruption checks.
-    ///
-    /// # Panics
-    /// If the range falls outside the segment.
-    #[cfg(feature = "test-hooks")]
-    pub fn scribble(&self, offset: usize, bytes: &[u8]) {
-        #[allow(irrefutable_let_patterns)] // a second variant exists under loom
-        let Backing::Segment { segment, .. } = &self.shared.backing else {
-            panic!("only segment-backed rings can be scribbled on");
-        };
-        assert!(
-            offset
-                .checked_add(bytes.len())
-                .is_some_and(|end| end <= segment.len())
-        );
-        // SAFETY: the range is inside the mapping (asserted). Another thread of this process
-        // may be reading the same bytes through its endpoint: that is the misbehaving peer this
-        // hook exists to imitate, and the endpoints copy headers out before checking them.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                segment.base().as_ptr().add(offset),
-                bytes.len(),
-            )
-        };
     }
 
     /// Size of the data region in bytes.

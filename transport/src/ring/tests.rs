@@ -205,6 +205,38 @@ fn endpoints_are_taken_once_per_process() {
 }
 
 #[test]
+fn a_closed_end_cannot_be_taken_again() {
+    let ring = Ring::create(4096).unwrap();
+    let mut p = ring.producer(cfg()).unwrap();
+    put(&mut p, b"one");
+    drop(p); // closes
+    assert!(matches!(ring.producer(cfg()), Err(Error::Closed)));
+    let mut c = ring.consumer(cfg()).unwrap();
+    assert_eq!(&*c.read_timeout(WAIT).unwrap(), b"one");
+    assert!(matches!(c.read_timeout(WAIT), Err(Error::Closed)));
+    drop(c);
+    assert!(matches!(ring.consumer(cfg()), Err(Error::Closed)));
+}
+
+#[test]
+fn positions_near_the_top_of_u64_are_refused() {
+    let ring = Ring::create(4096).unwrap();
+    let top = u64::MAX - 31;
+    ring.shared
+        .control()
+        .read_pos
+        .0
+        .store(top, Ordering::Release);
+    ring.shared
+        .control()
+        .write_pos
+        .0
+        .store(top + 16, Ordering::Release);
+    expect_corrupt(ring.consumer(cfg()).map(|_| ()), "positions");
+    expect_corrupt(ring.producer(cfg()).map(|_| ()), "positions");
+}
+
+#[test]
 fn eventfd_parking_wakes_both_ways() {
     let ring = Ring::create(4096).unwrap();
     let config = cfg().with_park(Park::EventFd).with_spin(Duration::ZERO);
@@ -385,13 +417,10 @@ fn opening_checks_positions() {
         .store(32, Ordering::Release);
     expect_corrupt(ring.consumer(cfg()).map(|_| ()), "positions");
     expect_corrupt(ring.producer(cfg()).map(|_| ()), "positions");
-    // A failed open does not leave the endpoint taken.
-    ring.shared
-        .control()
-        .read_pos
-        .0
-        .store(16, Ordering::Release);
-    ring.consumer(cfg()).unwrap();
+    // A failed open poisons and closes that end (telling the peer), and does not leave it
+    // taken: trying again says `Closed`, not `AlreadyTaken`.
+    assert!(matches!(ring.consumer(cfg()), Err(Error::Closed)));
+    assert!(matches!(ring.producer(cfg()), Err(Error::Closed)));
 }
 
 // ---- property tests ----

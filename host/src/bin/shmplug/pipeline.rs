@@ -1,0 +1,214 @@
+//! The pipeline file `shmplug run` reads: TOML (`.toml`) or JSON (anything else).
+//!
+//! ```toml
+//! [source]
+//! plugin = "mirror"
+//! symbol = "random"
+//! data_source = "demo"              # optional
+//! properties = { interval = 10 }    # optional
+//!
+//! [[functions]]                     # zero or more, applied in order
+//! plugin = "mirror"
+//! symbol = "echo"
+//! args = ["value"]                  # fields passed as arguments
+//! output = "echoed"                 # field that receives the result
+//!
+//! [sink]
+//! plugin = "mirror"
+//! symbol = "file"
+//! properties = { path = "/tmp/out.txt" }
+//!
+//! [limits]                          # optional; Ctrl-C always stops
+//! count = 100000
+//! duration_secs = 10.0
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use shmplug_host::{Error, InstanceSpec, Result};
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub source: Stage,
+    #[serde(default)]
+    pub functions: Vec<Call>,
+    pub sink: Stage,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub plugin: String,
+    pub symbol: String,
+    #[serde(default)]
+    pub data_source: Option<String>,
+    #[serde(default)]
+    pub properties: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    pub plugin: String,
+    pub symbol: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub output: String,
+    #[serde(default)]
+    pub properties: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default)]
+    pub count: Option<u64>,
+    #[serde(default)]
+    pub duration_secs: Option<f64>,
+}
+
+impl Stage {
+    pub fn spec(&self) -> InstanceSpec {
+        InstanceSpec {
+            rule_id: "shmplug-run".into(),
+            op_id: self.symbol.clone(),
+            symbol: self.symbol.clone(),
+            data_source: self.data_source.clone(),
+            properties: self.properties.clone(),
+        }
+    }
+}
+
+impl Call {
+    pub fn spec(&self) -> InstanceSpec {
+        InstanceSpec {
+            rule_id: "shmplug-run".into(),
+            op_id: self.output.clone(),
+            symbol: self.symbol.clone(),
+            data_source: None,
+            properties: self.properties.clone(),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Reads and checks a pipeline file.
+    pub fn load(path: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            context: "reading pipeline",
+            path: path.to_owned(),
+            source,
+        })?;
+        Pipeline::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
+        let invalid = |detail: String| Error::Pipeline {
+            path: PathBuf::from(path),
+            detail,
+        };
+        let pipeline: Pipeline = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(text).map_err(|e| invalid(format!("invalid TOML: {e}")))?
+        } else {
+            serde_json::from_str(text).map_err(|e| {
+                invalid(format!(
+                    "invalid JSON at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                ))
+            })?
+        };
+        for stage in [&pipeline.source, &pipeline.sink] {
+            if stage.plugin.is_empty() || stage.symbol.is_empty() {
+                return Err(invalid(
+                    "`source` and `sink` each need a `plugin` and a `symbol`".into(),
+                ));
+            }
+        }
+        for call in &pipeline.functions {
+            if call.plugin.is_empty() || call.symbol.is_empty() || call.output.is_empty() {
+                return Err(invalid(
+                    "each `functions` entry needs `plugin`, `symbol` and `output`".into(),
+                ));
+            }
+        }
+        if let Some(d) = pipeline.limits.duration_secs
+            && !(d.is_finite() && d > 0.0)
+        {
+            return Err(invalid(format!(
+                "`limits.duration_secs` is {d}; give a positive number of seconds"
+            )));
+        }
+        Ok(pipeline)
+    }
+
+    /// Every plugin the pipeline uses, each once, in order of appearance.
+    pub fn plugins(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let all = std::iter::once(&self.source.plugin)
+            .chain(self.functions.iter().map(|f| &f.plugin))
+            .chain(std::iter::once(&self.sink.plugin));
+        for name in all {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOML: &str = r#"
+[source]
+plugin = "mirror"
+symbol = "random"
+properties = { interval = 10 }
+
+[[functions]]
+plugin = "mirror"
+symbol = "echo"
+args = ["value"]
+output = "echoed"
+
+[sink]
+plugin = "files"
+symbol = "file"
+
+[limits]
+count = 5
+"#;
+
+    #[test]
+    fn parses_toml_and_json() {
+        let p = Pipeline::parse(TOML, Path::new("p.toml")).unwrap();
+        assert_eq!(p.functions[0].args, ["value"]);
+        assert_eq!(p.limits.count, Some(5));
+        assert_eq!(p.plugins(), ["mirror", "files"]);
+        assert_eq!(p.source.spec().properties["interval"], 10);
+        let json = r#"{"source": {"plugin": "a", "symbol": "s"},
+                       "sink": {"plugin": "a", "symbol": "k"}}"#;
+        let p = Pipeline::parse(json, Path::new("p.json")).unwrap();
+        assert!(p.functions.is_empty());
+        assert_eq!(p.limits, Limits::default());
+    }
+
+    #[test]
+    fn errors_say_where_and_what() {
+        let err = Pipeline::parse("{\n \"source\": 1", Path::new("p.json")).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = Pipeline::parse("[source]\nplugin = \"a\"\n", Path::new("p.toml")).unwrap_err();
+        assert!(err.to_string().contains("invalid TOML"), "{err}");
+        let bad = TOML.replace("count = 5", "duration_secs = -1.0");
+        let err = Pipeline::parse(&bad, Path::new("p.toml")).unwrap_err();
+        assert!(err.to_string().contains("positive"), "{err}");
+        let unknown = TOML.replace("count = 5", "cuont = 5");
+        assert!(Pipeline::parse(&unknown, Path::new("p.toml")).is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! `shmplug plugins ...` and `shmplug status`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Subcommand;
+use shmplug_host::registry::{InstallOptions, Listed, PluginInfo, Registry};
+use shmplug_host::{Plugin, PluginSpec, SupervisorConfig};
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Install a plugin from a directory or a zip file. The package must hold `{name}.json`
+    /// (eKuiper's fields: version, language, executable, sources, sinks, functions) at its
+    /// root, beside the executable. The name is the directory's name or the zip's file stem.
+    Install {
+        /// The package: a directory or a `.zip` file.
+        package: PathBuf,
+        /// Install under this name instead.
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an installed plugin of the same name.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List installed plugins (and directories that hold no valid plugin).
+    List,
+    /// Show one plugin's manifest and files.
+    Describe {
+        /// The plugin.
+        name: String,
+    },
+    /// Replace an installed plugin with a new package (a new version).
+    Update {
+        /// The plugin.
+        name: String,
+        /// The new package: a directory or a `.zip` file.
+        package: PathBuf,
+    },
+    /// Remove an installed plugin and its files.
+    Remove {
+        /// The plugin.
+        name: String,
+    },
+}
+
+pub fn execute(registry: &Registry, command: PluginsCommand) -> shmplug_host::Result<()> {
+    match command {
+        PluginsCommand::Install {
+            package,
+            name,
+            force,
+        } => {
+            let info = registry.install(&package, &InstallOptions { name, force })?;
+            println!(
+                "installed {} {} in {}",
+                info.name,
+                info.manifest.version,
+                info.dir.display()
+            );
+        }
+        PluginsCommand::List => {
+            let listed = registry.list()?;
+            if listed.is_empty() {
+                println!("no plugins installed in {}", registry.root().display());
+            }
+            for entry in listed {
+                match entry {
+                    Listed::Plugin(info) => println!("{}", summary(&info)),
+                    Listed::Broken { name, error } => println!("{name:<20} BROKEN: {error}"),
+                }
+            }
+        }
+        PluginsCommand::Describe { name } => describe(&registry.describe(&name)?),
+        PluginsCommand::Update { name, package } => {
+            let info = registry.update(&name, &package)?;
+            println!("updated {} to {}", info.name, info.manifest.version);
+        }
+        PluginsCommand::Remove { name } => {
+            registry.remove(&name)?;
+            println!("removed {name}");
+        }
+    }
+    Ok(())
+}
+
+fn summary(info: &PluginInfo) -> String {
+    let m = &info.manifest;
+    format!(
+        "{:<20} {:<10} {:<8} sources [{}] sinks [{}] functions [{}]",
+        info.name,
+        m.version,
+        m.language,
+        m.sources.join(", "),
+        m.sinks.join(", "),
+        m.functions.join(", ")
+    )
+}
+
+fn describe(info: &PluginInfo) {
+    let m = &info.manifest;
+    println!("name:       {}", info.name);
+    println!("version:    {}", m.version);
+    println!("language:   {}", m.language);
+    println!("executable: {}", info.executable.display());
+    println!("directory:  {}", info.dir.display());
+    println!("sources:    {}", m.sources.join(", "));
+    println!("sinks:      {}", m.sinks.join(", "));
+    println!("functions:  {}", m.functions.join(", "));
+}
+
+pub fn status(registry: &Registry, only: Option<&str>) -> shmplug_host::Result<()> {
+    let infos: Vec<PluginInfo> = match only {
+        Some(name) => vec![registry.describe(name)?],
+        None => registry
+            .list()?
+            .into_iter()
+            .filter_map(|l| match l {
+                Listed::Plugin(info) => Some(info),
+                Listed::Broken { name, error } => {
+                    println!("{name:<20} BROKEN   {error}");
+                    None
+                }
+            })
+            .collect(),
+    };
+    let mut failed = 0;
+    for info in infos {
+        let started = Instant::now();
+        match Plugin::start(PluginSpec::from_info(&info), SupervisorConfig::default()) {
+            Ok(plugin) => {
+                let hello = plugin.hello().unwrap_or_else(|| {
+                    shmplug_host::transport::control::Hello::new(info.name.clone())
+                });
+                println!(
+                    "{:<20} OK       hello in {:.1?}, pid {}, protocol {}, sources [{}] sinks [{}] \
+                     functions [{}]",
+                    info.name,
+                    started.elapsed(),
+                    plugin.status().pid.unwrap_or(0),
+                    hello.protocol_version,
+                    hello.sources.join(", "),
+                    hello.sinks.join(", "),
+                    hello.functions.join(", ")
+                );
+                plugin.shutdown();
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{:<20} FAILED   {e}", info.name);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(shmplug_host::Error::Unavailable {
+            plugin: format!("{failed} plugin(s)"),
+            reason: "they failed to start; see above".into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! `shmplug run PIPELINE`: source -> functions -> sink, with a summary at the end.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use shmplug_host::registry::Registry;
+use shmplug_host::transport::{Tuple, Value, ValueRef};
+use shmplug_host::{FunctionClient, Plugin, PluginSpec, SupervisorConfig};
+
+use crate::pipeline::Pipeline;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline file (`.toml`, or JSON otherwise).
+    pub pipeline: PathBuf,
+    /// Stop after this many tuples (overrides the file's `limits.count`).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this many seconds (overrides the file's `limits.duration_secs`).
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+/// Why the run ended.
+#[derive(Debug)]
+enum End {
+    SourceEnded,
+    Count,
+    Duration,
+    Interrupted,
+    Failed(String),
+}
+
+pub fn execute(registry: &Registry, args: &RunArgs) -> shmplug_host::Result<()> {
+    let pipeline = Pipeline::load(&args.pipeline)?;
+    let count = args.count.or(pipeline.limits.count);
+    let duration = args
+        .duration
+        .or(pipeline.limits.duration_secs)
+        .map(Duration::from_secs_f64);
+
+    let mut plugins: HashMap<String, Plugin> = HashMap::new();
+    for name in pipeline.plugins() {
+        let info = registry.describe(&name)?;
+        let plugin = Plugin::start(PluginSpec::from_info(&info), SupervisorConfig::default())?;
+        plugins.insert(name, plugin);
+    }
+    let plugin = |name: &str| &plugins[name];
+    let mut calls: Vec<(FunctionClient, &crate::pipeline::Call)> = Vec::new();
+    for call in &pipeline.functions {
+        calls.push((plugin(&call.plugin).function(call.spec())?, call));
+    }
+    let mut sink = plugin(&pipeline.sink.plugin).sink(pipeline.sink.spec())?;
+    let mut source = plugin(&pipeline.source.plugin).source(pipeline.source.spec())?;
+
+    let interrupted = ctrl_c_flag();
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = Vec::new();
+    let mut tuples = 0u64;
+    let mut errors = 0u64;
+    let end = loop {
+        if interrupted.load(Ordering::SeqCst) {
+            break End::Interrupted;
+        }
+        if count.is_some_and(|c| tuples >= c) {
+            break End::Count;
+        }
+        if duration.is_some_and(|d| started.elapsed() >= d) {
+            break End::Duration;
+        }
+        let mut tuple: Tuple = match source.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(view)) => view.to_owned(),
+            Ok(None) => continue,
+            Err(e) if e.is_end_of_stream() => break End::SourceEnded,
+            Err(e) => break End::Failed(e.to_string()),
+        };
+        let received = Instant::now();
+        for (client, call) in &mut calls {
+            let values: Vec<Value> = call
+                .args
+                .iter()
+                .map(|name| tuple.fields.get(name).cloned().unwrap_or(Value::Null))
+                .collect();
+            let refs: Vec<ValueRef<'_>> = values.iter().map(value_ref).collect();
+            let result = match client.call(&refs) {
+                Ok(value) => value,
+                Err(e) => {
+                    errors += 1;
+                    tracing::warn!("{e}");
+                    Value::Null
+                }
+            };
+            tuple.fields.insert(call.output.clone(), result);
+        }
+        match sink.send(&tuple) {
+            Ok(()) => {}
+            Err(e) if e.is_end_of_stream() => break End::Failed(e.to_string()),
+            Err(e) => {
+                errors += 1;
+                tracing::warn!("{e}");
+            }
+        }
+        tuples += 1;
+        latencies.push(received.elapsed());
+    };
+    let elapsed = started.elapsed();
+    drop(source);
+    // End the sink's stream and wait for the plugin to confirm it has written and closed
+    // everything, so the run's output is complete when the command returns.
+    if let Err(e) = sink.stop() {
+        tracing::warn!("the sink did not confirm its stop: {e}");
+        errors += 1;
+    }
+    drop(calls);
+    let restarts: u64 = plugins.values().map(|p| p.status().restarts).sum();
+    drop(plugins);
+    print_summary(&end, tuples, elapsed, &mut latencies, errors, restarts);
+    match end {
+        End::Failed(reason) => Err(shmplug_host::Error::Pipeline {
+            path: args.pipeline.clone(),
+            detail: format!("the run failed: {reason}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Borrows an owned value as the transport's borrowed form, for a call's arguments.
+fn value_ref(value: &Value) -> ValueRef<'_> {
+    match value {
+        Value::Null => ValueRef::Null,
+        Value::Bool(b) => ValueRef::Bool(*b),
+        Value::Int(i) => ValueRef::Int(*i),
+        Value::Float(f) => ValueRef::Float(*f),
+        Value::String(s) => ValueRef::String(s),
+        Value::Bytes(b) => ValueRef::Bytes(b),
+        Value::Timestamp(t) => ValueRef::Timestamp(*t),
+        // A list or map argument would need its items borrowed as `ValueRef`s too; the
+        // command-line runner passes null (functions taking collections need an engine).
+        Value::List(_) | Value::Map(_) => ValueRef::Null,
+    }
+}
+
+fn print_summary(
+    end: &End,
+    tuples: u64,
+    elapsed: Duration,
+    latencies: &mut [Duration],
+    errors: u64,
+    restarts: u64,
+) {
+    latencies.sort_unstable();
+    let percentile = |p: f64| -> Duration {
+        if latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[index.min(latencies.len() - 1)]
+    };
+    let rate = if elapsed.is_zero() {
+        0.0
+    } else {
+        tuples as f64 / elapsed.as_secs_f64()
+    };
+    println!("ended:      {}", describe(end));
+    println!(
+        "tuples:     {tuples} in {:.3?} ({rate:.0} tuples/s)",
+        elapsed
+    );
+    println!(
+        "latency:    p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}  (receive to sink)",
+        percentile(0.50),
+        percentile(0.90),
+        percentile(0.99),
+        latencies.last().copied().unwrap_or_default()
+    );
+    println!("errors:     {errors}");
+    println!("restarts:   {restarts}");
+}
+
+fn describe(end: &End) -> String {
+    match end {
+        End::SourceEnded => "the source ended".into(),
+        End::Count => "count reached".into(),
+        End::Duration => "duration reached".into(),
+        End::Interrupted => "interrupted (Ctrl-C)".into(),
+        End::Failed(reason) => format!("failed: {reason}"),
+    }
+}
+
+/// A flag set on Ctrl-C (SIGINT), by a small tokio runtime on its own thread.
+fn ctrl_c_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let spawned = std::thread::Builder::new()
+        .name("shmplug-ctrl-c".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    set.store(true, Ordering::SeqCst);
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("Ctrl-C will not stop the run gracefully: {e}");
+    }
+    flag
+}

@@ -1,0 +1,410 @@
+//! [`FunctionClient`]: calls to a function instance.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shmplug_transport::tuple::call::parse_reply;
+use shmplug_transport::tuple::{Encode, TupleRef, Value, ValueRef};
+use shmplug_transport::{EndpointConfig, Park as ParkMode, Ring, TupleReceiver, TupleSender};
+use tokio::io::unix::AsyncFd;
+
+use super::Binding;
+use super::source::io_error;
+use super::wait::{self, DATA_READY, RingFd, Room, SPACE_READY};
+use crate::error::{Error, Result};
+use crate::supervisor::slot::Slot;
+use crate::supervisor::state::Shared;
+
+/// Calls a function instance: each call is a record on the request ring, answered in order by
+/// a record on the reply ring, matched by sequence number.
+///
+/// [`call_batch`](Self::call_batch) pipelines many calls: it keeps writing calls while there is
+/// room and reads answers as they come, so the plugin works on one call while the next ones
+/// wait in the ring (eKuiper's portable functions make one locked round trip per call). After a
+/// plugin restart, calls without an answer are sent again to the new process (at-least-once).
+///
+/// # Examples
+/// ```no_run
+/// # fn demo(plugin: &shmplug_host::Plugin) -> shmplug_host::Result<()> {
+/// use shmplug_host::InstanceSpec;
+/// use shmplug_host::transport::ValueRef;
+///
+/// let mut echo = plugin.function(InstanceSpec::new("echo"))?;
+/// let answer = echo.call(&[ValueRef::String("hello")])?;
+/// let answers = echo.call_batch(&[&[ValueRef::Int(1)], &[ValueRef::Int(2)]])?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct FunctionClient {
+    binding: Binding,
+    current: Option<Current>,
+    /// The next call's sequence number.
+    next_seq: u64,
+}
+
+#[derive(Debug)]
+struct Current {
+    generation: u64,
+    request: Ring,
+    reply: Ring,
+    tx: TupleSender,
+    rx: TupleReceiver,
+    fds: Option<(AsyncFd<RingFd>, AsyncFd<RingFd>)>,
+}
+
+/// A batch in progress.
+struct Batch<'c, 'v> {
+    calls: &'c [&'c [ValueRef<'v>]],
+    results: Vec<Result<Value>>,
+    /// Calls written to the current rings: `results.len() .. sent` are in flight.
+    sent: usize,
+    /// Sequence number of call `results.len()` on the current rings.
+    base: u64,
+    /// The rings these calls went to.
+    generation: Option<u64>,
+}
+
+/// One record from the reply ring.
+enum Reply {
+    Answer(Result<Value>),
+    /// The answer to a call that timed out earlier.
+    Stale,
+    Closed,
+}
+
+/// What one round of a batch did.
+enum Round {
+    Done,
+    Progress,
+    /// Nothing moved: wait for room for this many bytes (if calls remain) or for answers.
+    Stalled(Option<usize>),
+    Switch,
+}
+
+impl FunctionClient {
+    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>) -> FunctionClient {
+        let mut handle = FunctionClient {
+            binding: Binding::new(shared, slot),
+            current: None,
+            next_seq: 1,
+        };
+        // Take the rings now, so that tuples committed before a restart are not skipped.
+        if let Ok(Some((generation, rings))) =
+            handle.binding.attach(Some(std::time::Instant::now()))
+        {
+            handle.current = handle.open(generation, &rings).ok();
+        }
+        handle
+    }
+
+    /// The instance id.
+    pub fn instance_id(&self) -> u64 {
+        self.binding.ids().instance
+    }
+
+    /// The function symbol.
+    pub fn symbol(&self) -> &str {
+        &self.binding.ids().symbol
+    }
+
+    /// Calls the function with `args` and waits for its result.
+    ///
+    /// # Errors
+    /// [`Error::FunctionFailed`] with the plugin's message if the function failed;
+    /// [`Error::InstanceGone`], [`Error::EndOfStream`] (the plugin closed the instance's
+    /// rings), [`Error::Data`].
+    pub fn call(&mut self, args: &[ValueRef<'_>]) -> Result<Value> {
+        self.batch_until(&[args], None)?
+            .pop()
+            .unwrap_or_else(|| Err(self.binding.ids().data_error(super::source::spurious())))
+    }
+
+    /// As [`call`](Self::call), giving up after `timeout`.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), and [`Error::TimedOut`]. A late answer to a timed-out call is
+    /// discarded.
+    pub fn call_timeout(&mut self, args: &[ValueRef<'_>], timeout: Duration) -> Result<Value> {
+        self.batch_until(&[args], Some(Instant::now() + timeout))?
+            .pop()
+            .unwrap_or_else(|| Err(self.binding.ids().data_error(super::source::spurious())))
+    }
+
+    /// Calls the function once per entry of `calls`, pipelined, and returns the results in
+    /// order; each is the value or [`Error::FunctionFailed`].
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), for the batch as a whole.
+    pub fn call_batch(&mut self, calls: &[&[ValueRef<'_>]]) -> Result<Vec<Result<Value>>> {
+        self.batch_until(calls, None)
+    }
+
+    /// As [`call_batch`](Self::call_batch), giving up after `timeout` for the whole batch.
+    ///
+    /// # Errors
+    /// As [`call_timeout`](Self::call_timeout).
+    pub fn call_batch_timeout(
+        &mut self,
+        calls: &[&[ValueRef<'_>]],
+        timeout: Duration,
+    ) -> Result<Vec<Result<Value>>> {
+        self.batch_until(calls, Some(Instant::now() + timeout))
+    }
+
+    /// As [`call`](Self::call), awaiting in the tokio reactor instead of blocking a thread.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub async fn call_async(&mut self, args: &[ValueRef<'_>]) -> Result<Value> {
+        let mut results = self.call_batch_async(&[args]).await?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(self.binding.ids().data_error(super::source::spurious())))
+    }
+
+    /// As [`call_batch`](Self::call_batch), awaiting in the tokio reactor.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub async fn call_batch_async(
+        &mut self,
+        calls: &[&[ValueRef<'_>]],
+    ) -> Result<Vec<Result<Value>>> {
+        let mut batch = Batch::new(calls);
+        loop {
+            if self.current.is_none() {
+                let (generation, rings) = self.binding.attach_async().await?;
+                self.current = Some(self.open(generation, &rings)?);
+            }
+            let need = match self.round(&mut batch)? {
+                Round::Done => return Ok(batch.results),
+                Round::Progress | Round::Switch => continue,
+                Round::Stalled(need) => need,
+            };
+            let Some(cur) = self.current.as_mut() else {
+                continue;
+            };
+            if cur.fds.is_none() {
+                let space = wait::async_fd(&cur.request, SPACE_READY);
+                let data = wait::async_fd(&cur.reply, DATA_READY);
+                match (space, data) {
+                    (Ok(space), Ok(data)) => cur.fds = Some((space, data)),
+                    (Err(e), _) | (_, Err(e)) => return Err(io_error(&self.binding, e)),
+                }
+            }
+            let Some((space_fd, data_fd)) = cur.fds.as_ref() else {
+                continue;
+            };
+            let waited = match need {
+                Some(len) => {
+                    wait::ready_either(
+                        cur.rx.consumer(),
+                        data_fd,
+                        &mut Room(cur.tx.producer(), len),
+                        space_fd,
+                    )
+                    .await
+                }
+                None => wait::ready(cur.rx.consumer(), data_fd).await,
+            };
+            waited.map_err(|e| io_error(&self.binding, e))?;
+        }
+    }
+
+    /// Stops the instance, waiting up to the stop time-out for the plugin to confirm.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] if the plugin did not confirm in time.
+    pub fn stop(mut self) -> Result<()> {
+        self.current = None;
+        self.binding.stop()
+    }
+
+    fn batch_until(
+        &mut self,
+        calls: &[&[ValueRef<'_>]],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Result<Value>>> {
+        let mut batch = Batch::new(calls);
+        let started = Instant::now();
+        let timed_out = |binding: &Binding| {
+            let waited = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(started));
+            binding.ids().timed_out("call", waited)
+        };
+        loop {
+            if self.current.is_none() {
+                let Some((generation, rings)) = self.binding.attach(deadline)? else {
+                    return Err(timed_out(&self.binding));
+                };
+                self.current = Some(self.open(generation, &rings)?);
+            }
+            let need = match self.round(&mut batch)? {
+                Round::Done => return Ok(batch.results),
+                Round::Progress | Round::Switch => continue,
+                Round::Stalled(need) => need,
+            };
+            let spin = self.binding.spin();
+            let Some(cur) = self.current.as_mut() else {
+                continue;
+            };
+            let data_fd = cur.reply.fds()[DATA_READY];
+            let space_fd = cur.request.fds()[SPACE_READY];
+            let ready = match need {
+                Some(len) => wait::block(
+                    &mut [
+                        (cur.rx.consumer(), data_fd),
+                        (&mut Room(cur.tx.producer(), len), space_fd),
+                    ],
+                    spin,
+                    deadline,
+                ),
+                None => wait::block(&mut [(cur.rx.consumer(), data_fd)], spin, deadline),
+            };
+            if !ready {
+                return Err(timed_out(&self.binding));
+            }
+        }
+    }
+
+    /// Writes what fits, reads what has been answered.
+    fn round(&mut self, batch: &mut Batch<'_, '_>) -> Result<Round> {
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(Round::Switch);
+        };
+        let generation = cur.generation;
+        if self.binding.moved_on(generation) {
+            self.current = None;
+            return Ok(Round::Switch);
+        }
+        if batch.generation != Some(generation) {
+            // New rings: (re)send every call without an answer.
+            batch.generation = Some(generation);
+            batch.sent = batch.results.len();
+            batch.base = self.next_seq;
+            self.next_seq += (batch.calls.len() - batch.results.len()) as u64;
+        }
+        let ids = self.binding.ids();
+        let mut progress = false;
+        let mut need = None;
+        while batch.sent < batch.calls.len() {
+            let seq = batch.base + (batch.sent - batch.results.len()) as u64;
+            let fields = [("args", ValueRef::List(batch.calls[batch.sent]))];
+            let record = TupleRef {
+                timestamp: seq as i64,
+                meta: &[],
+                fields: &fields,
+            };
+            match cur.tx.try_send(&record) {
+                Ok(true) => {
+                    batch.sent += 1;
+                    progress = true;
+                }
+                Ok(false) => {
+                    let bound = record.size_bound().map_err(|e| ids.data_error(e))?;
+                    need = Some(bound.min(cur.tx.max_tuple_len()));
+                    break;
+                }
+                Err(e) if e.is_closed() => return self.closed(generation),
+                Err(e) => return Err(ids.data_error(e)),
+            }
+        }
+        let mut closed = false;
+        while batch.results.len() < batch.sent {
+            let expected = batch.base;
+            let outcome = match cur.rx.try_recv() {
+                Ok(Some(view)) => {
+                    match parse_reply(&view) {
+                        Ok((seq, _)) if seq < expected => Reply::Stale,
+                        Ok((seq, result)) if seq == expected => {
+                            Reply::Answer(result.map(|v| v.to_owned()).map_err(|message| {
+                                Error::FunctionFailed {
+                                    plugin: ids.plugin.clone(),
+                                    symbol: ids.symbol.clone(),
+                                    instance: ids.instance,
+                                    message: message.to_owned(),
+                                }
+                            }))
+                        }
+                        Ok((seq, _)) => {
+                            return Err(ids.data_error(shmplug_transport::Error::InvalidTuple(format!(
+                            "reply for call {seq} while call {expected} was unanswered; the \
+                             plugin must answer calls in order"
+                        ))));
+                        }
+                        Err(e) => return Err(ids.data_error(e)),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if e.is_closed() => Reply::Closed,
+                Err(e) => return Err(ids.data_error(e)),
+            };
+            match outcome {
+                Reply::Answer(result) => {
+                    batch.results.push(result);
+                    batch.base += 1;
+                }
+                Reply::Stale => {}
+                Reply::Closed => {
+                    closed = true;
+                    break;
+                }
+            }
+            progress = true;
+        }
+        if closed {
+            return self.closed(generation);
+        }
+        if batch.results.len() == batch.calls.len() {
+            return Ok(Round::Done);
+        }
+        if progress {
+            Ok(Round::Progress)
+        } else {
+            Ok(Round::Stalled(need))
+        }
+    }
+
+    /// A ring closed: the supervisor retired it (switch), or the plugin ended the instance.
+    fn closed(&mut self, generation: u64) -> Result<Round> {
+        if self.binding.moved_on(generation) {
+            self.current = None;
+            Ok(Round::Switch)
+        } else {
+            Err(self.binding.ids().end_of_stream())
+        }
+    }
+
+    fn open(&self, generation: u64, rings: &[Ring]) -> Result<Current> {
+        let ids = self.binding.ids();
+        let (Some(request), Some(reply)) = (rings.first(), rings.get(1)) else {
+            return Err(ids.data_error(shmplug_transport::Error::BadSegment(
+                "a function instance needs a request and a reply ring".into(),
+            )));
+        };
+        let config = EndpointConfig::default()
+            .with_spin(self.binding.spin())
+            .with_park(ParkMode::EventFd);
+        let producer = request.producer(config).map_err(|e| ids.data_error(e))?;
+        let consumer = reply.consumer(config).map_err(|e| ids.data_error(e))?;
+        Ok(Current {
+            generation,
+            request: request.clone(),
+            reply: reply.clone(),
+            tx: TupleSender::new(producer),
+            rx: TupleReceiver::new(consumer),
+            fds: None,
+        })
+    }
+}
+
+impl<'c, 'v> Batch<'c, 'v> {
+    fn new(calls: &'c [&'c [ValueRef<'v>]]) -> Batch<'c, 'v> {
+        Batch {
+            calls,
+            results: Vec::with_capacity(calls.len()),
+            sent: 0,
+            base: 0,
+            generation: None,
+        }
+    }
+}

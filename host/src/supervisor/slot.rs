@@ -1,0 +1,191 @@
+//! The slot an instance's data handle reads its rings from, which the supervisor swaps when it
+//! restarts or updates the plugin process.
+//!
+//! # Protocol
+//! The supervisor changes the state under the mutex and bumps `version` (SeqCst) before it
+//! closes the old rings from the host side. A handle that sees its ring closed therefore sees
+//! the new version when it looks afterwards, and can tell "the plugin ended the stream" (slot
+//! still live on the handle's rings) from "the supervisor retired these rings" (slot moved on).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use shmplug_transport::Ring;
+
+use crate::error::{Error, SymbolKind};
+
+/// Names an instance in errors.
+#[derive(Clone, Debug)]
+pub(crate) struct Ids {
+    pub plugin: String,
+    pub kind: SymbolKind,
+    pub symbol: String,
+    pub instance: u64,
+}
+
+impl Ids {
+    pub(crate) fn data_error(&self, source: shmplug_transport::Error) -> Error {
+        Error::Data {
+            plugin: self.plugin.clone(),
+            kind: self.kind,
+            symbol: self.symbol.clone(),
+            instance: self.instance,
+            source,
+        }
+    }
+
+    pub(crate) fn gone(&self, reason: String) -> Error {
+        Error::InstanceGone {
+            plugin: self.plugin.clone(),
+            kind: self.kind,
+            symbol: self.symbol.clone(),
+            instance: self.instance,
+            reason,
+        }
+    }
+
+    pub(crate) fn timed_out(&self, op: &'static str, timeout: std::time::Duration) -> Error {
+        Error::TimedOut {
+            op,
+            plugin: self.plugin.clone(),
+            kind: self.kind,
+            symbol: self.symbol.clone(),
+            instance: self.instance,
+            timeout,
+        }
+    }
+
+    pub(crate) fn end_of_stream(&self) -> Error {
+        Error::EndOfStream {
+            plugin: self.plugin.clone(),
+            kind: self.kind,
+            symbol: self.symbol.clone(),
+            instance: self.instance,
+        }
+    }
+}
+
+/// Where an instance stands.
+#[derive(Clone, Debug)]
+pub(crate) enum SlotState {
+    /// The start was sent; no answer yet.
+    Starting,
+    /// Running on these rings, in process generation `generation`.
+    Live { generation: u64, rings: Vec<Ring> },
+    /// The process is being restarted or replaced; new rings will follow.
+    Switching,
+    /// Stopped, failed, or the plugin was shut down: the reason.
+    Gone(String),
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub ids: Ids,
+    version: AtomicU64,
+    state: Mutex<SlotState>,
+    cond: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+impl Slot {
+    pub(crate) fn new(ids: Ids) -> Slot {
+        Slot {
+            ids,
+            version: AtomicU64::new(0),
+            state: Mutex::new(SlotState::Starting),
+            cond: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Changes the state and wakes every waiter.
+    pub(crate) fn set(&self, state: SlotState) {
+        let mut guard = self.lock();
+        if matches!(*guard, SlotState::Gone(_)) {
+            // Gone is final: a late Started or a replay must not revive a stopped instance.
+            return;
+        }
+        *guard = state;
+        // ORDERING: SeqCst, and before the caller closes any retired ring (see module docs).
+        self.version.fetch_add(1, Ordering::SeqCst);
+        drop(guard);
+        self.cond.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    /// The current version; changes on every [`set`](Self::set).
+    pub(crate) fn version(&self) -> u64 {
+        // ORDERING: pairs with the SeqCst bump in `set`.
+        self.version.load(Ordering::SeqCst)
+    }
+
+    /// The state and the version it belongs to.
+    pub(crate) fn snapshot(&self) -> (u64, SlotState) {
+        let guard = self.lock();
+        (self.version(), guard.clone())
+    }
+
+    /// True when the slot no longer runs on generation `generation` (checked cheaply when `seen` is
+    /// still the version). Updates `seen` when the slot is unchanged for the caller.
+    pub(crate) fn moved_on(&self, generation: u64, seen: &mut u64) -> bool {
+        if self.version() == *seen {
+            return false;
+        }
+        let (version, state) = self.snapshot();
+        match state {
+            SlotState::Live { generation: g, .. } if g == generation => {
+                *seen = version;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Blocks until the version differs from `seen` or `deadline` passes; true if it changed.
+    pub(crate) fn wait_change(&self, seen: u64, deadline: Option<Instant>) -> bool {
+        let mut guard = self.lock();
+        loop {
+            if self.version() != seen {
+                return true;
+            }
+            match deadline {
+                None => {
+                    guard = self
+                        .cond
+                        .wait(guard)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        return false;
+                    }
+                    guard = self
+                        .cond
+                        .wait_timeout(guard, at - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Waits until the version differs from `seen`.
+    pub(crate) async fn changed(&self, seen: u64) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.version() != seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

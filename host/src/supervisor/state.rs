@@ -1,0 +1,421 @@
+//! State shared by a plugin's API, its monitor thread and its control reader thread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use shmplug_transport::control::{ControlChannel, Hello, Message, Start};
+use shmplug_transport::{EndpointConfig, Ring};
+
+use super::slot::{Ids, Slot, SlotState};
+use super::{InstanceSpec, Phase, PluginSpec, SupervisorConfig, log};
+use crate::error::{Error, Result, SymbolKind};
+
+/// What the monitor thread reacts to.
+pub(crate) enum Event {
+    /// The control channel of process `generation` ended.
+    Disconnected { generation: u64, reason: String },
+    /// Process `generation` answered a ping.
+    Pong { generation: u64, nonce: u64 },
+    /// Swap in a new executable.
+    Update(PluginSpec, SyncSender<Result<()>>),
+    /// Kill and restart the process now.
+    Restart(String),
+    /// Stop everything; answer when done.
+    Shutdown(SyncSender<()>),
+}
+
+/// The process the API talks to.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub generation: u64,
+    pub pid: u32,
+    pub channel: Arc<ControlChannel>,
+    pub hello: Hello,
+}
+
+/// A running (or starting) instance, remembered so that it can be replayed.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    pub kind: SymbolKind,
+    pub start: Start,
+    pub slot: Arc<Slot>,
+    /// The rings sent to process `generation`.
+    pub rings: Vec<Ring>,
+    pub generation: u64,
+    pub sent_at: Instant,
+    /// `Started` arrived for these rings.
+    pub live: bool,
+}
+
+impl Instance {
+    fn message(&self) -> Message {
+        let start = self.start.clone();
+        match self.kind {
+            SymbolKind::Source => Message::StartSource(start),
+            SymbolKind::Sink => Message::StartSink(start),
+            SymbolKind::Function => Message::StartFunction(start),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub spec: PluginSpec,
+    pub phase: Phase,
+    pub link: Option<Arc<Link>>,
+    pub instances: BTreeMap<u64, Instance>,
+    pub next_instance: u64,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    pub stop_waiters: HashMap<u64, SyncSender<()>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub name: String,
+    pub config: SupervisorConfig,
+    pub state: Mutex<State>,
+    pub changed: Condvar,
+    pub events: Mutex<Sender<Event>>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn send_event(&self, event: Event) {
+        let sender = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = sender.send(event);
+    }
+
+    fn ids(&self, kind: SymbolKind, symbol: &str, instance: u64) -> Ids {
+        Ids {
+            plugin: self.name.clone(),
+            kind,
+            symbol: symbol.to_owned(),
+            instance,
+        }
+    }
+
+    /// Starts an instance on the current process and waits until it runs.
+    pub(crate) fn start_instance(&self, kind: SymbolKind, spec: InstanceSpec) -> Result<Arc<Slot>> {
+        let timeout = self.config.start_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        let link = loop {
+            match (&state.phase, &state.link) {
+                (Phase::Running, Some(link)) => break link.clone(),
+                (Phase::Failed | Phase::Stopped, _) => {
+                    return Err(Error::Unavailable {
+                        plugin: self.name.clone(),
+                        reason: state
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "it was shut down".into()),
+                    });
+                }
+                _ => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable {
+                    plugin: self.name.clone(),
+                    reason: format!(
+                        "still restarting after {timeout:?} (last error: {})",
+                        state.last_error.as_deref().unwrap_or("none")
+                    ),
+                });
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        };
+        let offered = match kind {
+            SymbolKind::Source => &link.hello.sources,
+            SymbolKind::Sink => &link.hello.sinks,
+            SymbolKind::Function => &link.hello.functions,
+        };
+        if !offered.contains(&spec.symbol) {
+            return Err(Error::UnknownSymbol {
+                plugin: self.name.clone(),
+                kind,
+                symbol: spec.symbol,
+                offered: offered.clone(),
+            });
+        }
+        state.next_instance += 1;
+        let id = state.next_instance;
+        let ids = self.ids(kind, &spec.symbol, id);
+        let rings =
+            create_rings(kind, self.config.ring_capacity).map_err(|source| Error::Transport {
+                plugin: self.name.clone(),
+                source,
+            })?;
+        let slot = Arc::new(Slot::new(ids.clone()));
+        let instance = Instance {
+            kind,
+            start: Start {
+                instance_id: id,
+                rule_id: spec.rule_id,
+                op_id: spec.op_id,
+                symbol: spec.symbol,
+                data_source: spec.data_source,
+                properties: spec.properties,
+            },
+            slot: slot.clone(),
+            rings,
+            generation: link.generation,
+            sent_at: Instant::now(),
+            live: false,
+        };
+        let ring_refs: Vec<&Ring> = instance.rings.iter().collect();
+        if let Err(e) = link.channel.send(&instance.message(), &ring_refs) {
+            // The reader thread reports the broken channel; the replay after the restart
+            // starts this instance again.
+            tracing::debug!(plugin = %self.name, "sending start failed: {e}");
+        }
+        state.instances.insert(id, instance);
+        drop(state);
+
+        let mut seen = 0;
+        loop {
+            let (version, slot_state) = slot.snapshot();
+            match slot_state {
+                SlotState::Live { .. } => return Ok(slot),
+                SlotState::Gone(reason) => {
+                    self.forget(id);
+                    return Err(Error::StartFailed {
+                        plugin: self.name.clone(),
+                        kind,
+                        symbol: ids.symbol,
+                        instance: id,
+                        reason,
+                    });
+                }
+                SlotState::Starting | SlotState::Switching => {}
+            }
+            if version == seen && !slot.wait_change(version, Some(deadline)) {
+                self.stop_instance(id, None);
+                return Err(ids.timed_out("start", timeout));
+            }
+            seen = version;
+        }
+    }
+
+    /// Removes instance `id` from the books without telling the plugin.
+    fn forget(&self, id: u64) {
+        self.lock().instances.remove(&id);
+    }
+
+    /// Stops instance `id`: forgets it, marks its slot gone, sends `Stop`, and with `wait`
+    /// waits that long for `Stopped`. Returns false if the wait timed out.
+    pub(crate) fn stop_instance(&self, id: u64, wait: Option<Duration>) -> bool {
+        let mut state = self.lock();
+        let Some(instance) = state.instances.remove(&id) else {
+            return true;
+        };
+        instance.slot.set(SlotState::Gone("it was stopped".into()));
+        let Some(link) = state.link.clone() else {
+            return true;
+        };
+        let waiter = wait.map(|_| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            state.stop_waiters.insert(id, tx);
+            rx
+        });
+        drop(state);
+        let _ = link.channel.send(&Message::Stop { instance_id: id }, &[]);
+        match (waiter, wait) {
+            (Some(rx), Some(timeout)) => {
+                let stopped = rx.recv_timeout(timeout).is_ok();
+                self.lock().stop_waiters.remove(&id);
+                stopped
+            }
+            _ => true,
+        }
+    }
+
+    /// Sends the start of every remembered instance to `link`, with new rings.
+    pub(crate) fn replay(&self, state: &mut State, link: &Link) {
+        for instance in state.instances.values_mut() {
+            let rings = match create_rings(instance.kind, self.config.ring_capacity) {
+                Ok(rings) => rings,
+                Err(e) => {
+                    instance
+                        .slot
+                        .set(SlotState::Gone(format!("cannot create its rings: {e}")));
+                    continue;
+                }
+            };
+            instance.rings = rings;
+            instance.generation = link.generation;
+            instance.sent_at = Instant::now();
+            instance.live = false;
+            let refs: Vec<&Ring> = instance.rings.iter().collect();
+            if let Err(e) = link.channel.send(&instance.message(), &refs) {
+                tracing::debug!(plugin = %self.name, "replaying a start failed: {e}");
+                break;
+            }
+        }
+        state
+            .instances
+            .retain(|_, i| !matches!(i.slot.snapshot().1, SlotState::Gone(_)));
+    }
+
+    /// Marks every instance as switching and returns the rings they used, to be closed once
+    /// the old process is gone.
+    pub(crate) fn retire_all(&self, state: &mut State) -> Vec<(SymbolKind, Vec<Ring>)> {
+        state
+            .instances
+            .values_mut()
+            .map(|instance| {
+                instance.slot.set(SlotState::Switching);
+                instance.live = false;
+                (instance.kind, std::mem::take(&mut instance.rings))
+            })
+            .collect()
+    }
+
+    /// Fails every instance with `reason` and returns their rings.
+    pub(crate) fn fail_all(&self, state: &mut State, reason: &str) -> Vec<(SymbolKind, Vec<Ring>)> {
+        let instances = std::mem::take(&mut state.instances);
+        instances
+            .into_values()
+            .map(|instance| {
+                instance.slot.set(SlotState::Gone(reason.to_owned()));
+                (instance.kind, instance.rings)
+            })
+            .collect()
+    }
+
+    /// Fails instances whose start went unanswered for longer than the start time-out.
+    pub(crate) fn expire_starts(&self) {
+        let mut state = self.lock();
+        let limit = self.config.start_timeout;
+        let expired: Vec<u64> = state
+            .instances
+            .iter()
+            .filter(|(_, i)| !i.live && i.sent_at.elapsed() > limit)
+            .map(|(id, _)| *id)
+            .collect();
+        let link = state.link.clone();
+        for id in expired {
+            if let Some(instance) = state.instances.remove(&id) {
+                instance.slot.set(SlotState::Gone(format!(
+                    "the plugin did not answer its start within {limit:?}"
+                )));
+                if let Some(link) = &link {
+                    let _ = link.channel.send(&Message::Stop { instance_id: id }, &[]);
+                }
+            }
+        }
+    }
+
+    /// Handles one message from process `generation`'s control channel.
+    pub(crate) fn on_message(&self, generation: u64, channel: &ControlChannel, message: Message) {
+        match message {
+            Message::Started { instance_id } => {
+                let mut state = self.lock();
+                if let Some(instance) = state.instances.get_mut(&instance_id)
+                    && instance.generation == generation
+                    && !instance.live
+                {
+                    instance.live = true;
+                    instance.slot.set(SlotState::Live {
+                        generation,
+                        rings: instance.rings.clone(),
+                    });
+                }
+            }
+            Message::Failed { instance_id, error } => {
+                let mut state = self.lock();
+                if state
+                    .instances
+                    .get(&instance_id)
+                    .is_some_and(|i| i.generation == generation)
+                    && let Some(instance) = state.instances.remove(&instance_id)
+                {
+                    instance.slot.set(SlotState::Gone(error));
+                }
+            }
+            Message::Stopped { instance_id } => {
+                if let Some(waiter) = self.lock().stop_waiters.remove(&instance_id) {
+                    let _ = waiter.try_send(());
+                }
+            }
+            Message::Pong { nonce } => self.send_event(Event::Pong { generation, nonce }),
+            Message::Ping { nonce } => {
+                let _ = channel.send(&Message::Pong { nonce }, &[]);
+            }
+            Message::Log(entry) => log::forward(&self.name, &entry),
+            Message::Error { message } => {
+                tracing::warn!(target: "shmplug::plugin", plugin = %self.name, "plugin reports: {message}");
+            }
+            other => {
+                tracing::warn!(
+                    plugin = %self.name,
+                    "ignoring unexpected control message `{}` from the plugin",
+                    other.type_name()
+                );
+            }
+        }
+    }
+}
+
+/// Reads process `generation`'s control channel until it ends, then tells the monitor.
+pub(crate) fn read_control(shared: Arc<Shared>, generation: u64, channel: Arc<ControlChannel>) {
+    let reason = loop {
+        match channel.recv_timeout(None) {
+            Ok((message, _rings)) => shared.on_message(generation, &channel, message),
+            Err(shmplug_transport::Error::Control(e)) if !e.is_fatal() => {
+                tracing::warn!(plugin = %shared.name, "bad control message from the plugin: {e}");
+            }
+            Err(shmplug_transport::Error::Control(
+                shmplug_transport::control::ControlError::Closed,
+            )) => break "it closed its control socket (exited or crashed)".to_owned(),
+            Err(e) => break format!("its control channel failed: {e}"),
+        }
+    };
+    shared.send_event(Event::Disconnected { generation, reason });
+}
+
+/// New rings for an instance of `kind`: one for a source or a sink, request and reply rings
+/// for a function.
+pub(crate) fn create_rings(
+    kind: SymbolKind,
+    capacity: usize,
+) -> shmplug_transport::Result<Vec<Ring>> {
+    let count = if kind == SymbolKind::Function { 2 } else { 1 };
+    (0..count).map(|_| Ring::create(capacity)).collect()
+}
+
+/// Closes, from the host side, the ends of `rings` that the plugin held, so that a handle
+/// waiting on them wakes up and sees them closed. Call only once the plugin no longer uses
+/// them (it exited, or stopped the instance).
+pub(crate) fn close_plugin_ends(kind: SymbolKind, rings: &[Ring]) {
+    let config = EndpointConfig::default();
+    for (index, ring) in rings.iter().enumerate() {
+        let plugin_produces = match kind {
+            SymbolKind::Source => true,
+            SymbolKind::Sink => false,
+            // Request ring: the host produces; reply ring: the plugin produces.
+            SymbolKind::Function => index == 1,
+        };
+        if plugin_produces {
+            if let Ok(mut producer) = ring.producer(config) {
+                producer.close();
+            }
+        } else if let Ok(mut consumer) = ring.consumer(config) {
+            consumer.close();
+        }
+        // Wake an event-loop waiter even if the ring was corrupt and refused an endpoint.
+        for fd in &ring.fds()[1..] {
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        }
+    }
+}

@@ -65,6 +65,15 @@ impl Consumer {
         Ok(self.next()?.map(|(start, h)| self.record(start, h)))
     }
 
+    /// True if [`try_read`](Self::try_read) would return a record now. Consumes nothing and
+    /// sets no waiting flag, so it can gate a read without holding a borrow.
+    ///
+    /// # Errors
+    /// As [`try_read`](Self::try_read): [`Error::Closed`] at the end of the stream.
+    pub fn is_ready(&mut self) -> Result<bool> {
+        Ok(self.next()?.is_some())
+    }
+
     /// Reads the next record, waiting (spinning, then parking) until one is committed.
     ///
     /// # Errors

@@ -412,6 +412,40 @@ impl Ring {
         Consumer::new(self.shared.clone(), config).inspect_err(|_| self.shared.release_consumer())
     }
 
+    /// Closes the producing end on behalf of a producer that cannot do it any more (its process
+    /// died): the consumer reads what was published, then sees [`Error::Closed`]. Records the
+    /// dead producer committed without publishing are lost.
+    pub fn close_producer_end(&self) {
+        let signals = &self.shared.control().signals.0;
+        // ORDERING: as in `Producer::close`: the flag is released, and the fence pairs with
+        // the consumer's fence before it sleeps.
+        signals
+            .producer_closed
+            .store(1, crate::sync::Ordering::Release);
+        crate::sync::fence(crate::sync::Ordering::SeqCst);
+        super::wait::wake(
+            &self.shared,
+            &signals.consumer_waiting,
+            self.shared.data_ready(),
+        );
+    }
+
+    /// Closes the consuming end on behalf of a consumer that cannot do it any more: the
+    /// producer's next claim fails with [`Error::Closed`].
+    pub fn close_consumer_end(&self) {
+        let signals = &self.shared.control().signals.0;
+        // ORDERING: as in `Consumer::close`.
+        signals
+            .consumer_closed
+            .store(1, crate::sync::Ordering::Release);
+        crate::sync::fence(crate::sync::Ordering::SeqCst);
+        super::wait::wake(
+            &self.shared,
+            &signals.producer_waiting,
+            self.shared.space_ready(),
+        );
+    }
+
     /// Size of the data region in bytes.
     pub fn capacity(&self) -> usize {
         self.shared.capacity as usize

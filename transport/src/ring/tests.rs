@@ -237,6 +237,40 @@ fn positions_near_the_top_of_u64_are_refused() {
 }
 
 #[test]
+fn is_ready_peeks_without_consuming() {
+    let (_ring, mut p, mut c) = pair(4096);
+    assert!(!c.is_ready().unwrap());
+    put(&mut p, b"x");
+    assert!(c.is_ready().unwrap());
+    assert!(c.is_ready().unwrap());
+    assert_eq!(&*c.try_read().unwrap().unwrap(), b"x");
+    assert!(!c.is_ready().unwrap());
+    drop(p);
+    assert!(matches!(c.is_ready(), Err(Error::Closed)));
+}
+
+#[test]
+fn a_dead_peer_end_can_be_closed_for_it() {
+    // The producer "dies" (is forgotten without closing) while the consumer sleeps.
+    let (ring, mut p, mut c) = pair(4096);
+    put(&mut p, b"last");
+    std::mem::forget(p);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            assert_eq!(&*c.read_timeout(WAIT).unwrap(), b"last");
+            c.read_timeout(WAIT).map(|_| ())
+        });
+        ring.close_producer_end();
+        assert!(matches!(h.join().unwrap(), Err(Error::Closed)));
+    });
+
+    let (ring, mut p, c) = pair(4096);
+    std::mem::forget(c);
+    ring.close_consumer_end();
+    assert!(matches!(p.try_claim(8), Err(Error::Closed)));
+}
+
+#[test]
 fn eventfd_parking_wakes_both_ways() {
     let ring = Ring::create(4096).unwrap();
     let config = cfg().with_park(Park::EventFd).with_spin(Duration::ZERO);

@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use shmplug_transport::control::{ControlChannel, Hello, Message, Start};
-use shmplug_transport::{EndpointConfig, Ring};
+use shmplug_transport::Ring;
 
 use super::slot::{Ids, Slot, SlotState};
 use super::{InstanceSpec, Phase, PluginSpec, SupervisorConfig, log};
@@ -398,7 +398,6 @@ pub(crate) fn create_rings(
 /// waiting on them wakes up and sees them closed. Call only once the plugin no longer uses
 /// them (it exited, or stopped the instance).
 pub(crate) fn close_plugin_ends(kind: SymbolKind, rings: &[Ring]) {
-    let config = EndpointConfig::default();
     for (index, ring) in rings.iter().enumerate() {
         let plugin_produces = match kind {
             SymbolKind::Source => true,
@@ -407,13 +406,11 @@ pub(crate) fn close_plugin_ends(kind: SymbolKind, rings: &[Ring]) {
             SymbolKind::Function => index == 1,
         };
         if plugin_produces {
-            if let Ok(mut producer) = ring.producer(config) {
-                producer.close();
-            }
-        } else if let Ok(mut consumer) = ring.consumer(config) {
-            consumer.close();
+            ring.close_producer_end();
+        } else {
+            ring.close_consumer_end();
         }
-        // Wake an event-loop waiter even if the ring was corrupt and refused an endpoint.
+        // Also wake an event-loop waiter that is between its readiness check and its sleep.
         for fd in &ring.fds()[1..] {
             let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
         }

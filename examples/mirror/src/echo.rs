@@ -1,0 +1,72 @@
+//! The `echo` function.
+
+use shmplug_sdk::{Function, FunctionContext, PluginError, Value, ValueView};
+
+/// `echo(x)`: returns its one argument unchanged, whatever its type.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Echo;
+
+impl Function for Echo {
+    fn validate(&self, args: &[ValueView<'_>]) -> Result<(), PluginError> {
+        if args.len() != 1 {
+            return Err(PluginError::new(format!(
+                "echo function only supports 1 parameter but got {}",
+                args.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn exec(&mut self, _: &FunctionContext, args: &[ValueView<'_>]) -> Result<Value, PluginError> {
+        Ok(args[0].to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use shmplug_sdk::testing::call_function;
+
+    use super::*;
+
+    #[test]
+    fn echo_returns_its_argument() {
+        let nested = Value::List(vec![
+            Value::Int(1),
+            Value::Map(BTreeMap::from([(
+                "k".to_owned(),
+                Value::Bytes(vec![0, 255]),
+            )])),
+        ]);
+        for value in [
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-7),
+            Value::Float(2.5),
+            Value::from("text"),
+            Value::Bytes(vec![1, 2, 3]),
+            Value::Timestamp(1_700_000_000_000_000_000),
+            nested,
+        ] {
+            assert_eq!(
+                call_function(&mut Echo, std::slice::from_ref(&value)).unwrap(),
+                value
+            );
+        }
+    }
+
+    #[test]
+    fn echo_takes_exactly_one_argument() {
+        for args in [vec![], vec![Value::Int(1), Value::Int(2)]] {
+            let e = call_function(&mut Echo, &args).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "echo function only supports 1 parameter but got {}",
+                    args.len()
+                )
+            );
+        }
+    }
+}

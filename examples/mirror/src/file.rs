@@ -1,0 +1,155 @@
+//! The `file` sink.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use shmplug_sdk::{PluginError, Props, Sink, SinkContext, TupleView};
+
+use crate::props;
+
+/// The `file` sink: appends each tuple's fields (the eKuiper message) to a file as one line of
+/// JSON, as eKuiper's mirror example does.
+///
+/// | property | default | meaning |
+/// | --- | --- | --- |
+/// | `path` | `"cache"` | the file, created if missing, appended to; relative to the plugin's working directory |
+/// | `interval` | `1000` | write buffered lines out when a tuple arrives this long (milliseconds or a duration string) after the last write; `0` writes every line at once |
+///
+/// Lines are buffered and always written out when the sink closes.
+#[derive(Debug, Default)]
+pub struct FileSink {
+    path: PathBuf,
+    interval: Duration,
+    out: Option<BufWriter<File>>,
+    last_flush: Option<Instant>,
+}
+
+impl FileSink {
+    fn flush(&mut self) -> Result<(), PluginError> {
+        if let Some(out) = &mut self.out {
+            out.flush().map_err(|e| {
+                PluginError::new(format!(
+                    "file sink cannot write to {}: {e}",
+                    self.path.display()
+                ))
+            })?;
+        }
+        self.last_flush = Some(Instant::now());
+        Ok(())
+    }
+}
+
+impl Sink for FileSink {
+    fn configure(&mut self, props: &Props) -> Result<(), PluginError> {
+        self.path = PathBuf::from(props::string(props, "path")?.unwrap_or("cache"));
+        self.interval = props::duration(props, "interval", Duration::from_secs(1))?;
+        Ok(())
+    }
+
+    fn open(&mut self, _: &SinkContext) -> Result<(), PluginError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| {
+                PluginError::new(format!(
+                    "file sink cannot open {} for appending: {e}; check the `path` property and \
+                     that the directory exists and is writable",
+                    self.path.display()
+                ))
+            })?;
+        tracing::debug!(path = %self.path.display(), "file sink opened");
+        self.out = Some(BufWriter::new(file));
+        self.last_flush = Some(Instant::now());
+        Ok(())
+    }
+
+    fn collect(&mut self, _: &SinkContext, tuple: &TupleView<'_>) -> Result<(), PluginError> {
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| PluginError::new("the file sink collected before open"))?;
+        let written = serde_json::to_writer(&mut *out, &tuple.to_json_message())
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = written {
+            return Err(PluginError::new(format!(
+                "file sink cannot write to {}: {e}",
+                self.path.display()
+            )));
+        }
+        if self.last_flush.is_none_or(|t| t.elapsed() >= self.interval) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, _: &SinkContext) -> Result<(), PluginError> {
+        self.flush()?;
+        if let Some(out) = self.out.take() {
+            out.into_inner()
+                .map_err(|e| PluginError::new(format!("file sink: {e}")))?
+                .sync_all()
+                .map_err(|e| {
+                    PluginError::new(format!(
+                        "file sink cannot sync {}: {e}",
+                        self.path.display()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use shmplug_sdk::Tuple;
+    use shmplug_sdk::testing::feed_sink;
+
+    use super::*;
+
+    #[test]
+    fn writes_one_json_line_per_tuple_and_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let tuples: Vec<Tuple> = (0..100i64)
+            .map(|n| {
+                Tuple::new(n)
+                    .with_field("n", n)
+                    .with_field("name", format!("t{n}"))
+                    .with_field("raw", vec![1u8, 2])
+            })
+            .collect();
+        let props = json!({"path": path, "interval": "1h"});
+        feed_sink(FileSink::default(), props.clone(), &tuples[..60]).unwrap();
+        feed_sink(FileSink::default(), props, &tuples[60..]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 100);
+        for (n, line) in lines.iter().enumerate() {
+            assert_eq!(
+                line,
+                &json!({"n": n, "name": format!("t{n}"), "raw": "AQI="})
+            );
+        }
+    }
+
+    #[test]
+    fn an_unwritable_path_fails_open_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir").join("out.jsonl");
+        let e = feed_sink(FileSink::default(), json!({"path": path}), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot open") && e.contains("missing-dir"),
+            "{e}"
+        );
+    }
+}

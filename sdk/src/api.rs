@@ -1,0 +1,222 @@
+//! The plugin traits, in the shape of eKuiper's portable plugin API: [`Source`], [`Sink`],
+//! [`Function`].
+
+use shmplug_transport::{TupleView, Value, ValueView};
+
+use crate::context::{FunctionContext, SinkContext, SourceContext};
+use crate::emitter::Emitter;
+use crate::error::PluginError;
+
+/// Configuration properties, as the host sends them: a source's stream and configuration-key
+/// properties, a sink's action properties (eKuiper's `map[string]interface{}`).
+pub type Props = serde_json::Map<String, serde_json::Value>;
+
+/// A source: produces tuples for a rule.
+///
+/// One value is made (by its factory) per instance the host starts, on the instance's own
+/// thread; the runtime calls [`configure`](Self::configure), then [`open`](Self::open), then
+/// [`close`](Self::close), all on that thread.
+pub trait Source {
+    /// Reads the properties. An error fails the rule's start with its text.
+    ///
+    /// `data_source` is the stream's `DATASOURCE` (a topic, a path, ...), empty when the
+    /// stream has none.
+    ///
+    /// # Errors
+    /// Any [`PluginError`]; name the property and what would be accepted
+    /// ([`PluginError::property`]).
+    fn configure(&mut self, data_source: &str, props: &Props) -> Result<(), PluginError>;
+
+    /// Produces tuples with `emitter` until the instance is stopped
+    /// ([`ctx.is_cancelled()`](crate::StreamContext::is_cancelled), or an `emit*` or
+    /// [`ctx.sleep`](crate::StreamContext::sleep) returning [`PluginError::Cancelled`]) or the
+    /// source has nothing more to produce. Returning ends the stream: the host sees the end of
+    /// the ring after the last tuple.
+    ///
+    /// # Errors
+    /// [`PluginError::Cancelled`] and [`PluginError::Closed`] are a normal end; any other
+    /// error is logged against the instance.
+    fn open(&mut self, ctx: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError>;
+
+    /// Releases what `open` (or `configure`) acquired. Called once `open` has returned.
+    ///
+    /// # Errors
+    /// Any [`PluginError`]; it is logged against the instance.
+    fn close(&mut self, ctx: &SourceContext) -> Result<(), PluginError> {
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+/// A sink: consumes a rule's tuples.
+///
+/// One value is made per instance, on the instance's own thread; the runtime calls
+/// [`configure`](Self::configure) and [`open`](Self::open), then
+/// [`collect`](Self::collect) for every tuple, in order, until the instance is stopped or the
+/// host ends the stream, then [`close`](Self::close).
+pub trait Sink {
+    /// Reads the properties. An error fails the rule's start with its text.
+    ///
+    /// # Errors
+    /// Any [`PluginError`]; name the property and what would be accepted.
+    fn configure(&mut self, props: &Props) -> Result<(), PluginError>;
+
+    /// Connects to whatever the sink writes to. An error fails the rule's start with its text.
+    ///
+    /// # Errors
+    /// Any [`PluginError`].
+    fn open(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Handles one tuple, read in place from shared memory: the view borrows the ring's
+    /// record, which is released when `collect` returns. Copy out
+    /// ([`TupleView::to_owned`]) only what must outlive the call.
+    ///
+    /// # Errors
+    /// Any [`PluginError`]; it is logged against the instance (at most about once a second,
+    /// with a count), and the sink goes on with the next tuple, as eKuiper does.
+    fn collect(&mut self, ctx: &SinkContext, tuple: &TupleView<'_>) -> Result<(), PluginError>;
+
+    /// Flushes and releases what the sink holds. Called once, after the last `collect`.
+    ///
+    /// # Errors
+    /// Any [`PluginError`]; it is logged against the instance.
+    fn close(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+/// A function callable from a rule's SQL.
+///
+/// One value is made per instance the host starts; calls are served in order on the
+/// instance's thread. Each call is first [`validate`](Self::validate)d, then
+/// [`exec`](Self::exec)uted; the result or the error's text is the call's reply.
+pub trait Function {
+    /// Checks the arguments' number and types. eKuiper calls this when it parses a rule; the
+    /// shmplug runtime calls it before every [`exec`](Self::exec), so `exec` may rely on it.
+    ///
+    /// # Errors
+    /// Any [`PluginError`] saying what the function expects: the call fails with its text.
+    fn validate(&self, args: &[ValueView<'_>]) -> Result<(), PluginError> {
+        let _ = args;
+        Ok(())
+    }
+
+    /// Computes the result. The arguments are read in place from shared memory.
+    ///
+    /// # Errors
+    /// Any [`PluginError`]: the call fails with its text.
+    fn exec(&mut self, ctx: &FunctionContext, args: &[ValueView<'_>])
+    -> Result<Value, PluginError>;
+
+    /// True for an aggregate function (one that takes a whole window's values).
+    fn is_aggregate(&self) -> bool {
+        false
+    }
+}
+
+// Forwarding impls, so that a `&mut` to a plugin value (kept for inspection in a test) or a
+// box of one can stand in for it.
+
+impl<S: Source + ?Sized> Source for &mut S {
+    fn configure(&mut self, data_source: &str, props: &Props) -> Result<(), PluginError> {
+        (**self).configure(data_source, props)
+    }
+
+    fn open(&mut self, ctx: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
+        (**self).open(ctx, emitter)
+    }
+
+    fn close(&mut self, ctx: &SourceContext) -> Result<(), PluginError> {
+        (**self).close(ctx)
+    }
+}
+
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn configure(&mut self, data_source: &str, props: &Props) -> Result<(), PluginError> {
+        (**self).configure(data_source, props)
+    }
+
+    fn open(&mut self, ctx: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
+        (**self).open(ctx, emitter)
+    }
+
+    fn close(&mut self, ctx: &SourceContext) -> Result<(), PluginError> {
+        (**self).close(ctx)
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn configure(&mut self, props: &Props) -> Result<(), PluginError> {
+        (**self).configure(props)
+    }
+
+    fn open(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        (**self).open(ctx)
+    }
+
+    fn collect(&mut self, ctx: &SinkContext, tuple: &TupleView<'_>) -> Result<(), PluginError> {
+        (**self).collect(ctx, tuple)
+    }
+
+    fn close(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        (**self).close(ctx)
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn configure(&mut self, props: &Props) -> Result<(), PluginError> {
+        (**self).configure(props)
+    }
+
+    fn open(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        (**self).open(ctx)
+    }
+
+    fn collect(&mut self, ctx: &SinkContext, tuple: &TupleView<'_>) -> Result<(), PluginError> {
+        (**self).collect(ctx, tuple)
+    }
+
+    fn close(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        (**self).close(ctx)
+    }
+}
+
+impl<F: Function + ?Sized> Function for &mut F {
+    fn validate(&self, args: &[ValueView<'_>]) -> Result<(), PluginError> {
+        (**self).validate(args)
+    }
+
+    fn exec(
+        &mut self,
+        ctx: &FunctionContext,
+        args: &[ValueView<'_>],
+    ) -> Result<Value, PluginError> {
+        (**self).exec(ctx, args)
+    }
+
+    fn is_aggregate(&self) -> bool {
+        (**self).is_aggregate()
+    }
+}
+
+impl<F: Function + ?Sized> Function for Box<F> {
+    fn validate(&self, args: &[ValueView<'_>]) -> Result<(), PluginError> {
+        (**self).validate(args)
+    }
+
+    fn exec(
+        &mut self,
+        ctx: &FunctionContext,
+        args: &[ValueView<'_>],
+    ) -> Result<Value, PluginError> {
+        (**self).exec(ctx, args)
+    }
+
+    fn is_aggregate(&self) -> bool {
+        (**self).is_aggregate()
+    }
+}

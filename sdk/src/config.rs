@@ -1,0 +1,139 @@
+//! [`PluginConfig`]: the plugin's name and the factories of its symbols.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use shmplug_transport::EndpointConfig;
+use shmplug_transport::control::Hello;
+
+use crate::api::{Function, Sink, Source};
+
+/// Makes a fresh source instance.
+pub type SourceFactory = Box<dyn Fn() -> Box<dyn Source> + Send + Sync>;
+/// Makes a fresh sink instance.
+pub type SinkFactory = Box<dyn Fn() -> Box<dyn Sink> + Send + Sync>;
+/// Makes a fresh function instance.
+pub type FunctionFactory = Box<dyn Fn() -> Box<dyn Function> + Send + Sync>;
+
+/// What a plugin offers, after eKuiper's `PluginConfig{Name, Sources, Sinks, Functions}`: its
+/// name and, per symbol, a factory that makes one instance. The runtime calls a factory on the
+/// new instance's own thread each time the host starts that symbol, so plugin types need not
+/// be `Send`.
+///
+/// # Examples
+/// ```
+/// use shmplug_sdk::{Function, FunctionContext, PluginConfig, PluginError, Value, ValueView};
+///
+/// #[derive(Default)]
+/// struct Len;
+///
+/// impl Function for Len {
+///     fn exec(&mut self, _: &FunctionContext, args: &[ValueView<'_>]) -> Result<Value, PluginError> {
+///         let s = args.first().and_then(|a| a.as_str()).ok_or("len expects one string")?;
+///         Ok(Value::Int(s.chars().count() as i64))
+///     }
+/// }
+///
+/// let config = PluginConfig::new("strings").function("len", Len::default);
+/// assert_eq!(config.hello().functions, ["len"]);
+/// ```
+pub struct PluginConfig {
+    /// The plugin's name; must equal the `name` of its `{name}.json` manifest.
+    pub name: String,
+    /// Source symbols and their factories.
+    pub sources: BTreeMap<String, SourceFactory>,
+    /// Sink symbols and their factories.
+    pub sinks: BTreeMap<String, SinkFactory>,
+    /// Function symbols and their factories.
+    pub functions: BTreeMap<String, FunctionFactory>,
+    /// How the plugin's ring endpoints wait: by default they spin for 30 µs, then sleep on a
+    /// futex.
+    pub endpoint: EndpointConfig,
+}
+
+/// The default spin budget of a plugin's ring endpoints.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(30);
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        PluginConfig {
+            name: String::new(),
+            sources: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            functions: BTreeMap::new(),
+            endpoint: EndpointConfig::default().with_spin(DEFAULT_SPIN),
+        }
+    }
+}
+
+impl PluginConfig {
+    /// A plugin named `name` with no symbols yet.
+    pub fn new(name: impl Into<String>) -> PluginConfig {
+        PluginConfig {
+            name: name.into(),
+            ..PluginConfig::default()
+        }
+    }
+
+    /// Adds the source `symbol`, made by `factory` (a type's `default`, or a closure).
+    pub fn source<S, F>(mut self, symbol: impl Into<String>, factory: F) -> PluginConfig
+    where
+        S: Source + 'static,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let factory: SourceFactory = Box::new(move || Box::new(factory()));
+        self.sources.insert(symbol.into(), factory);
+        self
+    }
+
+    /// Adds the sink `symbol`, made by `factory`.
+    pub fn sink<S, F>(mut self, symbol: impl Into<String>, factory: F) -> PluginConfig
+    where
+        S: Sink + 'static,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let factory: SinkFactory = Box::new(move || Box::new(factory()));
+        self.sinks.insert(symbol.into(), factory);
+        self
+    }
+
+    /// Adds the function `symbol`, made by `factory`.
+    pub fn function<T, F>(mut self, symbol: impl Into<String>, factory: F) -> PluginConfig
+    where
+        T: Function + 'static,
+        F: Fn() -> T + Send + Sync + 'static,
+    {
+        let factory: FunctionFactory = Box::new(move || Box::new(factory()));
+        self.functions.insert(symbol.into(), factory);
+        self
+    }
+
+    /// This configuration with a different ring endpoint configuration (spin budget, parking).
+    pub fn with_endpoint(mut self, endpoint: EndpointConfig) -> PluginConfig {
+        self.endpoint = endpoint;
+        self
+    }
+
+    /// The [`Hello`] the runtime sends: this build's protocol version, the name and the
+    /// symbols.
+    pub fn hello(&self) -> Hello {
+        let mut hello = Hello::new(self.name.clone());
+        hello.sources = self.sources.keys().cloned().collect();
+        hello.sinks = self.sinks.keys().cloned().collect();
+        hello.functions = self.functions.keys().cloned().collect();
+        hello
+    }
+}
+
+impl fmt::Debug for PluginConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginConfig")
+            .field("name", &self.name)
+            .field("sources", &self.sources.keys().collect::<Vec<_>>())
+            .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
+            .field("functions", &self.functions.keys().collect::<Vec<_>>())
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}

@@ -1,0 +1,273 @@
+//! What a plugin method knows about the instance it serves: [`StreamContext`] (sources and
+//! sinks) and [`FunctionContext`] (functions).
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::error::PluginError;
+
+/// The context of a source or sink instance, after eKuiper's `StreamContext`: which rule,
+/// operator and instance it serves, whether it has been stopped, and the `tracing` span its
+/// log events belong to.
+///
+/// Cheap to clone (one reference count); clones share the cancellation.
+///
+/// # Logging
+/// The runtime enters [`span`](Self::span) on the instance's thread before it calls any plugin
+/// method, so `tracing` events in plugin code (`tracing::info!(...)`) reach the host's log
+/// tagged with the plugin, symbol and instance. On threads the plugin spawns itself, enter the
+/// span first (`let _guard = ctx.span().enter();`).
+#[derive(Clone)]
+pub struct StreamContext {
+    inner: Arc<Inner>,
+}
+
+/// The context of a source instance.
+pub type SourceContext = StreamContext;
+
+/// The context of a sink instance.
+pub type SinkContext = StreamContext;
+
+struct Inner {
+    plugin: String,
+    symbol: String,
+    rule_id: String,
+    op_id: String,
+    instance_id: u64,
+    cancel: Cancel,
+    span: tracing::Span,
+}
+
+impl StreamContext {
+    /// A context for `symbol` of `plugin`, for `rule_id` / `op_id` / `instance_id`; its span
+    /// is made here, in the calling thread's `tracing` dispatcher.
+    pub(crate) fn new(meta: Meta, cancel: Cancel) -> StreamContext {
+        // ERROR level so that the span exists whatever level filter is in force: events inside
+        // it are filtered by their own level, and need the span to be tagged with the instance.
+        let span = tracing::error_span!(
+            "instance",
+            plugin = %meta.plugin,
+            symbol = %meta.symbol,
+            rule = %meta.rule_id,
+            op = %meta.op_id,
+            instance_id = meta.instance_id,
+        );
+        StreamContext {
+            inner: Arc::new(Inner {
+                plugin: meta.plugin,
+                symbol: meta.symbol,
+                rule_id: meta.rule_id,
+                op_id: meta.op_id,
+                instance_id: meta.instance_id,
+                cancel,
+                span,
+            }),
+        }
+    }
+
+    /// The plugin's name.
+    pub fn plugin_name(&self) -> &str {
+        &self.inner.plugin
+    }
+
+    /// The source or sink symbol this instance was made from.
+    pub fn symbol(&self) -> &str {
+        &self.inner.symbol
+    }
+
+    /// The rule the instance belongs to.
+    pub fn rule_id(&self) -> &str {
+        &self.inner.rule_id
+    }
+
+    /// The operator in the rule.
+    pub fn op_id(&self) -> &str {
+        &self.inner.op_id
+    }
+
+    /// The host's id for this instance, unique among the plugin's running instances.
+    pub fn instance_id(&self) -> u64 {
+        self.inner.instance_id
+    }
+
+    /// True once the host has asked the instance to stop: a source's
+    /// [`open`](crate::Source::open) should then return. One atomic load; cheap enough to
+    /// check per tuple.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Waits for `duration`, returning early if the instance is stopped. Use it instead of
+    /// `std::thread::sleep` between emits, so that a stop takes effect at once.
+    ///
+    /// # Errors
+    /// [`PluginError::Cancelled`] if the instance was stopped before or during the wait; in a
+    /// source's `open`, return it (with `?`): the runtime treats it as a normal end.
+    pub fn sleep(&self, duration: Duration) -> Result<(), PluginError> {
+        if self.inner.cancel.wait(duration) {
+            Err(PluginError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The `tracing` span of this instance (see [Logging](#logging)).
+    pub fn span(&self) -> &tracing::Span {
+        &self.inner.span
+    }
+
+    pub(crate) fn cancel(&self) -> &Cancel {
+        &self.inner.cancel
+    }
+}
+
+impl fmt::Debug for StreamContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamContext")
+            .field("plugin", &self.inner.plugin)
+            .field("symbol", &self.inner.symbol)
+            .field("rule_id", &self.inner.rule_id)
+            .field("op_id", &self.inner.op_id)
+            .field("instance_id", &self.inner.instance_id)
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// The context of a function instance, after eKuiper's `FunctionContext`: a
+/// [`StreamContext`] (through `Deref`) plus the function id.
+#[derive(Clone, Debug)]
+pub struct FunctionContext {
+    stream: StreamContext,
+    function_id: u64,
+}
+
+impl FunctionContext {
+    pub(crate) fn new(stream: StreamContext, function_id: u64) -> FunctionContext {
+        FunctionContext {
+            stream,
+            function_id,
+        }
+    }
+
+    /// eKuiper's function id: which call site in the rule this instance serves. Taken from the
+    /// start message's `funcId` property; 0 when the host sent none.
+    pub fn function_id(&self) -> u64 {
+        self.function_id
+    }
+
+    /// The stream context.
+    pub fn stream(&self) -> &StreamContext {
+        &self.stream
+    }
+}
+
+impl Deref for FunctionContext {
+    type Target = StreamContext;
+
+    fn deref(&self) -> &StreamContext {
+        &self.stream
+    }
+}
+
+/// Who an instance is: what [`StreamContext::new`] needs besides the cancellation.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Meta {
+    pub plugin: String,
+    pub symbol: String,
+    pub rule_id: String,
+    pub op_id: String,
+    pub instance_id: u64,
+}
+
+/// A cancellation flag that sleepers can wait on. Clones share the flag.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cancel {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        // ORDERING: pairs with the Release store in `cancel`; nothing else is published with
+        // the flag, but a stopped instance should see it promptly and in order.
+        self.inner.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Sets the flag and wakes every [`wait`](Self::wait)er.
+    pub fn cancel(&self) {
+        // ORDERING: pairs with the Acquire load in `is_cancelled`.
+        self.inner.cancelled.store(true, Ordering::Release);
+        // Taking the lock orders the store before any waiter's check-then-wait.
+        drop(
+            self.inner
+                .lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        self.inner.wake.notify_all();
+    }
+
+    /// Waits up to `timeout` for the flag; true if it is set.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut guard = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if self.is_cancelled() {
+                return true;
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return false;
+            }
+            guard = self
+                .inner
+                .wake
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleep_returns_early_when_cancelled() {
+        let ctx = StreamContext::new(Meta::default(), Cancel::new());
+        assert!(ctx.sleep(Duration::from_millis(1)).is_ok());
+        let other = ctx.clone();
+        let started = Instant::now();
+        let waiter = std::thread::spawn(move || other.sleep(Duration::from_secs(30)));
+        ctx.cancel().cancel();
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(PluginError::Cancelled)
+        ));
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(ctx.is_cancelled());
+        assert!(ctx.sleep(Duration::from_secs(30)).is_err());
+    }
+}

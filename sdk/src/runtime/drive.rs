@@ -1,0 +1,244 @@
+//! The loops that serve one instance over its rings, shared by the runtime's instance threads
+//! and by [`testing`](crate::testing), so that tests run the same code as a real plugin.
+
+use std::time::{Duration, Instant};
+
+use shmplug_transport::tuple::call;
+use shmplug_transport::{Consumer, Error, Producer, TupleReceiver, TupleSender, Value, ValueView};
+
+use crate::api::{Function, Sink, Source};
+use crate::context::{FunctionContext, StreamContext};
+use crate::emitter::{Emitter, wait_for_space};
+use crate::error::{PluginError, catch};
+
+/// How long a sink or function waits for a record before it checks for cancellation again.
+pub(crate) const POLL: Duration = Duration::from_millis(50);
+
+/// `"source `random`: open"`, for panic reports.
+pub(crate) fn method(kind: &str, symbol: &str, name: &str) -> String {
+    format!("{kind} `{symbol}`: {name}")
+}
+
+/// Runs the source's `open` with an emitter over `producer`, then closes the ring (the host
+/// sees the end of the stream). A stop ([`PluginError::is_stop`]) is a normal end.
+///
+/// # Errors
+/// What `open` returned otherwise, or its panic.
+pub(crate) fn run_source(
+    source: &mut dyn Source,
+    ctx: &StreamContext,
+    producer: Producer,
+) -> Result<(), PluginError> {
+    let mut emitter = Emitter::new(TupleSender::new(producer), ctx.cancel().clone());
+    let result = catch(
+        || method("source", ctx.symbol(), "open"),
+        || source.open(ctx, &mut emitter),
+    );
+    // Dropping the emitter publishes what is left and closes the ring.
+    drop(emitter);
+    match result {
+        Err(e) if e.is_stop() => Ok(()),
+        other => other,
+    }
+}
+
+/// Feeds every tuple from `consumer` to the sink's `collect`, until the host closes the ring or
+/// the instance is stopped (then the tuples already committed are still collected). `collect` errors (and panics) go to `on_error`, and the sink goes
+/// on with the next tuple.
+///
+/// # Errors
+/// A ring failure: an invalid tuple record or a corrupt ring.
+pub(crate) fn run_sink(
+    sink: &mut dyn Sink,
+    ctx: &StreamContext,
+    consumer: Consumer,
+    on_error: &mut dyn FnMut(PluginError),
+) -> Result<(), PluginError> {
+    let mut receiver = TupleReceiver::new(consumer);
+    let mut collect = |view: &shmplug_transport::TupleView<'_>| {
+        let result = catch(
+            || method("sink", ctx.symbol(), "collect"),
+            || sink.collect(ctx, view),
+        );
+        if let Err(e) = result {
+            on_error(e);
+        }
+    };
+    loop {
+        if ctx.is_cancelled() {
+            // Stopped: collect what the host had already committed (a host ends a stream by
+            // closing the ring, then stopping the instance), but wait for nothing more.
+            loop {
+                match receiver.try_recv() {
+                    Ok(Some(view)) => collect(&view),
+                    Ok(None) => return Ok(()),
+                    Err(e) if e.is_closed() => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        match receiver.recv_timeout(POLL) {
+            Ok(view) => collect(&view),
+            Err(Error::TimedOut(_)) => {}
+            Err(e) if e.is_closed() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Answers every call from `requests` on `replies`, in order: validate, then exec, each
+/// result or error as the call's reply. Panics are answered as errors and also go to
+/// `on_panic`. Ends when the instance is stopped or the host closes either ring.
+///
+/// # Errors
+/// A ring failure: an invalid tuple record or a corrupt ring.
+pub(crate) fn run_function(
+    function: &mut dyn Function,
+    ctx: &FunctionContext,
+    requests: Consumer,
+    replies: Producer,
+    on_panic: &mut dyn FnMut(&PluginError),
+) -> Result<(), PluginError> {
+    let mut receiver = TupleReceiver::new(requests);
+    let mut sender = TupleSender::new(replies);
+    // Reused for every call's argument views (their lifetime is the call's record).
+    let mut spare: Vec<ValueView<'static>> = Vec::new();
+    loop {
+        if ctx.is_cancelled() {
+            return Ok(());
+        }
+        let view = match receiver.recv_timeout(POLL) {
+            Ok(view) => view,
+            Err(Error::TimedOut(_)) => continue,
+            Err(e) if e.is_closed() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let seq = view.timestamp() as u64;
+        let mut args = recycle(std::mem::take(&mut spare));
+        let result = match call::parse_call(&view) {
+            Ok(parsed) => {
+                args.extend(parsed.args.iter());
+                let what = |name| method("function", ctx.symbol(), name);
+                catch(|| what("validate"), || function.validate(&args))
+                    .and_then(|()| catch(|| what("exec"), || function.exec(ctx, &args)))
+            }
+            // Not a call (a host bug): answer it with the reason rather than leave it unanswered.
+            Err(e) => Err(PluginError::from(e)),
+        };
+        spare = recycle(args);
+        // The call's record is no longer needed: give its space back to the host.
+        drop(view);
+        if let Err(e @ PluginError::Panicked { .. }) = &result {
+            on_panic(e);
+        }
+        let text;
+        let reply = match result {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                text = e.to_string();
+                Err(text.as_str())
+            }
+        };
+        let room = reply_bound(&reply).min(sender.max_tuple_len());
+        match wait_for_space(sender.producer(), room, ctx.cancel()) {
+            Ok(()) => {}
+            Err(e) if e.is_stop() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match call::send_reply(&mut sender, seq, reply) {
+            Ok(()) => {}
+            Err(e) if e.is_closed() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// An empty vector with `v`'s allocation, for views of another lifetime. (Collecting an
+/// empty iterator of the same layout in place keeps the allocation.)
+fn recycle<'b>(mut v: Vec<ValueView<'_>>) -> Vec<ValueView<'b>> {
+    v.clear();
+    v.into_iter().map(|_| ValueView::Null).collect()
+}
+
+/// A generous estimate of a reply record's size, so that the wait for room before it is
+/// (almost always) enough for the write not to wait.
+fn reply_bound(reply: &Result<Value, &str>) -> usize {
+    const RECORD: usize = 128;
+    match reply {
+        Ok(value) => RECORD + value_bound(value),
+        Err(text) => RECORD + text.len(),
+    }
+}
+
+fn value_bound(value: &Value) -> usize {
+    const SLOT: usize = 32;
+    match value {
+        Value::String(s) => SLOT + s.len(),
+        Value::Bytes(b) => SLOT + b.len(),
+        Value::List(items) => SLOT + items.iter().map(value_bound).sum::<usize>(),
+        Value::Map(map) => {
+            SLOT + map
+                .iter()
+                .map(|(k, v)| SLOT + k.len() + value_bound(v))
+                .sum::<usize>()
+        }
+        _ => SLOT,
+    }
+}
+
+/// Logs a recurring error at most about once a second, with how many were left out.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub(crate) fn new() -> Throttle {
+        Throttle {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Calls `log` with the number of errors left out since the last call, or counts this one.
+    pub(crate) fn event(&mut self, log: impl FnOnce(u64)) {
+        let now = Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
+                self.suppressed += 1;
+            }
+            _ => {
+                log(self.suppressed);
+                self.suppressed = 0;
+                self.last = Some(now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycle_keeps_the_allocation() {
+        let mut v: Vec<ValueView<'static>> = Vec::with_capacity(8);
+        v.push(ValueView::Int(1));
+        let capacity = v.capacity();
+        let w: Vec<ValueView<'_>> = recycle(v);
+        assert!(w.is_empty());
+        assert_eq!(w.capacity(), capacity);
+    }
+
+    #[test]
+    fn throttle_reports_the_first_then_counts() {
+        let mut throttle = Throttle::new();
+        let mut logged = Vec::new();
+        for _ in 0..5 {
+            throttle.event(|n| logged.push(n));
+        }
+        assert_eq!(logged, [0]);
+        assert_eq!(throttle.suppressed, 4);
+    }
+}

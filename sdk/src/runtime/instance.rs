@@ -1,0 +1,318 @@
+//! One thread per instance: make it from its factory, configure and open it, reply `Started`
+//! or `Failed`, serve its rings, close it, and reply `Stopped` when the host asked for the stop.
+
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use shmplug_transport::Ring;
+use shmplug_transport::control::{ControlChannel, Message, Start};
+use tracing::Dispatch;
+
+use super::drive::{self, Throttle, method};
+use crate::config::PluginConfig;
+use crate::context::{Cancel, FunctionContext, Meta, StreamContext};
+use crate::error::{PluginError, catch};
+
+/// What kind of symbol an instance is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Source,
+    Sink,
+    Function,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Source => "source",
+            Kind::Sink => "sink",
+            Kind::Function => "function",
+        }
+    }
+}
+
+/// What every instance thread shares with the control loop.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub config: Arc<PluginConfig>,
+    pub channel: Arc<ControlChannel>,
+    pub dispatch: Dispatch,
+    /// Each thread sends its instance id here as the last thing it does.
+    pub done: Sender<u64>,
+}
+
+/// A running instance, as the control loop holds it.
+pub(crate) struct Instance {
+    pub state: Arc<State>,
+    pub handle: JoinHandle<()>,
+}
+
+/// The stop handshake between the control loop and the instance's thread.
+#[derive(Default)]
+pub(crate) struct State {
+    pub cancel: Cancel,
+    status: Mutex<Status>,
+}
+
+#[derive(Default)]
+struct Status {
+    stop_requested: bool,
+    finished: bool,
+}
+
+impl State {
+    /// Cancels the instance; true if its thread has already finished (the caller then replies
+    /// `Stopped`, else the thread will).
+    pub(crate) fn request_stop(&self) -> bool {
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        status.stop_requested = true;
+        self.cancel.cancel();
+        status.finished
+    }
+
+    /// True once the instance's thread is done with the instance (it may still be exiting).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .finished
+    }
+
+    /// Marks the thread finished; true if a stop was requested (the thread then replies
+    /// `Stopped`).
+    fn finish(&self) -> bool {
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        status.finished = true;
+        status.stop_requested
+    }
+}
+
+/// Starts a thread for the instance `start` asks for. The thread replies `Started` or
+/// `Failed` itself.
+///
+/// # Errors
+/// The `Failed` text when the thread cannot be spawned.
+pub(crate) fn spawn(
+    shared: &Shared,
+    kind: Kind,
+    start: Start,
+    rings: Vec<Ring>,
+) -> Result<Instance, String> {
+    let state = Arc::new(State::default());
+    let thread_state = state.clone();
+    let shared = shared.clone();
+    let name = format!("{}-{}-{}", kind.name(), start.symbol, start.instance_id);
+    let handle = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run(shared, kind, start, rings, thread_state))
+        .map_err(|e| format!("cannot start a thread for the instance: {e}"))?;
+    Ok(Instance { state, handle })
+}
+
+fn run(shared: Shared, kind: Kind, start: Start, rings: Vec<Ring>, state: Arc<State>) {
+    let id = start.instance_id;
+    tracing::dispatcher::with_default(&shared.dispatch, || {
+        let meta = Meta {
+            plugin: shared.config.name.clone(),
+            symbol: start.symbol.clone(),
+            rule_id: start.rule_id.clone(),
+            op_id: start.op_id.clone(),
+            instance_id: id,
+        };
+        let ctx = StreamContext::new(meta, state.cancel.clone());
+        let _entered = ctx.span().clone().entered();
+        let reply = Reply {
+            channel: &shared.channel,
+            ctx: &ctx,
+            kind,
+        };
+        match kind {
+            Kind::Source => source(&shared.config, &ctx, &start, rings, &reply),
+            Kind::Sink => sink(&shared.config, &ctx, &start, rings, &reply),
+            Kind::Function => function(&shared.config, &ctx, &start, rings, &reply),
+        }
+    });
+    if state.finish() {
+        let _ = shared
+            .channel
+            .send(&Message::Stopped { instance_id: id }, &[]);
+    }
+    let _ = shared.done.send(id);
+}
+
+/// Sends an instance's `Started` or `Failed`.
+struct Reply<'a> {
+    channel: &'a ControlChannel,
+    ctx: &'a StreamContext,
+    kind: Kind,
+}
+
+impl Reply<'_> {
+    fn started(&self) {
+        let instance_id = self.ctx.instance_id();
+        let _ = self.channel.send(&Message::Started { instance_id }, &[]);
+    }
+
+    fn failed(&self, phase: &str, error: &PluginError) {
+        let ctx = self.ctx;
+        let error = format!(
+            "plugin `{}`, {} `{}`, instance {} of rule `{}`: {phase} failed: {error}",
+            ctx.plugin_name(),
+            self.kind.name(),
+            ctx.symbol(),
+            ctx.instance_id(),
+            ctx.rule_id(),
+        );
+        tracing::debug!("{error}");
+        let instance_id = ctx.instance_id();
+        let _ = self
+            .channel
+            .send(&Message::Failed { instance_id, error }, &[]);
+    }
+}
+
+fn source(
+    config: &PluginConfig,
+    ctx: &StreamContext,
+    start: &Start,
+    rings: Vec<Ring>,
+    reply: &Reply<'_>,
+) {
+    let symbol = ctx.symbol();
+    let what = |name| method("source", symbol, name);
+    let Some(factory) = config.sources.get(symbol) else {
+        return reply.failed("lookup", &PluginError::new("no such source"));
+    };
+    let mut source = match catch(|| what("factory"), || Ok(factory())) {
+        Ok(source) => source,
+        Err(e) => return reply.failed("create", &e),
+    };
+    let data_source = start.data_source.as_deref().unwrap_or("");
+    if let Err(e) = catch(
+        || what("configure"),
+        || source.configure(data_source, &start.properties),
+    ) {
+        return reply.failed("configure", &e);
+    }
+    let Some(producer) = take(&rings, 0, |ring| ring.producer(config.endpoint), reply) else {
+        return;
+    };
+    reply.started();
+    match drive::run_source(&mut *source, ctx, producer) {
+        Ok(()) if ctx.is_cancelled() => tracing::debug!("source stopped"),
+        Ok(()) => tracing::info!("source ended its stream"),
+        Err(e) => tracing::error!("source failed: {e}"),
+    }
+    if let Err(e) = catch(|| what("close"), || source.close(ctx)) {
+        tracing::error!("closing the source failed: {e}");
+    }
+}
+
+fn sink(
+    config: &PluginConfig,
+    ctx: &StreamContext,
+    start: &Start,
+    rings: Vec<Ring>,
+    reply: &Reply<'_>,
+) {
+    let symbol = ctx.symbol();
+    let what = |name| method("sink", symbol, name);
+    let Some(factory) = config.sinks.get(symbol) else {
+        return reply.failed("lookup", &PluginError::new("no such sink"));
+    };
+    let mut sink = match catch(|| what("factory"), || Ok(factory())) {
+        Ok(sink) => sink,
+        Err(e) => return reply.failed("create", &e),
+    };
+    if let Err(e) = catch(|| what("configure"), || sink.configure(&start.properties)) {
+        return reply.failed("configure", &e);
+    }
+    let Some(consumer) = take(&rings, 0, |ring| ring.consumer(config.endpoint), reply) else {
+        return;
+    };
+    if let Err(e) = catch(|| what("open"), || sink.open(ctx)) {
+        return reply.failed("open", &e);
+    }
+    reply.started();
+    let mut throttle = Throttle::new();
+    let mut on_error = |e: PluginError| {
+        throttle.event(|left_out| match left_out {
+            0 => tracing::error!("collect failed: {e}"),
+            n => tracing::error!("collect failed: {e} ({n} more failures not logged)"),
+        });
+    };
+    match drive::run_sink(&mut *sink, ctx, consumer, &mut on_error) {
+        Ok(()) if ctx.is_cancelled() => tracing::debug!("sink stopped"),
+        Ok(()) => tracing::info!("the host ended the sink's stream"),
+        Err(e) => tracing::error!("the sink's ring failed: {e}"),
+    }
+    if let Err(e) = catch(|| what("close"), || sink.close(ctx)) {
+        tracing::error!("closing the sink failed: {e}");
+    }
+}
+
+fn function(
+    config: &PluginConfig,
+    ctx: &StreamContext,
+    start: &Start,
+    rings: Vec<Ring>,
+    reply: &Reply<'_>,
+) {
+    let symbol = ctx.symbol();
+    let Some(factory) = config.functions.get(symbol) else {
+        return reply.failed("lookup", &PluginError::new("no such function"));
+    };
+    let mut function = match catch(|| method("function", symbol, "factory"), || Ok(factory())) {
+        Ok(function) => function,
+        Err(e) => return reply.failed("create", &e),
+    };
+    let Some(requests) = take(&rings, 0, |ring| ring.consumer(config.endpoint), reply) else {
+        return;
+    };
+    let Some(replies) = take(&rings, 1, |ring| ring.producer(config.endpoint), reply) else {
+        return;
+    };
+    let function_id = start
+        .properties
+        .get("funcId")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let fctx = FunctionContext::new(ctx.clone(), function_id);
+    reply.started();
+    let mut throttle = Throttle::new();
+    let mut on_panic = |e: &PluginError| {
+        throttle.event(|left_out| match left_out {
+            0 => tracing::error!("{e}"),
+            n => tracing::error!("{e} ({n} more panics not logged)"),
+        });
+    };
+    match drive::run_function(&mut *function, &fctx, requests, replies, &mut on_panic) {
+        Ok(()) => tracing::debug!("function stopped"),
+        Err(e) => tracing::error!("the function's rings failed: {e}"),
+    }
+}
+
+/// Takes an endpoint of `rings[index]`, replying `Failed` if that is impossible.
+fn take<T>(
+    rings: &[Ring],
+    index: usize,
+    endpoint: impl FnOnce(&Ring) -> shmplug_transport::Result<T>,
+    reply: &Reply<'_>,
+) -> Option<T> {
+    let result = match rings.get(index) {
+        Some(ring) => endpoint(ring).map_err(PluginError::from),
+        None => Err(PluginError::new(format!(
+            "the start message carries {} ring(s), the instance needs {}",
+            rings.len(),
+            index + 1
+        ))),
+    };
+    match result {
+        Ok(end) => Some(end),
+        Err(e) => {
+            reply.failed("taking its ring", &e);
+            None
+        }
+    }
+}

@@ -5,8 +5,8 @@ use std::sync::mpsc::{Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use shmplug_transport::control::{ControlChannel, Hello, Message, Start};
 use shmplug_transport::Ring;
+use shmplug_transport::control::{ControlChannel, Hello, Message, Start};
 
 use super::slot::{Ids, Slot, SlotState};
 use super::{InstanceSpec, Phase, PluginSpec, SupervisorConfig, log};

@@ -13,6 +13,10 @@ use shmplug_host::{FunctionClient, Plugin, PluginSpec, SupervisorConfig};
 
 use crate::pipeline::Pipeline;
 
+/// Most tuples taken from the source at once (and sent through each function as one pipelined
+/// batch of calls).
+const BATCH: usize = 256;
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The pipeline file (`.toml`, or JSON otherwise).
@@ -72,40 +76,81 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> shmplug_host::Result<()> 
         if duration.is_some_and(|d| started.elapsed() >= d) {
             break End::Duration;
         }
-        let mut tuple: Tuple = match source.recv_timeout(Duration::from_millis(100)) {
-            Ok(Some(view)) => view.to_owned(),
+        // Take what the source has ready, up to a batch, so that function calls are pipelined
+        // and the plugin's threads wake once per batch rather than once per tuple.
+        let limit = count.map_or(BATCH, |c| BATCH.min((c - tuples) as usize));
+        let mut batch: Vec<Tuple> = Vec::with_capacity(limit);
+        match source.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(view)) => batch.push(view.to_owned()),
             Ok(None) => continue,
             Err(e) if e.is_end_of_stream() => break End::SourceEnded,
             Err(e) => break End::Failed(e.to_string()),
-        };
+        }
         let received = Instant::now();
-        for (client, call) in &mut calls {
-            let values: Vec<Value> = call
-                .args
-                .iter()
-                .map(|name| tuple.fields.get(name).cloned().unwrap_or(Value::Null))
-                .collect();
-            let refs: Vec<ValueRef<'_>> = values.iter().map(value_ref).collect();
-            let result = match client.call(&refs) {
-                Ok(value) => value,
+        let mut source_end = None;
+        while batch.len() < limit {
+            match source.try_recv() {
+                Ok(Some(view)) => batch.push(view.to_owned()),
+                Ok(None) => break,
+                Err(e) if e.is_end_of_stream() => break,
                 Err(e) => {
+                    source_end = Some(End::Failed(e.to_string()));
+                    break;
+                }
+            }
+        }
+        for (client, call) in &mut calls {
+            let values: Vec<Vec<Value>> = batch
+                .iter()
+                .map(|tuple| {
+                    let field = |name: &String| tuple.fields.get(name).cloned();
+                    call.args
+                        .iter()
+                        .map(|n| field(n).unwrap_or(Value::Null))
+                        .collect()
+                })
+                .collect();
+            let refs: Vec<Vec<ValueRef<'_>>> = values
+                .iter()
+                .map(|args| args.iter().map(value_ref).collect())
+                .collect();
+            let arg_lists: Vec<&[ValueRef<'_>]> = refs.iter().map(Vec::as_slice).collect();
+            let results = match client.call_batch(&arg_lists) {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    errors += batch.len() as u64;
+                    batch.iter().map(|_| Ok(Value::Null)).collect()
+                }
+            };
+            for (tuple, result) in batch.iter_mut().zip(results) {
+                let value = result.unwrap_or_else(|e| {
                     errors += 1;
                     tracing::warn!("{e}");
                     Value::Null
-                }
-            };
-            tuple.fields.insert(call.output.clone(), result);
-        }
-        match sink.send(&tuple) {
-            Ok(()) => {}
-            Err(e) if e.is_end_of_stream() => break End::Failed(e.to_string()),
-            Err(e) => {
-                errors += 1;
-                tracing::warn!("{e}");
+                });
+                tuple.fields.insert(call.output.clone(), value);
             }
         }
-        tuples += 1;
-        latencies.push(received.elapsed());
+        let mut sink_end = None;
+        for tuple in &batch {
+            match sink.send(tuple) {
+                Ok(()) => tuples += 1,
+                Err(e) if e.is_end_of_stream() => {
+                    sink_end = Some(End::Failed(e.to_string()));
+                    break;
+                }
+                Err(e) => {
+                    errors += 1;
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+        let done = received.elapsed();
+        latencies.extend(std::iter::repeat_n(done, batch.len()));
+        if let Some(end) = sink_end.or(source_end) {
+            break end;
+        }
     };
     let elapsed = started.elapsed();
     drop(source);
@@ -171,7 +216,7 @@ fn print_summary(
         elapsed
     );
     println!(
-        "latency:    p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}  (receive to sink)",
+        "latency:    p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}  (batch received to sent on to the sink)",
         percentile(0.50),
         percentile(0.90),
         percentile(0.99),

@@ -6,11 +6,14 @@
 //! - [`pattern`]: the deterministic record stream both sides can recompute.
 //! - [`script`]: handshake words and segment offsets for the step-by-step tests.
 //! - [`wire`]: one-word messages over the socket, for the few handshakes tests need.
+//! - [`host`]: the host tests' side: the mirror plugin installed as a package, process and
+//!   descriptor checks.
 
 // Each test and each child binary uses a different part of this module.
 #![allow(dead_code)]
 
 pub mod child;
+pub mod host;
 pub mod pattern;
 pub mod peer;
 pub mod script;

@@ -11,7 +11,6 @@
 //! | `rtrb_owned_threads` | a thread builds an owned `Tuple` per tuple and pushes it into an `rtrb::RingBuffer<Tuple>` | another thread pops it, reads every field, drops it |
 //! | `json_uds` | helper process: the fields as a JSON object (`serde_json::to_writer` into a reused `Vec`), `u32` length prefix, through a 64 KiB `BufWriter` on a `UnixStream` | this process: 64 KiB `BufReader`, `serde_json::from_slice::<serde_json::Value>`, reads every field |
 //! | `cost_*` | single-thread steps: rkyv encoding, building owned tuples, validating, reading, JSON encoding and decoding | |
-//! | `probe_line_round_trip` | one cache line bounced between two threads: the machine's core-to-core latency during the run | |
 //!
 //! "Reads every field" means: iterate the fields, add each name's length, add ints to one sum
 //! and floats to another, add each string's length. The sums are checked against what the
@@ -21,7 +20,7 @@
 //!
 //! # Method
 //! On this 2-vCPU virtual machine the speed of the same single-thread code drifts by up to 2x
-//! from one second to the next (the host's other tenants), so cases measured one after the other,
+//! within seconds (presumably the host's other tenants), so cases measured one after the other,
 //! as criterion does, compare different machines. Here every case runs once per *round*, rounds
 //! repeat (15; 5 in quick mode), the order rotates each round, and each run lasts about 250 ms
 //! (a cost step 40 ms). Reported: the median over rounds of each case's time per tuple (with the
@@ -29,16 +28,25 @@
 //! run per case calibrates the tuple count and warms up. Helper processes stay up for the whole
 //! run, idle (blocked on their socket) while other cases run.
 //!
+//! A transfer also needs both vCPUs to itself: when anything else runs (other builds share this
+//! machine), the writer and the reader take turns on one CPU instead of overlapping. So before
+//! and after every transfer run, a *probe* bounces one cache line between two threads up to 256
+//! times (median of batches of 8): about 0.1-0.5 µs per round trip when both threads have a CPU,
+//! milliseconds (a scheduler time slice) when one waits for the other's CPU. A run whose two
+//! probes both stay under 2 µs counts as a *two-CPU run*; the summary gives every figure over
+//! all rounds and over two-CPU runs only, and how many runs that was. Check `uptime` first all
+//! the same.
+//!
 //! ```text
 //! cargo bench -p shmplug-benches --bench tuples                 # about a minute
 //! cargo bench -p shmplug-benches --bench tuples -- --quick      # smoke pass, a few seconds
 //! SHMPLUG_BENCH_QUICK=1 cargo bench -p shmplug-benches --bench tuples   # the same
-//! cargo bench -p shmplug-benches --bench tuples -- small/shmplug      # cases whose name contains a filter
+//! cargo bench -p shmplug-benches --bench tuples -- small/shmplug   # cases named like a filter
 //! cargo test -p shmplug-benches --bench tuples                  # each case once, nothing measured
 //! ```
 //! `SHMPLUG_BENCH_SPIN_US` sets the ring endpoints' spin budget (see `rings::throughput_config`),
-//! `SHMPLUG_BENCH_RTRB_SLOTS` the rtrb baseline's capacity (default 4096), `SHMPLUG_BENCH_ROUNDS` the
-//! number of rounds.
+//! `SHMPLUG_BENCH_RTRB_SLOTS` the rtrb baseline's capacity (default 4096),
+//! `SHMPLUG_BENCH_ROUNDS` the number of rounds.
 
 #![forbid(unsafe_code)]
 
@@ -98,8 +106,17 @@ const SHMPLUG: [(&str, Writer, Validation, &str); 3] = [
 const RTRB: &str = "rtrb_owned_threads";
 /// Id of the JSON baseline.
 const JSON: &str = "json_uds";
-/// Id of the cache-line probe.
-const PROBE: &str = "probe_line_round_trip";
+/// Most cache-line round trips per probe.
+const PROBE_TRIPS: u64 = 256;
+/// Longest a probe's thread may take to start (an idle vCPU of a virtual machine can take
+/// milliseconds to wake up; that is not what the probe is after).
+const PROBE_START: Duration = Duration::from_millis(100);
+/// Round trips per timed batch of a probe.
+const PROBE_BATCH: u64 = 8;
+/// Longest a probe's timed round trips last.
+const PROBE_LIMIT: Duration = Duration::from_millis(10);
+/// A probe's round trip under this many nanoseconds means both vCPUs were running.
+const TWO_CPUS_NS: f64 = 2000.0;
 
 fn main() {
     let settings = Settings::from_env();
@@ -146,16 +163,6 @@ fn main() {
             &fixtures[k],
             &views[k],
         );
-    }
-    if settings.wants(Shape::Small, PROBE) {
-        let label = "cache-line round trip between two threads";
-        cases.push(Case::new(
-            Shape::Small,
-            PROBE,
-            label,
-            Kind::Probe,
-            line_round_trips,
-        ));
     }
     if cases.is_empty() {
         println!("tuples: no case matches the filter {:?}", settings.filter);
@@ -243,8 +250,6 @@ enum Kind {
     Transfer,
     /// One step on one thread.
     Cost,
-    /// A property of the machine at the time: a cache line's round trip between the CPUs.
-    Probe,
 }
 
 /// One thing measured: `run(n)` handles `n` tuples and returns the time they took.
@@ -258,6 +263,8 @@ struct Case<'a> {
     n: u64,
     /// Nanoseconds per tuple, one per round.
     ns: Vec<f64>,
+    /// Transfers: the slower of the probes before and after each round's run, ns per round trip.
+    probes: Vec<f64>,
 }
 
 impl<'a> Case<'a> {
@@ -276,6 +283,7 @@ impl<'a> Case<'a> {
             run: Box::new(run),
             n: 0,
             ns: Vec::new(),
+            probes: Vec::new(),
         }
     }
 
@@ -291,23 +299,56 @@ impl<'a> Case<'a> {
         self.n = ((n as f64 * target.as_secs_f64() / t.as_secs_f64().max(1e-9)) as u64).max(1);
     }
 
-    /// Median nanoseconds per tuple over the rounds.
-    fn median_ns(&self) -> f64 {
-        report::median(&mut self.ns.clone()).unwrap_or(f64::NAN)
+    /// True if round `r`'s run of this transfer had both vCPUs running.
+    fn two_cpus(&self, r: usize) -> bool {
+        self.probes.get(r).is_some_and(|&p| p < TWO_CPUS_NS)
     }
 
-    /// `"median (min-max)"` of the throughput in millions of tuples per second.
-    fn rate(&self) -> String {
-        let (lo, hi) = self.ns.iter().fold((f64::INFINITY, 0f64), |(lo, hi), &ns| {
-            (lo.min(ns), hi.max(ns))
-        });
+    /// Nanoseconds per tuple of the rounds `which` selects.
+    fn rounds(&self, which: Rounds) -> Vec<f64> {
+        (0..self.ns.len())
+            .filter(|&r| which == Rounds::All || self.two_cpus(r))
+            .map(|r| self.ns[r])
+            .collect()
+    }
+
+    /// Median nanoseconds per tuple over the rounds `which` selects (NaN if none).
+    fn median_ns(&self, which: Rounds) -> f64 {
+        report::median(&mut self.rounds(which)).unwrap_or(f64::NAN)
+    }
+
+    /// `"median M/s (min-max) [k/n]"` over the rounds `which` selects, in millions of tuples
+    /// per second.
+    fn rate(&self, which: Rounds) -> String {
+        let ns = self.rounds(which);
+        if ns.is_empty() {
+            return format!("{:>25}", "no such round");
+        }
+        let (lo, hi) = spread(&ns);
         format!(
-            "{:6.2} M/s ({:.2}-{:.2})",
-            mega(self.median_ns()),
+            "{:6.2} M/s ({:.2}-{:.2}) [{}/{}]",
+            mega(self.median_ns(which)),
             mega(hi),
-            mega(lo)
+            mega(lo),
+            ns.len(),
+            self.ns.len()
         )
     }
+}
+
+/// Which rounds of a transfer a figure uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rounds {
+    All,
+    /// Those whose probes saw both vCPUs running.
+    TwoCpus,
+}
+
+/// Smallest and largest value.
+fn spread(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
 /// Calibrates every case, then runs the rounds, rotating the order each round.
@@ -321,7 +362,7 @@ fn measure(cases: &mut [Case<'_>], settings: &Settings) {
     for case in cases.iter_mut() {
         let target = match case.kind {
             Kind::Transfer => settings.transfer,
-            Kind::Cost | Kind::Probe => settings.step,
+            Kind::Cost => settings.step,
         };
         case.calibrate(target);
     }
@@ -331,17 +372,19 @@ fn measure(cases: &mut [Case<'_>], settings: &Settings) {
         eprint!(" {}", round + 1);
         for k in 0..len {
             let case = &mut cases[(k + round) % len];
+            let before = if case.kind == Kind::Transfer {
+                probe()
+            } else {
+                0.0
+            };
             let elapsed = (case.run)(case.n);
             case.ns.push(elapsed.as_nanos() as f64 / case.n as f64);
+            if case.kind == Kind::Transfer {
+                case.probes.push(before.max(probe()));
+            }
         }
     }
     eprintln!();
-    if std::env::var_os("TUPLES_DEBUG").is_some() {
-        for c in cases.iter() {
-            let v: Vec<String> = c.ns.iter().map(|ns| format!("{:.0}", ns)).collect();
-            eprintln!("{}/{}: {}", c.shape.as_str(), c.id, v.join(" "));
-        }
-    }
 }
 
 /// The capacity of the rtrb baseline: `SHMPLUG_BENCH_RTRB_SLOTS` or [`RTRB_SLOTS`].
@@ -920,39 +963,56 @@ fn cost_cases<'a>(
 #[repr(align(64))]
 struct Line(AtomicU64);
 
-/// `n` round trips of one cache line between this thread and another (on this machine, the
-/// other vCPU): each side waits for the other's store, then stores. A round trip is two
-/// transfers of the line between the CPUs, the cost that every record of a ring between two
-/// cores pays for each line it spans (written on one side, read on the other, then written
-/// again), so this puts the run's transfer figures in context: it varies from run to run with
-/// where the host places the two vCPUs.
-fn line_round_trips(n: u64) -> Duration {
+/// Nanoseconds per round trip of one cache line between this thread and another (on this
+/// machine, the other vCPU): each side waits for the other's store, then stores. After a first,
+/// untimed round trip (the thread's start, up to [`PROBE_START`]), up to [`PROBE_TRIPS`] round
+/// trips in batches of [`PROBE_BATCH`], for at most [`PROBE_LIMIT`]; the result is the median
+/// batch's time per round trip, so that one stall (a new thread placed on the busy CPU until the
+/// next scheduler tick moves it) does not count, and the time spent if no batch completes. A
+/// round trip is two transfers of the line between the CPUs, which every line of a ring record
+/// pays too (written on one side, read on the other, written again a lap later); when one
+/// thread has to wait for the other's CPU (other work runs) it takes milliseconds.
+fn probe() -> f64 {
     let line = Line(AtomicU64::new(0));
+    let stop = AtomicBool::new(false);
     thread::scope(|s| {
         s.spawn(|| {
-            let mut patience = Patience::default();
-            for k in 0..=n {
-                while line.0.load(Ordering::Acquire) != 2 * k + 1 {
-                    patience.wait("the probe's first thread");
+            let mut next = 1;
+            while !stop.load(Ordering::Relaxed) {
+                if line.0.load(Ordering::Acquire) == next {
+                    line.0.store(next + 1, Ordering::Release);
+                    next += 2;
+                } else {
+                    spin_loop();
                 }
-                patience.progress();
-                line.0.store(2 * k + 2, Ordering::Release);
             }
         });
-        let mut patience = Patience::default();
-        let mut start = Instant::now();
+        let begin = Instant::now();
+        let mut from = begin;
+        let mut limit = PROBE_START;
+        let mut batches = Vec::new();
         // Round trip 0 waits for the thread to start; it is not timed.
-        for k in 0..=n {
-            if k == 1 {
-                start = Instant::now();
-            }
+        'trips: for k in 0..=PROBE_TRIPS {
             line.0.store(2 * k + 1, Ordering::Release);
+            let mut spins = 0u32;
             while line.0.load(Ordering::Acquire) != 2 * k + 2 {
-                patience.wait("the probe's second thread");
+                spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(64) && begin.elapsed() > limit {
+                    break 'trips;
+                }
             }
-            patience.progress();
+            if k == 0 {
+                limit = begin.elapsed() + PROBE_LIMIT;
+                from = Instant::now();
+            } else if k % PROBE_BATCH == 0 {
+                let now = Instant::now();
+                batches.push((now - from).as_nanos() as f64 / PROBE_BATCH as f64);
+                from = now;
+            }
         }
-        start.elapsed()
+        stop.store(true, Ordering::Relaxed);
+        report::median(&mut batches).unwrap_or_else(|| begin.elapsed().as_nanos() as f64)
     })
 }
 
@@ -964,16 +1024,24 @@ fn mega(ns: f64) -> f64 {
     1e3 / ns
 }
 
-/// How many times faster `case` is than `base`: the median over rounds of the ratio of their
-/// times in the same round.
-fn ratio(case: &Case<'_>, base: &Case<'_>) -> f64 {
-    let mut ratios: Vec<f64> = case
-        .ns
-        .iter()
-        .zip(&base.ns)
-        .map(|(ns, base_ns)| base_ns / ns)
+/// How many times faster `case` is than `base`: the median, over the rounds `which` selects
+/// (for [`Rounds::TwoCpus`], both runs of the round must be two-CPU runs), of the ratio of their
+/// times in the same round. NaN if no round qualifies.
+fn ratio(case: &Case<'_>, base: &Case<'_>, which: Rounds) -> f64 {
+    let mut ratios: Vec<f64> = (0..case.ns.len().min(base.ns.len()))
+        .filter(|&r| which == Rounds::All || (case.two_cpus(r) && base.two_cpus(r)))
+        .map(|r| base.ns[r] / case.ns[r])
         .collect();
     report::median(&mut ratios).unwrap_or(f64::NAN)
+}
+
+/// `"x1.23"`, or `"x-"` for NaN.
+fn times(x: f64, precision: usize) -> String {
+    if x.is_nan() {
+        "x-".to_owned()
+    } else {
+        format!("x{x:.precision$}")
+    }
 }
 
 fn summary(
@@ -985,8 +1053,9 @@ fn summary(
 ) {
     let find = |shape: Shape, id: &str| cases.iter().find(|c| c.shape == shape && c.id == id);
     println!(
-        "\n== tuples: {} interleaved rounds, ~{} ms per transfer case and round; throughput = median \
-         over rounds (min-max); (xR) = median over rounds of shmplug / baseline throughput ==",
+        "\n== tuples: {} interleaved rounds, ~{} ms per transfer run; throughput = median over \
+         rounds (min-max) [rounds used/all]; (xR) = median over rounds of shmplug / baseline \
+         throughput in the same round ==",
         settings.rounds,
         settings.transfer.as_millis()
     );
@@ -995,14 +1064,29 @@ fn summary(
          JSON cross two processes, rtrb two threads of one)",
         RING_BYTES / 1024
     );
-    let mut small = None;
+    let probes: Vec<f64> = cases
+        .iter()
+        .flat_map(|c| c.probes.iter().copied())
+        .collect();
+    if !probes.is_empty() {
+        let mut two: Vec<f64> = probes
+            .iter()
+            .copied()
+            .filter(|&p| p < TWO_CPUS_NS)
+            .collect();
+        let (_, slowest) = spread(&probes);
+        println!(
+            "(cache-line round trip between two threads, probed around every transfer run: both \
+             vCPUs ran at once around {} of {} runs, round trip median {:.0} ns; the slowest \
+             probe took {:.2} ms)",
+            two.len(),
+            probes.len(),
+            report::median(&mut two).unwrap_or(f64::NAN),
+            slowest / 1e6
+        );
+    }
+    let mut small = Vec::new();
     for shape in Shape::ALL {
-        let label = match shape {
-            Shape::Small => format!("small tuple (2 ints, 2 floats, a {DEVICE_LEN} B string)"),
-            Shape::Large => {
-                format!("1 KiB-string tuple (an int, a float, a {PAYLOAD_LEN} B string)")
-            }
-        };
         let transfers: Vec<&Case<'_>> = cases
             .iter()
             .filter(|c| c.shape == shape && c.kind == Kind::Transfer)
@@ -1010,26 +1094,43 @@ fn summary(
         if transfers.is_empty() {
             continue;
         }
+        let (name, what) = match shape {
+            Shape::Small => (
+                "small tuple",
+                format!("2 ints, 2 floats, a {DEVICE_LEN} B string"),
+            ),
+            Shape::Large => (
+                "1 KiB-string tuple",
+                format!("an int, a float, a {PAYLOAD_LEN} B string"),
+            ),
+        };
         println!(
-            "\n{label}: {} B rkyv record, {} B JSON message",
+            "\n{name} ({what}): {} B rkyv record, {} B JSON message",
             record_len(source, shape),
             json_len(source, shape)
         );
+        println!("  {:<58} {:<38} two-CPU runs only", "", "all rounds");
         for c in &transfers {
             println!(
-                "  {:<60} {}  {:6.0} ns/tuple",
+                "  {:<58} {:<38} {}",
                 c.label,
-                c.rate(),
-                c.median_ns()
+                c.rate(Rounds::All),
+                c.rate(Rounds::TwoCpus)
             );
         }
         let (rtrb, json) = (find(shape, RTRB), find(shape, JSON));
         for (id, ..) in SHMPLUG {
             let Some(c) = find(shape, id) else { continue };
-            let vs = |base: Option<&Case<'_>>, name: &str| {
-                base.map(|b| format!("x{:.2} {name}", ratio(c, b)))
+            let vs = |base: Option<&Case<'_>>, name: &str, precision: usize| {
+                base.map(|b| {
+                    format!(
+                        "{} {name} ({} in two-CPU rounds)",
+                        times(ratio(c, b, Rounds::All), precision),
+                        times(ratio(c, b, Rounds::TwoCpus), precision)
+                    )
+                })
             };
-            let parts: Vec<String> = [vs(rtrb, "rtrb owned"), vs(json, "json uds")]
+            let parts: Vec<String> = [vs(rtrb, "rtrb owned", 2), vs(json, "json uds", 1)]
                 .into_iter()
                 .flatten()
                 .collect();
@@ -1037,52 +1138,49 @@ fn summary(
                 println!("  {id}: {}", parts.join(", "));
             }
         }
-        if let (Some(c), Some(rtrb), Some(json)) = (find(shape, "shmplug_borrowed"), rtrb, json) {
-            let name = match shape {
-                Shape::Small => "small tuple",
-                Shape::Large => "1 KiB-string tuple",
-            };
+        let (Some(c), Some(rtrb), Some(json)) = (find(shape, "shmplug_borrowed"), rtrb, json)
+        else {
+            continue;
+        };
+        for (which, rounds) in [
+            (Rounds::All, "all rounds"),
+            (Rounds::TwoCpus, "two-CPU runs"),
+        ] {
+            let figures = (
+                mega(c.median_ns(which)),
+                ratio(c, rtrb, which),
+                ratio(c, json, which),
+            );
             println!(
-                "  => {name}: shmplug {:.2} M/s | rtrb owned {:.2} M/s (x{:.2}) | json uds {:.2} M/s (x{:.1})",
-                mega(c.median_ns()),
-                mega(rtrb.median_ns()),
-                ratio(c, rtrb),
-                mega(json.median_ns()),
-                ratio(c, json)
+                "  => {name}, {rounds}: shmplug {:.2} M/s | rtrb owned {:.2} M/s ({}) | json uds \
+                 {:.2} M/s ({})",
+                figures.0,
+                mega(rtrb.median_ns(which)),
+                times(figures.1, 2),
+                mega(json.median_ns(which)),
+                times(figures.2, 1)
             );
             if shape == Shape::Small {
-                small = Some((mega(c.median_ns()), ratio(c, rtrb), ratio(c, json)));
+                small.push((rounds, figures));
             }
         }
     }
 
-    if let Some((rate, vs_rtrb, vs_json)) = small {
+    if !small.is_empty() {
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         println!("\ntargets (small tuple, shmplug_borrowed):");
-        println!(
-            "  >= 10 M tuples/s across processes: {rate:.2} M/s, {} ({:.0}% of the target)",
-            verdict(rate >= 10.0),
-            rate * 10.0
-        );
-        println!(
-            "  >= 1.0x rtrb owned between threads: x{vs_rtrb:.2}, {}",
-            verdict(vs_rtrb >= 1.0)
-        );
-        println!(
-            "  >= 10x json uds: x{vs_json:.1}, {} ({:.0}% of the target)",
-            verdict(vs_json >= 10.0),
-            vs_json * 10.0
-        );
-    }
-
-    if let Some(probe) = find(Shape::Small, PROBE) {
-        println!(
-            "\n{} (median over rounds, interleaved with the transfers): {:.0} ns ({:.0}-{:.0})",
-            probe.label,
-            probe.median_ns(),
-            probe.ns.iter().copied().fold(f64::INFINITY, f64::min),
-            probe.ns.iter().copied().fold(0.0, f64::max)
-        );
+        for (rounds, (rate, vs_rtrb, vs_json)) in small {
+            println!(
+                "  {rounds}: >= 10 M/s across processes: {rate:.2} M/s, {} ({:.0}% of it); \
+                 >= 1.0x rtrb owned: {}, {}; >= 10x json uds: {}, {}",
+                verdict(rate >= 10.0),
+                rate * 10.0,
+                times(vs_rtrb, 2),
+                verdict(vs_rtrb >= 1.0),
+                times(vs_json, 1),
+                verdict(vs_json >= 10.0)
+            );
+        }
     }
 
     let steps: Vec<&Case<'_>> = cases.iter().filter(|c| c.kind == Kind::Cost).collect();
@@ -1093,7 +1191,7 @@ fn summary(
         "\n== single-thread cost per tuple, ns: median over rounds (min-max), interleaved with the \
          transfers =="
     );
-    println!("{:<66} {:>18} {:>18}", "step", "small", "1 KiB string");
+    println!("{:<66} {:>16} {:>16}", "step", "small", "1 KiB string");
     let mut ids: Vec<(&str, &str)> = Vec::new();
     for c in &steps {
         if !ids.iter().any(|(id, _)| *id == c.id) {
@@ -1103,15 +1201,13 @@ fn summary(
     for (id, label) in ids {
         let cell = |shape: Shape| match find(shape, id) {
             Some(c) => {
-                let (lo, hi) = c.ns.iter().fold((f64::INFINITY, 0f64), |(lo, hi), &ns| {
-                    (lo.min(ns), hi.max(ns))
-                });
-                format!("{:.0} ({lo:.0}-{hi:.0})", c.median_ns())
+                let (lo, hi) = spread(&c.ns);
+                format!("{:.0} ({lo:.0}-{hi:.0})", c.median_ns(Rounds::All))
             }
             None => "-".to_owned(),
         };
         println!(
-            "{label:<66} {:>18} {:>18}",
+            "{label:<66} {:>16} {:>16}",
             cell(Shape::Small),
             cell(Shape::Large)
         );

@@ -10,7 +10,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shmplug_benches::audit::CpuAudit;
+use shmplug_benches::audit::{self, CpuAudit};
 use shmplug_benches::baseline::{Memcpy, RtrbBytes, RtrbEcho};
 use shmplug_benches::latency::{self, Percentiles};
 use shmplug_benches::peer::{Mode, Peer};
@@ -52,15 +52,19 @@ fn main() {
         g.bench("shmplug_deferred", |n| {
             rings::run_to_peer(&mut peer, payload, n, Publish::Deferred)
         });
+        g.note("shmplug_deferred", std::mem::take(&mut peer.parks));
         if size == 64 {
             g.bench("shmplug_commit", |n| {
                 rings::run_to_peer(&mut peer, payload, n, Publish::EveryRecord)
             });
+            g.note("shmplug_commit", std::mem::take(&mut peer.parks));
         }
         drop(peer);
         let mut rtrb = RtrbBytes::default();
         g.bench("rtrb_threads_u8_chunks", |n| rtrb.run(payload, n));
         drop(rtrb);
+        // One thread: where the cores sit does not matter.
+        g.probe_c2c(false);
         let mut memcpy = Memcpy::large_buffers();
         g.bench("memcpy_large_buffers", |n| memcpy.run(size, n));
         let mut memcpy = Memcpy::producer_copy(size);
@@ -77,47 +81,50 @@ fn main() {
     } else {
         (1000, 100)
     };
-    let mut percentiles: Vec<(&str, Percentiles)> = Vec::new();
+    let mut percentiles: Vec<(&str, Option<f64>, Percentiles)> = Vec::new();
     let mut g = Group::new(&mut c, &mut results, "latency_64B", None);
+    // The echo side spins from the start; measure the core-to-core latency before it starts.
+    g.probe_c2c(false);
+    let c2c = || full.then(audit::core_to_core_ns);
     // Criterion's time per iteration is reported as one-way: each iteration is a round trip
     // and the routine returns half its time.
+    let before = c2c();
     let mut peer =
         Peer::spawn(PEER, Mode::Echo, spin, spin, LATENCY_SPIN).expect("starting ring_peer");
     if g.bench("one_way_shmplug_processes", |n| {
         half(n, || rings::round_trip(&mut peer.tx, &mut peer.rx, record))
     }) {
-        percentiles.push((
-            "shmplug ring, processes",
-            latency::one_way_percentiles(samples, warm_up, |r| {
-                rings::round_trip(&mut peer.tx, &mut peer.rx, r)
-            }),
-        ));
+        let p = latency::one_way_percentiles(samples, warm_up, |r| {
+            rings::round_trip(&mut peer.tx, &mut peer.rx, r)
+        });
+        percentiles.push(("shmplug ring, processes", before, p));
     }
     drop(peer);
+    g.set_c2c("one_way_shmplug_processes", before);
+    let before = c2c();
     thread::scope(|s| {
         let mut echo = ThreadEcho::start(s, spin);
         if g.bench("one_way_shmplug_threads", |n| {
             half(n, || rings::round_trip(&mut echo.tx, &mut echo.rx, record))
         }) {
-            percentiles.push((
-                "shmplug ring, threads",
-                latency::one_way_percentiles(samples, warm_up, |r| {
-                    rings::round_trip(&mut echo.tx, &mut echo.rx, r)
-                }),
-            ));
+            let p = latency::one_way_percentiles(samples, warm_up, |r| {
+                rings::round_trip(&mut echo.tx, &mut echo.rx, r)
+            });
+            percentiles.push(("shmplug ring, threads", before, p));
         }
     });
+    g.set_c2c("one_way_shmplug_threads", before);
+    let before = c2c();
     thread::scope(|s| {
         let mut echo = RtrbEcho::start(s);
         if g.bench("one_way_rtrb_threads", |n| {
             half(n, || echo.round_trip(record))
         }) {
-            percentiles.push((
-                "rtrb, threads",
-                latency::one_way_percentiles(samples, warm_up, |r| echo.round_trip(r)),
-            ));
+            let p = latency::one_way_percentiles(samples, warm_up, |r| echo.round_trip(r));
+            percentiles.push(("rtrb, threads", before, p));
         }
     });
+    g.set_c2c("one_way_rtrb_threads", before);
     g.finish();
     c.final_summary();
     if !full {
@@ -180,8 +187,11 @@ fn main() {
         "shmplug threads",
         &key("one_way_shmplug_threads"),
     );
-    for (what, p) in &percentiles {
-        println!("one-way latency 64 B, {what}: {p}");
+    for (what, c2c, p) in &percentiles {
+        match c2c {
+            Some(c2c) => println!("one-way latency 64 B, {what}: {p} [c2c {c2c:.0} ns]"),
+            None => println!("one-way latency 64 B, {what}: {p}"),
+        }
     }
     if percentiles.is_empty() {
         return;

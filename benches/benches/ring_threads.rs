@@ -29,13 +29,16 @@ fn main() {
         g.bench("shmplug_deferred", |n| {
             ring.run(payload, n, Publish::Deferred)
         });
+        g.note("shmplug_deferred", ring.take_parks());
         if size == 64 {
             g.bench("shmplug_commit", |n| {
                 ring.run(payload, n, Publish::EveryRecord)
             });
+            g.note("shmplug_commit", ring.take_parks());
             g.bench("shmplug_deferred_try", |n| {
                 ring.run(payload, n, Publish::DeferredTryLoop)
             });
+            g.note("shmplug_deferred_try", ring.take_parks());
         }
         drop(ring);
         let mut rtrb = RtrbBytes::default();
@@ -46,6 +49,8 @@ fn main() {
             let mut rtrb = RtrbArrays::default();
             g.bench("rtrb_array64", |n| rtrb.run(item, n));
         }
+        // One thread: where the cores sit does not matter.
+        g.probe_c2c(false);
         let mut memcpy = Memcpy::large_buffers();
         g.bench("memcpy_large_buffers", |n| memcpy.run(size, n));
         let mut memcpy = Memcpy::producer_copy(size);

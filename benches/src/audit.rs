@@ -88,3 +88,88 @@ impl CpuAudit {
         )
     }
 }
+
+/// One-way core-to-core latency right now, in nanoseconds: two threads bounce a value between
+/// two cache lines 20 000 times (median of 5 batches, round trip halved). On this VM it is
+/// bimodal, about 60 ns or about 250 ns, depending on where the host placed the two vCPUs, and
+/// it changes over minutes; every figure in a summary carries the value measured just before it
+/// so that a comparison across modes is visible as such.
+pub fn core_to_core_ns() -> f64 {
+    use std::hint::spin_loop;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+
+    const ROUNDS: u64 = 20_000;
+    let (ping, pong) = (Line(AtomicU64::new(0)), Line(AtomicU64::new(0)));
+    let mut batches: Vec<f64> = std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 1..=5 * ROUNDS {
+                // ORDERING: Acquire/Release pairs make the values hand over, nothing else.
+                while ping.0.load(Ordering::Acquire) != i {
+                    spin_loop();
+                }
+                pong.0.store(i, Ordering::Release);
+            }
+        });
+        (0..5)
+            .map(|batch| {
+                let start = Instant::now();
+                for i in batch * ROUNDS + 1..=(batch + 1) * ROUNDS {
+                    ping.0.store(i, Ordering::Release);
+                    while pong.0.load(Ordering::Acquire) != i {
+                        spin_loop();
+                    }
+                }
+                start.elapsed().as_nanos() as f64 / ROUNDS as f64 / 2.0
+            })
+            .collect()
+    });
+    crate::report::median(&mut batches).unwrap_or(f64::NAN)
+}
+
+/// Voluntary context switches of a task so far (`task`: `"thread-self"` or a process id), from
+/// `/proc/<task>/status`. In the benches' loops a voluntary switch is a park (a `futex` or
+/// `poll` sleep), since nothing else there blocks.
+pub fn voluntary_switches(task: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{task}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Parks (voluntary context switches) of both sides of a ring, over some number of records.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Parks {
+    /// Records moved.
+    pub records: u64,
+    /// Producer parks.
+    pub producer: u64,
+    /// Consumer parks.
+    pub consumer: u64,
+}
+
+impl Parks {
+    /// Adds one measurement.
+    pub fn add(&mut self, records: u64, producer: u64, consumer: u64) {
+        self.records += records;
+        self.producer += producer;
+        self.consumer += consumer;
+    }
+}
+
+impl std::fmt::Display for Parks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per_m = |n: u64| n as f64 * 1e6 / self.records.max(1) as f64;
+        write!(
+            f,
+            "parks per M rec: producer {:.1}, consumer {:.1}",
+            per_m(self.producer),
+            per_m(self.consumer)
+        )
+    }
+}

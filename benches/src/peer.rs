@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use shmplug_transport::{Consumer, EndpointConfig, Producer, Ring, fdpass};
 
+use crate::audit::Parks;
 use crate::payload::RING_BYTES;
 
 /// Record kind of payload records.
@@ -79,8 +80,11 @@ pub struct Peer {
     pub tx: Producer,
     /// Consumer of the back ring (peer → bench).
     pub rx: Consumer,
+    /// Parks of our producer and the peer's consumer, counted by
+    /// [`run_to_peer`](crate::rings::run_to_peer).
+    pub parks: Parks,
     // Dropped after the endpoints, whose close lets the peer exit on its own first.
-    _child: Reaper,
+    child: Reaper,
 }
 
 impl Peer {
@@ -111,7 +115,13 @@ impl Peer {
         Ok(Peer {
             tx: data.producer(tx_config)?,
             rx: back.consumer(rx_config)?,
-            _child: child,
+            parks: Parks::default(),
+            child,
         })
+    }
+
+    /// The peer's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
     }
 }

@@ -68,16 +68,46 @@ fn median_ns(log: &[(u64, Duration)]) -> Option<f64> {
     median(&mut per_iter)
 }
 
+/// What the summary knows of one benchmark.
+#[derive(Debug, Default)]
+struct Entry {
+    /// Median nanoseconds per iteration.
+    ns: f64,
+    /// Core-to-core one-way latency measured just before the benchmark.
+    c2c_ns: Option<f64>,
+    /// Anything else to print beside the figure.
+    note: Option<String>,
+}
+
 /// Median time per iteration of each benchmark that ran, keyed `group/function`.
 #[derive(Debug, Default)]
 pub struct Results {
-    ns_per_iter: BTreeMap<String, f64>,
+    entries: BTreeMap<String, Entry>,
 }
 
 impl Results {
     /// The median nanoseconds per iteration of `key`, if it ran.
     pub fn get(&self, key: &str) -> Option<f64> {
-        self.ns_per_iter.get(key).copied()
+        self.entries.get(key).map(|e| e.ns)
+    }
+
+    /// `" [c2c 61 ns; note]"`: the conditions a figure was measured in.
+    fn context(&self, key: &str) -> String {
+        let Some(e) = self.entries.get(key) else {
+            return String::new();
+        };
+        let mut parts = Vec::new();
+        if let Some(c2c) = e.c2c_ns {
+            parts.push(format!("c2c {c2c:.0} ns"));
+        }
+        if let Some(note) = &e.note {
+            parts.push(note.clone());
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", parts.join("; "))
+        }
     }
 
     /// Prints `"{label}: X M rec/s (Y GB/s); {base_label}: ...; ratio R"` comparing the
@@ -93,14 +123,17 @@ impl Results {
     ) {
         match (self.get(key), self.get(base)) {
             (Some(ns), Some(base_ns)) => println!(
-                "{label}: {}; {base_label}: {}; ratio {:.2}",
+                "{label}: {}{}; {base_label}: {}{}; ratio {:.2}",
                 rate(ns, size),
+                self.context(key),
                 rate(base_ns, size),
+                self.context(base),
                 base_ns / ns
             ),
             (Some(ns), None) => println!(
-                "{label}: {}; {base_label}: not measured in this run",
-                rate(ns, size)
+                "{label}: {}{}; {base_label}: not measured in this run",
+                rate(ns, size),
+                self.context(key)
             ),
             (None, _) => {}
         }
@@ -111,7 +144,9 @@ impl Results {
     pub fn latency_line(&self, label: &str, key: &str, base_label: &str, base: &str) {
         match (self.get(key), self.get(base)) {
             (Some(ns), Some(base_ns)) => println!(
-                "{label}: {ns:.0} ns; {base_label}: {base_ns:.0} ns; ratio {:.2}",
+                "{label}: {ns:.0} ns{}; {base_label}: {base_ns:.0} ns{}; ratio {:.2}",
+                self.context(key),
+                self.context(base),
                 ns / base_ns
             ),
             (Some(ns), None) => {
@@ -138,6 +173,7 @@ pub struct Group<'a> {
     inner: BenchmarkGroup<'a, WallTime>,
     name: String,
     results: &'a mut Results,
+    probe: bool,
 }
 
 impl<'a> Group<'a> {
@@ -162,12 +198,33 @@ impl<'a> Group<'a> {
             inner,
             name: name.to_owned(),
             results,
+            probe: true,
+        }
+    }
+
+    /// Whether [`bench`](Self::bench) measures the core-to-core latency first (the default).
+    /// Turn it off when a peer already spins: three spinning threads on two vCPUs would make
+    /// the probe meaningless, and slow.
+    pub fn probe_c2c(&mut self, probe: bool) {
+        self.probe = probe;
+    }
+
+    /// Attaches a core-to-core latency measured elsewhere to `function`'s figure.
+    pub fn set_c2c(&mut self, function: &str, c2c_ns: Option<f64>) {
+        if let Some(e) = self
+            .results
+            .entries
+            .get_mut(&format!("{}/{function}", self.name))
+        {
+            e.c2c_ns = c2c_ns;
         }
     }
 
     /// Runs benchmark `function`: `routine(n)` performs `n` iterations and returns the time
-    /// they took. Returns false if a name filter skipped it.
+    /// they took. Returns false if a name filter skipped it. Measures the core-to-core latency
+    /// first ([`crate::audit::core_to_core_ns`]).
     pub fn bench(&mut self, function: &str, mut routine: impl FnMut(u64) -> Duration) -> bool {
+        let c2c_ns = (self.probe && benchmarking()).then(crate::audit::core_to_core_ns);
         let mut log = Vec::new();
         self.inner.bench_function(function, |b| {
             b.iter_custom(|iters| {
@@ -180,9 +237,25 @@ impl<'a> Group<'a> {
         if benchmarking()
             && let Some(ns) = median_ns(&log)
         {
-            self.results.ns_per_iter.insert(key, ns);
+            let entry = Entry {
+                ns,
+                c2c_ns,
+                note: None,
+            };
+            self.results.entries.insert(key, entry);
         }
         !log.is_empty()
+    }
+
+    /// Attaches `note` to benchmark `function`'s figure in the summary.
+    pub fn note(&mut self, function: &str, note: impl std::fmt::Display) {
+        if let Some(e) = self
+            .results
+            .entries
+            .get_mut(&format!("{}/{function}", self.name))
+        {
+            e.note = Some(note.to_string());
+        }
     }
 
     /// Ends the group.

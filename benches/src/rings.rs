@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use shmplug_transport::{Consumer, EndpointConfig, Producer, Ring};
 
+use crate::audit::{Parks, voluntary_switches};
 use crate::payload::{RING_BYTES, checksum};
 use crate::peer::{KIND_MARK, Peer};
 
@@ -74,6 +75,7 @@ fn produce(tx: &mut Producer, payload: &[u8], publish: Publish) {
 pub struct ThreadRing {
     tx: Producer,
     rx: Consumer,
+    parks: Parks,
 }
 
 impl ThreadRing {
@@ -86,7 +88,13 @@ impl ThreadRing {
         ThreadRing {
             tx: ring.producer(config).expect("producer"),
             rx: ring.consumer(config).expect("consumer"),
+            parks: Parks::default(),
         }
+    }
+
+    /// The parks counted since the last call (by every [`run`](Self::run)), and a fresh count.
+    pub fn take_parks(&mut self) -> Parks {
+        std::mem::take(&mut self.parks)
     }
 
     /// Moves `records` copies of `payload` to a consumer thread that checksums each in place
@@ -99,8 +107,9 @@ impl ThreadRing {
         let payload = black_box(payload);
         let ready = AtomicBool::new(false);
         let (tx, rx) = (&mut self.tx, &mut self.rx);
-        let (start, end, sum) = thread::scope(|s| {
+        let (start, end, sum, producer_parks, consumer_parks) = thread::scope(|s| {
             let consumer = s.spawn(|| {
+                let switches = voluntary_switches("thread-self");
                 ready.store(true, Ordering::Release);
                 let mut sum = 0u64;
                 let mut left = records;
@@ -123,22 +132,34 @@ impl ThreadRing {
                 }
                 // Hand all space back, so the next call starts from an empty ring.
                 rx.flush();
-                (Instant::now(), sum)
+                let end = Instant::now();
+                let parks = switches_since(switches, "thread-self");
+                (end, sum, parks)
             });
             while !ready.load(Ordering::Acquire) {
                 spin_loop();
             }
+            let switches = voluntary_switches("thread-self");
             let start = Instant::now();
             for _ in 0..records {
                 produce(tx, payload, publish);
             }
             tx.flush();
-            let (end, sum) = consumer.join().expect("consumer thread panicked");
-            (start, end, sum)
+            let producer_parks = switches_since(switches, "thread-self");
+            let (end, sum, consumer_parks) = consumer.join().expect("consumer thread panicked");
+            (start, end, sum, producer_parks, consumer_parks)
         });
         assert_eq!(sum, records.wrapping_mul(checksum(payload)));
+        self.parks.add(records, producer_parks, consumer_parks);
         end - start
     }
+}
+
+/// Voluntary switches of `task` since a count of `before` (0 if `/proc` could not be read).
+fn switches_since(before: Option<u64>, task: &str) -> u64 {
+    before
+        .zip(voluntary_switches(task))
+        .map_or(0, |(before, now)| now.saturating_sub(before))
 }
 
 /// Moves `records` copies of `payload` to a `sink` peer, then a mark, and waits for the peer's
@@ -148,6 +169,8 @@ impl ThreadRing {
 /// On a ring error, a stuck peer, or if the peer's count or checksum sum is wrong.
 pub fn run_to_peer(peer: &mut Peer, payload: &[u8], records: u64, publish: Publish) -> Duration {
     let payload = black_box(payload);
+    let pid = peer.pid().to_string();
+    let (ours, theirs) = (voluntary_switches("thread-self"), voluntary_switches(&pid));
     let start = Instant::now();
     for _ in 0..records {
         produce(&mut peer.tx, payload, publish);
@@ -160,6 +183,12 @@ pub fn run_to_peer(peer: &mut Peer, payload: &[u8], records: u64, publish: Publi
         .read_timeout(STUCK)
         .expect("the peer did not acknowledge");
     let elapsed = start.elapsed();
+    // Our parks include the wait for the ack; the peer's, its wait for the next call.
+    let (ours, theirs) = (
+        switches_since(ours, "thread-self"),
+        switches_since(theirs, &pid),
+    );
+    peer.parks.add(records, ours, theirs);
     let count = u64::from_le_bytes(ack[..8].try_into().expect("ack"));
     let sum = u64::from_le_bytes(ack[8..16].try_into().expect("ack"));
     assert_eq!(

@@ -352,6 +352,10 @@ pub enum Error {
         /// What is wrong and how to fix it.
         detail: String,
     },
+    // ---- bench ----
+    /// `shmplug bench` could not run as asked, or a measurement failed.
+    #[error("bench: {0}")]
+    Bench(String),
 }
 
 impl Error {

@@ -29,6 +29,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod bench;
 mod error;
 pub mod handles;
 pub mod registry;

@@ -1,6 +1,7 @@
 //! `shmplug`: manage shmplug plugins and run a source -> functions -> sink pipeline.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod pipeline;
 mod plugins;
 mod run;
@@ -44,11 +45,48 @@ enum Command {
         /// Only this plugin.
         name: Option<String>,
     },
+    /// Measure shmplug beside its baselines and its peer on this machine, in one run: a plugin
+    /// source to the host (source_small), the host to a plugin sink (sink_small), calls to an
+    /// echo function (function_rtt) and tuples with a 1 MiB field (large_1mib), over shmplug,
+    /// rtrb between threads, JSON over a Unix socket, iceoryx2, and the physical references
+    /// memcpy and a cache-line ping-pong. Needs no installed plugin: the bench plugin is this
+    /// program. Prints a table with ratios and targets, or JSON (--format json).
+    Bench(bench::BenchArgs),
+    /// The bench plugin (started by `shmplug bench`).
+    #[command(name = "bench-plugin", hide = true)]
+    BenchPlugin,
+    /// The other process of a bench measurement (started by `shmplug bench`).
+    #[command(name = "bench-peer", hide = true)]
+    BenchPeer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
+
+/// The hidden subcommand that runs the bench plugin.
+pub const BENCH_PLUGIN: &str = "bench-plugin";
+/// The hidden subcommand that runs a bench peer.
+pub const BENCH_PEER: &str = "bench-peer";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The bench's own processes: the plugin logs through the SDK, the peers only fail loudly.
+    match &cli.command {
+        Command::BenchPlugin => shmplug_host::bench::plugin_main(std::env::args()),
+        Command::BenchPeer { args } => {
+            return match shmplug_host::bench::peer_main(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("shmplug bench peer: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
+    // The bench's processes come and go by the dozen; only problems are worth a line there.
+    let quiet = matches!(cli.command, Command::Bench(_));
+    init_logging(cli.verbose, quiet);
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -59,6 +97,9 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> shmplug_host::Result<()> {
+    if let Command::Bench(args) = &cli.command {
+        return bench::execute(args);
+    }
     let dir = match cli.plugins_dir {
         Some(dir) => dir,
         None => Registry::default_dir()?,
@@ -68,12 +109,16 @@ fn execute(cli: Cli) -> shmplug_host::Result<()> {
         Command::Plugins(command) => plugins::execute(&registry, command),
         Command::Run(args) => run::execute(&registry, &args),
         Command::Status { name } => plugins::status(&registry, name.as_deref()),
+        Command::Bench(_) | Command::BenchPlugin | Command::BenchPeer { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
+        0 if quiet => "warn",
         0 => "info",
         1 => "debug",
         _ => "trace",

@@ -1,0 +1,348 @@
+//! `shmplug bench`: the cases over every implementation, side by side in one run.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use shmplug_host::bench::{self, Case, Impl, Launcher, Measurement, Sizes, stats};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A short run (within a minute on 2 vCPUs): fewer tuples, each measurement once.
+    #[arg(long)]
+    pub quick: bool,
+    /// `table` for people, `json` for programs: one object on stdout,
+    /// {"results": [{"case", "impl", "tuples_per_s", "bytes_per_s", "p50_ns", "p99_ns"}]},
+    /// null where a figure does not apply.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Only these cases (comma-separated): source_small, sink_small, function_rtt, large_1mib.
+    #[arg(long, value_delimiter = ',', value_name = "CASE")]
+    pub case: Vec<String>,
+    /// Only these implementations (comma-separated): shmplug, rtrb_inprocess, json_uds,
+    /// iceoryx2, memcpy, pingpong.
+    #[arg(long = "impl", value_delimiter = ',', value_name = "IMPL")]
+    pub imps: Vec<String>,
+    /// How many times a full run repeats each measurement (medians are quoted); the order
+    /// rotates each round so that no implementation always runs first.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table with ratios and targets.
+    Table,
+    /// One JSON object.
+    Json,
+}
+
+/// One row of the JSON output; the names are a stable interface.
+#[derive(serde::Serialize)]
+struct Row {
+    case: &'static str,
+    #[serde(rename = "impl")]
+    imp: &'static str,
+    #[serde(flatten)]
+    figures: Measurement,
+}
+
+pub fn execute(args: &BenchArgs) -> shmplug_host::Result<()> {
+    let cases = pick(&args.case, Case::from_name, &Case::ALL, "case")?;
+    let imps = pick(&args.imps, Impl::from_name, &Impl::ALL, "implementation")?;
+    for imp in imps.iter().filter(|i| !i.is_available()) {
+        eprintln!("skipping {imp}: this shmplug was built without the `{imp}` cargo feature");
+    }
+    let pairs: Vec<(Case, Impl)> = cases
+        .iter()
+        .flat_map(|&case| imps.iter().map(move |&imp| (case, imp)))
+        .filter(|&(case, imp)| imp.applies_to(case) && imp.is_available())
+        .collect();
+    let program = std::env::current_exe().map_err(|e| shmplug_host::Error::Io {
+        context: "finding this program",
+        path: "/proc/self/exe".into(),
+        source: e,
+    })?;
+    let launcher = Launcher {
+        program,
+        plugin_args: vec![crate::BENCH_PLUGIN.into()],
+        peer_args: vec![crate::BENCH_PEER.into()],
+    };
+    let (sizes, rounds) = if args.quick {
+        (Sizes::QUICK, 1)
+    } else {
+        (Sizes::FULL, args.repeat as usize)
+    };
+    let started = Instant::now();
+    let mut runs: BTreeMap<(Case, Impl), Vec<Measurement>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let chatty = std::io::stderr().is_terminal();
+    for round in 0..rounds {
+        for k in 0..pairs.len() {
+            let (case, imp) = pairs[(k + round) % pairs.len()];
+            if chatty {
+                eprint!("\r\x1b[2K[round {}/{rounds}] {case} / {imp} ...", round + 1);
+            }
+            match bench::measure(case, imp, &sizes, &launcher) {
+                Ok(m) => runs.entry((case, imp)).or_default().push(m),
+                Err(e) => {
+                    if chatty {
+                        eprintln!();
+                    }
+                    eprintln!("error: {case} / {imp}: {e}");
+                    failures.push(format!("{case} / {imp}"));
+                }
+            }
+        }
+    }
+    if chatty {
+        eprint!("\r\x1b[2K");
+    }
+    let medians: BTreeMap<(Case, Impl), Measurement> = pairs
+        .iter()
+        .map(|&key| (key, median(runs.get(&key).map_or(&[][..], Vec::as_slice))))
+        .collect();
+    match args.format {
+        Format::Json => {
+            let results: Vec<Row> = pairs
+                .iter()
+                .map(|&(case, imp)| Row {
+                    case: case.name(),
+                    imp: imp.name(),
+                    figures: medians[&(case, imp)],
+                })
+                .collect();
+            let json = serde_json::json!({ "results": results });
+            println!("{json}");
+        }
+        Format::Table => {
+            print_table(&pairs, &medians, rounds, &sizes);
+            print_targets(&medians);
+            println!(
+                "\n{} measurements in {:.1} s; {} on {}",
+                pairs.len() * rounds,
+                started.elapsed().as_secs_f64(),
+                if rounds > 1 {
+                    format!("medians of {rounds} rounds")
+                } else {
+                    "one round (--quick)".into()
+                },
+                machine()
+            );
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(shmplug_host::Error::Bench(format!(
+            "{} measurement(s) failed: {}",
+            failures.len(),
+            failures.join(", ")
+        )))
+    }
+}
+
+fn pick<T: Copy>(
+    names: &[String],
+    parse: impl Fn(&str) -> Option<T>,
+    all: &[T],
+    what: &str,
+) -> shmplug_host::Result<Vec<T>> {
+    if names.is_empty() {
+        return Ok(all.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            parse(n).ok_or_else(|| {
+                shmplug_host::Error::Bench(format!(
+                    "unknown {what} `{n}`; see `shmplug bench --help`"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The median of each figure over the rounds.
+fn median(runs: &[Measurement]) -> Measurement {
+    let of = |f: fn(&Measurement) -> Option<f64>| stats::median(runs.iter().filter_map(f));
+    Measurement {
+        tuples_per_s: of(|m| m.tuples_per_s),
+        bytes_per_s: of(|m| m.bytes_per_s),
+        p50_ns: of(|m| m.p50_ns),
+        p99_ns: of(|m| m.p99_ns),
+    }
+}
+
+fn print_table(
+    pairs: &[(Case, Impl)],
+    medians: &BTreeMap<(Case, Impl), Measurement>,
+    rounds: usize,
+    sizes: &Sizes,
+) {
+    println!(
+        "{:<13} {:<15} {:>12} {:>11} {:>10} {:>10} {:>12}",
+        "case", "impl", "tuples/s", "GB/s", "p50", "p99", "vs shmplug"
+    );
+    let mut last = None;
+    for &(case, imp) in pairs {
+        if last.is_some_and(|c| c != case) {
+            println!();
+        }
+        last = Some(case);
+        let m = &medians[&(case, imp)];
+        let ours = medians.get(&(case, Impl::Shmplug));
+        let versus = if imp == Impl::Shmplug {
+            String::new()
+        } else if case == Case::FunctionRtt {
+            ratio(ours.and_then(|o| o.p50_ns), m.p50_ns, "p50 x")
+        } else {
+            ratio(ours.and_then(|o| o.tuples_per_s), m.tuples_per_s, "x")
+        };
+        println!(
+            "{:<13} {:<15} {:>12} {:>11} {:>10} {:>10} {:>12}",
+            case.name(),
+            imp.name(),
+            m.tuples_per_s.map_or("-".into(), rate),
+            m.bytes_per_s
+                .map_or("-".into(), |b| format!("{:.2}", b / 1e9)),
+            m.p50_ns.map_or("-".into(), nanos),
+            m.p99_ns.map_or("-".into(), nanos),
+            versus,
+        );
+    }
+    println!(
+        "\nper measurement: {} small tuples, {} calls, {} 1 MiB tuples (json_uds a quarter); \
+         {} round(s)",
+        sizes.small, sizes.calls, sizes.large, rounds
+    );
+}
+
+/// `ours / theirs` for rates, printed as "x R"; for latencies the same division gives how
+/// many times slower (or faster, below 1) shmplug is.
+fn ratio(ours: Option<f64>, theirs: Option<f64>, unit: &str) -> String {
+    match (ours, theirs) {
+        (Some(o), Some(t)) if t > 0.0 => format!("{unit}{:.2}", o / t),
+        _ => "-".into(),
+    }
+}
+
+fn rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+fn nanos(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+/// The project's targets, each judged on this run's medians.
+fn print_targets(m: &BTreeMap<(Case, Impl), Measurement>) {
+    let get = |case, imp, f: fn(&Measurement) -> Option<f64>| m.get(&(case, imp)).and_then(f);
+    let tps = |case, imp| get(case, imp, |x| x.tuples_per_s);
+    let p50 = |imp| get(Case::FunctionRtt, imp, |x| x.p50_ns);
+    let bps = |imp| get(Case::Large1Mib, imp, |x| x.bytes_per_s);
+    let small = |imp| tps(Case::SourceSmall, imp);
+    let ours = small(Impl::Shmplug);
+    let rtt = p50(Impl::Shmplug);
+    let div = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let targets: [(&str, Option<f64>, f64, bool); 9] = [
+        (
+            "source_small shmplug, M tuples/s",
+            ours.map(|r| r / 1e6),
+            10.0,
+            true,
+        ),
+        (
+            "source_small vs rtrb_inprocess, x",
+            div(ours, small(Impl::RtrbInprocess)),
+            1.0,
+            true,
+        ),
+        (
+            "source_small vs json_uds, x",
+            div(ours, small(Impl::JsonUds)),
+            10.0,
+            true,
+        ),
+        (
+            "source_small vs iceoryx2, x",
+            div(ours, small(Impl::Iceoryx2)),
+            5.0,
+            true,
+        ),
+        ("function_rtt p50, µs", rtt.map(|n| n / 1e3), 1.0, false),
+        (
+            "function_rtt p99, µs",
+            get(Case::FunctionRtt, Impl::Shmplug, |x| x.p99_ns).map(|n| n / 1e3),
+            10.0,
+            false,
+        ),
+        (
+            "function_rtt p50 / pingpong p50",
+            div(rtt, p50(Impl::Pingpong)),
+            5.0,
+            false,
+        ),
+        (
+            "function_rtt p50 / iceoryx2 p50",
+            div(rtt, p50(Impl::Iceoryx2)),
+            0.5,
+            false,
+        ),
+        (
+            "large_1mib vs memcpy, x",
+            div(bps(Impl::Shmplug), bps(Impl::Memcpy)),
+            0.5,
+            true,
+        ),
+    ];
+    println!("\ntargets (this run):");
+    for (what, value, bound, at_least) in targets {
+        let Some(v) = value else { continue };
+        let met = if at_least { v >= bound } else { v <= bound };
+        let sign = if at_least { ">=" } else { "<=" };
+        println!(
+            "  {what:<36} {v:>8.2}  (target {sign} {bound}) {}",
+            if met { "met" } else { "MISSED" }
+        );
+    }
+    if let Some(json) = div(p50(Impl::JsonUds), rtt) {
+        let met = json >= 50.0;
+        println!(
+            "  {:<36} {json:>8.2}  (target >= 50) {}",
+            "json_uds p50 / function_rtt p50",
+            if met { "met" } else { "MISSED" }
+        );
+    }
+}
+
+/// "2 CPUs (model), load 0.52" from /proc, best effort.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
+    format!("{cpus} CPUs ({model}), load average {load}")
+}

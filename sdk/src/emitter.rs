@@ -113,6 +113,16 @@ impl Emitter {
         if self.cancel.is_cancelled() {
             return Err(PluginError::Cancelled);
         }
+        // The common case: there is room, and the tuple is encoded once, in place.
+        let sent = if deferred {
+            self.sender.try_send_deferred(tuple)?
+        } else {
+            self.sender.try_send(tuple)?
+        };
+        if sent {
+            self.emitted += 1;
+            return Ok(());
+        }
         // Make sure the ring has room before writing, so that the (blocking) write below never
         // waits: only this wait can notice a stop. The bound is an upper bound of the record's
         // size; when it exceeds the largest record, the exact size is measured first (a rare,

@@ -348,3 +348,19 @@ fn encoder_writes_between_other_records() {
     assert_eq!(record.len(), len);
     assert_eq!(TupleView::from_bytes(&record).expect("valid").to_owned(), t);
 }
+
+#[test]
+fn try_send_deferred_fills_the_ring_unpublished_until_flush() {
+    let (_ring, mut tx, mut rx) = channel(4096, Validation::VALIDATED);
+    let t = Tuple::new(0).with_field("payload", vec![2u8; 900]);
+    let mut sent = 0;
+    while tx.try_send_deferred(&t).expect("try_send_deferred") {
+        sent += 1;
+    }
+    assert!(sent >= 1, "at least one fits");
+    tx.flush();
+    for _ in 0..sent {
+        assert_eq!(rx.try_recv().expect("recv").expect("a tuple").to_owned(), t);
+    }
+    assert!(rx.try_recv().expect("empty").is_none());
+}

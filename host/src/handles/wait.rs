@@ -52,6 +52,9 @@ pub(crate) fn async_fd(ring: &Ring, index: usize) -> std::io::Result<AsyncFd<Rin
 
 /// Something that can announce it is about to sleep and re-check first.
 pub(crate) trait Park {
+    /// True if ready now. Writes nothing the other side reads, so spinning on it costs the
+    /// peer nothing; an error counts as ready (the caller's read or write then reports it).
+    fn ready(&mut self) -> bool;
     /// Sets the waiting flag and checks again; true if ready (the flag is then cleared).
     fn prepare(&mut self) -> bool;
     /// Clears the waiting flag and empties the eventfd.
@@ -59,6 +62,9 @@ pub(crate) trait Park {
 }
 
 impl Park for Consumer {
+    fn ready(&mut self) -> bool {
+        self.is_ready().unwrap_or(true)
+    }
     fn prepare(&mut self) -> bool {
         self.prepare_park()
     }
@@ -71,6 +77,9 @@ impl Park for Consumer {
 pub(crate) struct Room<'a>(pub &'a mut Producer, pub usize);
 
 impl Park for Room<'_> {
+    fn ready(&mut self) -> bool {
+        self.0.has_room(self.1).unwrap_or(true)
+    }
     fn prepare(&mut self) -> bool {
         self.0.prepare_park(self.1)
     }
@@ -86,7 +95,23 @@ pub(crate) fn block(
     spin: Duration,
     deadline: Option<Instant>,
 ) -> bool {
+    // Spin on the plain checks: setting the waiting flags (and the fence that goes with
+    // them) on every call would move the ring's signal line between the cores once per
+    // record, which costs the other side as much as it costs us.
     let start = Instant::now();
+    loop {
+        if parks.iter_mut().any(|(park, _)| park.ready()) {
+            return true;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| d <= now) {
+            return false;
+        }
+        if now.duration_since(start) >= spin {
+            break;
+        }
+        std::hint::spin_loop();
+    }
     loop {
         let mut ready = false;
         let mut waiting = [false; 2];
@@ -106,15 +131,10 @@ pub(crate) fn block(
             }
             return true;
         }
-        let now = Instant::now();
-        let timeout = deadline.map(|d| d.saturating_duration_since(now));
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if timeout == Some(Duration::ZERO) {
             finish_all(parks);
             return false;
-        }
-        if now.duration_since(start) < spin {
-            std::hint::spin_loop();
-            continue;
         }
         let timespec = timeout.and_then(|t| rustix::time::Timespec::try_from(t).ok());
         let mut fds: Vec<PollFd<'_>> = parks

@@ -77,6 +77,15 @@ impl Producer {
         self.shared.max_payload as usize
     }
 
+    /// True if a [`try_claim`](Self::try_claim) of `len` bytes would succeed now. Claims
+    /// nothing and sets no waiting flag, so it can gate a write without holding a borrow.
+    ///
+    /// # Errors
+    /// As [`try_claim`](Self::try_claim).
+    pub fn has_room(&mut self, len: usize) -> Result<bool> {
+        Ok(self.place(len)?.is_some())
+    }
+
     /// Claims space for a `len`-byte record without waiting. `Ok(None)` means the ring is full
     /// for now.
     ///

@@ -594,3 +594,28 @@ proptest! {
         });
     }
 }
+
+#[test]
+fn has_room_tells_what_try_claim_would_do_and_claims_nothing() {
+    let (_ring, mut p, mut c) = pair(4096);
+    let big = p.max_record_len();
+    assert!(p.has_room(big).unwrap());
+    let mut written = 0;
+    while p.has_room(big).unwrap() {
+        put(&mut p, &vec![1u8; big]);
+        written += 1;
+    }
+    assert!(written >= 1);
+    assert!(p.try_claim(big).unwrap().is_none());
+    assert!(matches!(p.has_room(big + 1), Err(Error::TooLarge { .. })));
+    for _ in 0..written {
+        drop(c.try_read().unwrap().unwrap());
+    }
+    c.flush();
+    assert!(p.has_room(big).unwrap());
+    // Nothing was claimed by asking: the next record is the only one the consumer sees.
+    put(&mut p, b"x");
+    assert_eq!(&*c.read_timeout(WAIT).unwrap(), b"x");
+    c.close();
+    assert!(matches!(p.has_room(16), Err(Error::Closed)));
+}

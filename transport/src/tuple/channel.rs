@@ -76,6 +76,18 @@ impl TupleSender {
             .map(drop)
     }
 
+    /// As [`send_deferred`](Self::send_deferred) without waiting: `Ok(false)` means the ring
+    /// is full for now and nothing was written.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn try_send_deferred<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<bool> {
+        Ok(self
+            .encoder
+            .write_with(&mut self.producer, tuple, Wait::Try, true)?
+            .is_some())
+    }
+
     /// Publishes every deferred record and wakes the receiver if it sleeps.
     pub fn flush(&mut self) {
         self.producer.flush();

@@ -56,7 +56,12 @@ pub fn execute(args: &BenchArgs) -> shmplug_host::Result<()> {
     }
     let pairs: Vec<(Case, Impl)> = cases
         .iter()
-        .flat_map(|&case| imps.iter().map(move |&imp| (case, imp)))
+        .flat_map(|&case| {
+            Impl::ALL
+                .iter()
+                .filter(|i| imps.contains(i))
+                .map(move |&imp| (case, imp))
+        })
         .filter(|&(case, imp)| imp.applies_to(case) && imp.is_available())
         .collect();
     let program = std::env::current_exe().map_err(|e| shmplug_host::Error::Io {

@@ -94,6 +94,9 @@ impl SourceReader {
     /// [`Error::InstanceGone`] if the instance was stopped or cannot be restarted;
     /// [`Error::Data`] for a corrupt ring or an invalid tuple.
     pub fn recv(&mut self) -> Result<TupleView<'_>> {
+        if self.ready_now() {
+            return self.read_ready();
+        }
         match self.wait_until(None)? {
             Some(ready) => self.take(ready),
             None => Err(self.binding.ids().data_error(spurious())),
@@ -105,6 +108,9 @@ impl SourceReader {
     /// # Errors
     /// As [`recv`](Self::recv).
     pub fn try_recv(&mut self) -> Result<Option<TupleView<'_>>> {
+        if self.ready_now() {
+            return self.read_ready().map(Some);
+        }
         self.recv_until(Some(Instant::now()))
     }
 
@@ -113,6 +119,9 @@ impl SourceReader {
     /// # Errors
     /// As [`recv`](Self::recv).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<TupleView<'_>>> {
+        if self.ready_now() {
+            return self.read_ready().map(Some);
+        }
         self.recv_until(Some(Instant::now() + timeout))
     }
 
@@ -164,6 +173,19 @@ impl SourceReader {
     /// [`Error::TimedOut`] if the plugin did not confirm in time.
     pub fn stop(mut self) -> Result<()> {
         self.binding.stop()
+    }
+
+    /// True if the current ring, still the instance's live one, has a tuple (or its end, or
+    /// an error) to read now: the common case, which needs no clock and no waiting.
+    fn ready_now(&mut self) -> bool {
+        if self.served {
+            return false;
+        }
+        let Some(cur) = self.current.as_mut() else {
+            return false;
+        };
+        let generation = cur.generation;
+        cur.rx.consumer().is_ready().unwrap_or(true) && !self.binding.moved_on(generation)
     }
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<TupleView<'_>>> {

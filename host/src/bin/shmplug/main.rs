@@ -1,9 +1,12 @@
 //! `shmplug`: manage shmplug plugins and run a source -> functions -> sink pipeline.
 #![forbid(unsafe_code)]
 
+mod live;
+mod observer;
 mod pipeline;
 mod plugins;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,16 +37,18 @@ enum Command {
     Plugins(plugins::PluginsCommand),
     /// Run a pipeline file (TOML or JSON): one source, zero or more function calls applied to
     /// fields, one sink. Runs until the source ends, the pipeline's count or duration is
-    /// reached, or Ctrl-C; then prints a summary (tuples, tuples per second, latency
-    /// percentiles, errors, restarts).
+    /// reached, or Ctrl-C (or SIGTERM); then prints a summary (tuples, tuples per second,
+    /// latency percentiles, errors, restarts). While it runs, `shmplug status` shows it, and
+    /// on a terminal a progress line on stderr is redrawn about every 250 ms.
     Run(run::RunArgs),
-    /// Check installed plugins: start each (or the one named), wait for its hello, report
-    /// the time it took, its pid, protocol version and symbols, and shut it down. Exits
-    /// non-zero if any plugin fails to start.
-    Status {
-        /// Only this plugin.
-        name: Option<String>,
-    },
+    /// Show what runs: each `shmplug run` of this user with its pipeline, uptime, tuples,
+    /// tuples per second, errors, and each plugin's phase, process id, restarts, last error
+    /// and instances. Each run answers on a socket `run-PID.sock` in $SHMPLUG_RUNTIME_DIR,
+    /// else $XDG_RUNTIME_DIR/shmplug, else /tmp/shmplug-UID (sockets of ended runs are
+    /// removed). When no run is running, or with --check, it checks the installed plugins
+    /// instead: it starts each, waits for its hello, reports its pid, protocol and symbols, and
+    /// shuts it down.
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,7 +72,7 @@ fn execute(cli: Cli) -> shmplug_host::Result<()> {
     match cli.command {
         Command::Plugins(command) => plugins::execute(&registry, command),
         Command::Run(args) => run::execute(&registry, &args),
-        Command::Status { name } => plugins::status(&registry, name.as_deref()),
+        Command::Status(args) => status::execute(&registry, &args),
     }
 }
 

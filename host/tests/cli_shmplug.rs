@@ -257,7 +257,7 @@ duration_secs = 60.0
     let status = run.wait(support::WAIT);
     assert!(status.success(), "{status:?}: {}", run.stderr());
     assert!(
-        run.stdout().contains("interrupted (Ctrl-C)"),
+        run.stdout().contains("ended:      interrupted (Ctrl-C"),
         "{}",
         run.stdout()
     );

@@ -3,8 +3,9 @@
 //!
 //! Each run listens on `{runtime dir}/run-{pid}.sock` and removes it when it ends. The runtime
 //! directory is `$SHMPLUG_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/shmplug`, else
-//! `/tmp/shmplug-{uid}`; a run creates it with mode 0700 and refuses to serve from one that
-//! other users can enter.
+//! `/tmp/shmplug-{uid}`; a run creates it with mode 0700, refuses to serve from one that is not
+//! its user's or that other users can write to, and makes its socket readable and writable by
+//! its user only (connecting needs write permission).
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -51,7 +52,7 @@ pub fn socket_pid(file_name: &str) -> Option<u32> {
 }
 
 /// Creates `dir` (mode 0700) if needed and checks that it is a directory of ours that no one
-/// else can enter.
+/// else can write to (so no one else can put or replace a socket in it).
 ///
 /// # Errors
 /// The directory cannot be created, or it is not private; the message says what to do.
@@ -63,12 +64,13 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(dir)?;
     let uid = rustix::process::getuid().as_raw();
     let mode = meta.permissions().mode() & 0o777;
-    if !meta.is_dir() || meta.uid() != uid || mode & 0o077 != 0 {
+    if !meta.is_dir() || meta.uid() != uid || mode & 0o022 != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "it is not a private directory of user {uid} (owner {}, mode {mode:o}); remove \
-                 it, `chmod 700` it, or set {RUNTIME_DIR_ENV} to a directory of yours",
+                "it is not a directory of user {uid} that only they can write to (owner {}, \
+                 mode {mode:o}); remove it, `chmod 700` it, or set {RUNTIME_DIR_ENV} to a \
+                 directory of yours",
                 meta.uid()
             ),
         ));
@@ -285,13 +287,15 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_directory_is_refused() {
+    fn a_directory_others_can_write_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let private = dir.path().join("a/b");
         ensure_private_dir(&private).unwrap();
         let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = ensure_private_dir(&private).unwrap_err();
         assert!(err.to_string().contains("chmod 700"), "{err}");
     }

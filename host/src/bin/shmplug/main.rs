@@ -41,9 +41,11 @@ enum Command {
     /// latency percentiles, errors, restarts). While it runs, `shmplug status` shows it, and
     /// on a terminal a progress line on stderr is redrawn about every 250 ms.
     Run(run::RunArgs),
-    /// Show what runs: each `shmplug run` of this user with its pipeline, uptime, tuples,
-    /// tuples per second, errors, and each plugin's phase, process id, restarts, last error
-    /// and instances. Each run answers on a socket `run-PID.sock` in $SHMPLUG_RUNTIME_DIR,
+    /// Show the running `shmplug run`s: their plugins, processes, instances and counters.
+    ///
+    /// For each `shmplug run` of this user: its pipeline, uptime, tuples, tuples per second,
+    /// errors, and each plugin's phase, process id, restarts, last error and instances. Each
+    /// run answers on a socket `run-PID.sock` in $SHMPLUG_RUNTIME_DIR,
     /// else $XDG_RUNTIME_DIR/shmplug, else /tmp/shmplug-UID (sockets of ended runs are
     /// removed). When no run is running, or with --check, it checks the installed plugins
     /// instead: it starts each, waits for its hello, reports its pid, protocol and symbols, and

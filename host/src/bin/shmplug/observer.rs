@@ -4,6 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::thread::{Scope, ScopedJoinHandle};
@@ -45,6 +46,8 @@ impl Server {
         let listener = UnixListener::bind(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("`{}`: {e}", path.display())))?;
         let server = Server { listener, path };
+        // Connecting needs write permission: only this user may ask.
+        std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(0o600))?;
         server.listener.set_nonblocking(true)?;
         Ok(server)
     }
@@ -255,5 +258,76 @@ impl Progress {
         let mut err = io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K");
         let _ = err.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+
+    use super::*;
+
+    fn ask(path: &Path, request: &str) -> UnixStream {
+        let mut client = UnixStream::connect(path).unwrap();
+        client.write_all(request.as_bytes()).unwrap();
+        client
+    }
+
+    fn answer_of(client: UnixStream) -> serde_json::Value {
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(client).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn answers_requests_and_removes_its_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path().join("runtime");
+        let live = Live::new(Path::new("pipeline.toml"), dir.path());
+        live.publish(42, 1);
+        let server = Server::bind(&runtime).unwrap();
+        let path = server.path().to_owned();
+        assert_eq!(path, live::socket_path(&runtime, std::process::id()));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let good = ask(&path, "status\n");
+        let bad = ask(&path, "shutdown\n");
+        // Says nothing and hangs up: the server gives up on it and answers the next one.
+        let silent = UnixStream::connect(&path).unwrap();
+        drop(silent);
+        let after = ask(&path, "status\n");
+        server.serve_ready(&live, &[]);
+
+        let run: live::RunSnapshot = serde_json::from_value(answer_of(good)).unwrap();
+        assert_eq!(
+            (run.pid, run.tuples, run.errors),
+            (std::process::id(), 42, 1)
+        );
+        assert!(run.plugins.is_empty());
+        let refused = answer_of(bad);
+        assert!(
+            refused["error"].as_str().unwrap().contains("`shutdown`"),
+            "{refused}"
+        );
+        assert_eq!(answer_of(after)["tuples"], 42);
+
+        drop(server);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_stuck_client_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = Live::new(Path::new("p.toml"), dir.path());
+        let server = Server::bind(dir.path()).unwrap();
+        // Connected, never writes, never hangs up: the read times out.
+        let _stuck = UnixStream::connect(server.path()).unwrap();
+        let after = ask(server.path(), "status\n");
+        server.serve_ready(&live, &[]);
+        assert_eq!(answer_of(after)["tuples"], 0);
     }
 }

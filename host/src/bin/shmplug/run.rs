@@ -309,7 +309,7 @@ fn describe(end: &End) -> String {
         End::SourceEnded => "the source ended".into(),
         End::Count => "count reached".into(),
         End::Duration => "duration reached".into(),
-        End::Interrupted => "interrupted (Ctrl-C)".into(),
+        End::Interrupted => "interrupted (Ctrl-C or SIGTERM)".into(),
         End::Failed(reason) => format!("failed: {reason}"),
     }
 }

@@ -1,35 +1,18 @@
-//! The `shmplug` command: plugin management, `status`, and `run` with the fake plugin
-//! installed as a package (a shell script that re-executes this test binary).
+//! The `shmplug` command: plugin management, `run`, and `status` of a running `run`, with the
+//! fake plugin installed as a package (a shell script that re-executes this test binary).
 
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
+use support::cli::{self, shmplug, stderr, stdout};
 use support::read_lines;
 
 #[test]
 fn fake_plugin_entry() {
     support::fake::entry();
-}
-
-fn shmplug(plugins: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shmplug"))
-        .arg("--plugins-dir")
-        .arg(plugins)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run shmplug")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A package directory `dir/fake` whose executable runs this test binary as the fake plugin.
@@ -155,4 +138,162 @@ symbol = "collect"
         &["run", pipeline.to_str().unwrap(), "--count", "10"],
     );
     assert!(stdout(&out).contains("count reached"), "{}", stdout(&out));
+}
+
+/// Asks `shmplug status --format json` until `accept` takes one of the runs it lists, polling
+/// for at most [`support::WAIT`]; returns that run.
+fn status_until(
+    plugins: &Path,
+    what: &str,
+    mut accept: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        let out = shmplug(plugins, &["status", "--format", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let last = stdout(&out);
+        let runs: Vec<serde_json::Value> = serde_json::from_str(&last).expect("a JSON array");
+        if let Some(run) = runs.into_iter().find(|run| accept(run)) {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last answer: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn status_shows_a_running_run_until_it_is_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    let state = tempfile::tempdir().unwrap();
+    let pkg = fake_package(dir.path(), state.path());
+    let out = shmplug(&plugins, &["plugins", "install", pkg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[source]
+plugin = "fake"
+symbol = "counter"
+properties = { interval_ms = 5 }
+
+[[functions]]
+plugin = "fake"
+symbol = "echo"
+args = ["n"]
+output = "echoed"
+
+[sink]
+plugin = "fake"
+symbol = "collect"
+
+[limits]
+duration_secs = 60.0
+"#,
+    )
+    .unwrap();
+    let mut run = cli::Child::spawn(&plugins, &["run", pipeline.to_str().unwrap()], dir.path());
+    let pid = u64::from(run.id());
+
+    let snapshot = status_until(&plugins, "the run with three live instances", |r| {
+        r["pid"] == pid
+            && r["tuples"].as_u64() > Some(0)
+            && r["plugins"][0]["instances"]
+                .as_array()
+                .is_some_and(|i| i.len() == 3 && i.iter().all(|i| i["live"] == true))
+    });
+    assert_eq!(snapshot["errors"], 0, "{snapshot}");
+    assert_eq!(
+        snapshot["pipeline"],
+        pipeline.canonicalize().unwrap().to_str().unwrap()
+    );
+    let fake = &snapshot["plugins"][0];
+    assert_eq!(fake["name"], "fake", "{snapshot}");
+    assert_eq!(fake["phase"], "running", "{snapshot}");
+    assert_eq!(fake["restarts"], 0, "{snapshot}");
+    let plugin_pid = fake["pid"].as_i64().expect("the plugin's pid");
+    let fake_pids = support::fake::pids_in(state.path());
+    assert_eq!(fake_pids, [plugin_pid as i32], "{snapshot}");
+    let mut kinds: Vec<(&str, &str)> = fake["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["kind"].as_str().unwrap(), i["symbol"].as_str().unwrap()))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("function", "echo"),
+            ("sink", "collect"),
+            ("source", "counter")
+        ]
+    );
+
+    // A client that connects and says nothing does not keep others from being answered.
+    let socket = cli::runtime_dir(&plugins).join(format!("run-{pid}.sock"));
+    let _silent = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    let out = shmplug(&plugins, &["status"]);
+    let table = stdout(&out);
+    assert!(out.status.success(), "{table}{}", stderr(&out));
+    assert!(table.contains(&format!("run {pid}: ")), "{table}");
+    let row = |l: &&str| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        words[..] == ["fake", "running", &plugin_pid.to_string(), "0", "-"]
+    };
+    assert!(table.lines().any(|l| row(&l)), "{table}");
+    assert!(
+        table.contains("counter") && table.contains("live"),
+        "{table}"
+    );
+    let out = shmplug(&plugins, &["status", "other"]);
+    assert!(!stdout(&out).contains("run "), "{}", stdout(&out));
+
+    run.signal(rustix::process::Signal::INT);
+    let status = run.wait(support::WAIT);
+    assert!(status.success(), "{status:?}: {}", run.stderr());
+    assert!(
+        run.stdout().contains("ended:      interrupted (Ctrl-C"),
+        "{}",
+        run.stdout()
+    );
+    assert!(!socket.exists(), "the run left {}", socket.display());
+    let out = shmplug(&plugins, &["status", "--format", "json"]);
+    assert_eq!(stdout(&out).trim(), "[]");
+    // Not a terminal: no progress line.
+    assert!(!run.stderr().contains('\r'), "{:?}", run.stderr());
+}
+
+#[test]
+fn status_removes_the_sockets_of_ended_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    let runtime = cli::runtime_dir(&plugins);
+    std::fs::create_dir_all(&runtime).unwrap();
+    // A process that has ended (and was reaped): its pid is free.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let stale = runtime.join(format!("run-{dead}.sock"));
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+
+    let out = shmplug(&plugins, &["status", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "[]");
+    assert!(!stale.exists(), "the stale socket is still there");
+
+    let out = shmplug(&plugins, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("no `shmplug run`"),
+        "{}",
+        stdout(&out)
+    );
+    let out = shmplug(&plugins, &["status", "--check", "--format", "json"]);
+    assert!(!out.status.success());
 }

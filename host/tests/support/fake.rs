@@ -6,10 +6,11 @@
 //! (the name in its hello), `FAKE_STATE` (a directory for marker files: `pids` gets one line per
 //! process started; `refused` gets the host's error text).
 //!
-//! Symbols: source `counter` (properties `count`, `crash_after`, `wedge_after`: tuples
-//! `{n: 0, 1, ...}`; crash or wedge only once, guarded by a marker file), sink `collect`
-//! (appends each tuple's `n` to `FAKE_STATE/sink`), functions `echo` (first argument back),
-//! `fail` (an error), and source `broken` (always answers `Failed`).
+//! Symbols: source `counter` (properties `count`, `interval_ms`, `crash_after`, `wedge_after`:
+//! tuples `{n: 0, 1, ...}`, with a pause of `interval_ms` after each if set; crash or wedge
+//! only once, guarded by a marker file), sink `collect` (appends each tuple's `n` to
+//! `FAKE_STATE/sink`), functions `echo` (first argument back), `fail` (an error), and source
+//! `broken` (always answers `Failed`).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -33,6 +34,14 @@ pub const STATE_ENV: &str = "FAKE_STATE";
 
 /// Longest a fake process lives, whatever happens (so a bug cannot leave one behind).
 const LIFETIME: Duration = Duration::from_secs(60);
+
+/// Pids of every fake process started so far with state directory `state`.
+pub fn pids_in(state: &std::path::Path) -> Vec<i32> {
+    super::read_lines(&state.join("pids"))
+        .iter()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
 
 /// Runs the fake plugin and exits the process if this is a fake-plugin child; returns
 /// otherwise.
@@ -206,6 +215,7 @@ fn config() -> EndpointConfig {
 
 fn source(start: Start, rings: Vec<Ring>, state: &std::path::Path, version: &str) -> Instance {
     let count = int_property(&start, "count");
+    let interval = int_property(&start, "interval_ms").map(Duration::from_millis);
     let crash = marker_once(state, &start, "crash_after");
     let version = version.to_owned();
     let mut tx = TupleSender::new(rings[0].producer(config()).expect("producer"));
@@ -219,7 +229,12 @@ fn source(start: Start, rings: Vec<Ring>, state: &std::path::Path, version: &str
                 .with_field("n", n as i64)
                 .with_field("version", version.as_str());
             match tx.send_timeout(&tuple, Duration::from_millis(50)) {
-                Ok(()) => n += 1,
+                Ok(()) => {
+                    n += 1;
+                    if let Some(interval) = interval {
+                        std::thread::sleep(interval);
+                    }
+                }
                 Err(e) if e.is_closed() => return,
                 Err(_) => {}
             }

@@ -1,6 +1,7 @@
 //! Helpers for the host's integration tests: the fake plugin and ways to check on processes.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod fake;
 
 use std::path::{Path, PathBuf};
@@ -39,10 +40,7 @@ impl Fake {
 
     /// Pids of every fake process started so far.
     pub fn pids(&self) -> Vec<i32> {
-        read_lines(&self.path("pids"))
-            .iter()
-            .filter_map(|l| l.parse().ok())
-            .collect()
+        fake::pids_in(self.state.path())
     }
 }
 

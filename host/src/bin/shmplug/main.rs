@@ -2,9 +2,12 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod live;
+mod observer;
 mod pipeline;
 mod plugins;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,16 +38,20 @@ enum Command {
     Plugins(plugins::PluginsCommand),
     /// Run a pipeline file (TOML or JSON): one source, zero or more function calls applied to
     /// fields, one sink. Runs until the source ends, the pipeline's count or duration is
-    /// reached, or Ctrl-C; then prints a summary (tuples, tuples per second, latency
-    /// percentiles, errors, restarts).
+    /// reached, or Ctrl-C (or SIGTERM); then prints a summary (tuples, tuples per second,
+    /// latency percentiles, errors, restarts). While it runs, `shmplug status` shows it, and
+    /// on a terminal a progress line on stderr is redrawn about every 250 ms.
     Run(run::RunArgs),
-    /// Check installed plugins: start each (or the one named), wait for its hello, report
-    /// the time it took, its pid, protocol version and symbols, and shut it down. Exits
-    /// non-zero if any plugin fails to start.
-    Status {
-        /// Only this plugin.
-        name: Option<String>,
-    },
+    /// Show the running `shmplug run`s: their plugins, processes, instances and counters.
+    ///
+    /// For each `shmplug run` of this user: its pipeline, uptime, tuples, tuples per second,
+    /// errors, and each plugin's phase, process id, restarts, last error and instances. Each
+    /// run answers on a socket `run-PID.sock` in $SHMPLUG_RUNTIME_DIR,
+    /// else $XDG_RUNTIME_DIR/shmplug, else /tmp/shmplug-UID (sockets of ended runs are
+    /// removed). When no run is running, or with --check, it checks the installed plugins
+    /// instead: it starts each, waits for its hello, reports its pid, protocol and symbols, and
+    /// shuts it down.
+    Status(status::StatusArgs),
     /// Measure shmplug beside its baselines and its peer on this machine, in one run: a plugin
     /// source to the host (source_small), the host to a plugin sink (sink_small), calls to an
     /// echo function (function_rtt) and tuples with a 1 MiB field (large_1mib), over shmplug,
@@ -97,21 +104,23 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> shmplug_host::Result<()> {
-    if let Command::Bench(args) = &cli.command {
-        return bench::execute(args);
-    }
-    let dir = match cli.plugins_dir {
-        Some(dir) => dir,
-        None => Registry::default_dir()?,
+    let plugins_dir = cli.plugins_dir;
+    let registry = || {
+        let dir = match plugins_dir {
+            Some(dir) => dir,
+            None => Registry::default_dir()?,
+        };
+        Registry::open(dir)
     };
-    let registry = Registry::open(dir)?;
     match cli.command {
-        Command::Plugins(command) => plugins::execute(&registry, command),
-        Command::Run(args) => run::execute(&registry, &args),
-        Command::Status { name } => plugins::status(&registry, name.as_deref()),
-        Command::Bench(_) | Command::BenchPlugin | Command::BenchPeer { .. } => {
-            unreachable!("handled above")
-        }
+        Command::Plugins(command) => plugins::execute(&registry()?, command),
+        Command::Run(args) => run::execute(&registry()?, &args),
+        Command::Status(args) => status::execute(&registry()?, &args),
+        Command::Bench(args) => bench::execute(&args),
+        // `main` runs these before logging starts.
+        Command::BenchPlugin | Command::BenchPeer { .. } => Err(shmplug_host::Error::Bench(
+            "bench-plugin and bench-peer are started by `shmplug bench`".into(),
+        )),
     }
 }
 

@@ -1,11 +1,9 @@
-//! `shmplug plugins ...` and `shmplug status`.
+//! `shmplug plugins ...`.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::Subcommand;
 use shmplug_host::registry::{InstallOptions, Listed, PluginInfo, Registry};
-use shmplug_host::{Plugin, PluginSpec, SupervisorConfig};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
@@ -106,55 +104,4 @@ fn describe(info: &PluginInfo) {
     println!("sources:    {}", m.sources.join(", "));
     println!("sinks:      {}", m.sinks.join(", "));
     println!("functions:  {}", m.functions.join(", "));
-}
-
-pub fn status(registry: &Registry, only: Option<&str>) -> shmplug_host::Result<()> {
-    let infos: Vec<PluginInfo> = match only {
-        Some(name) => vec![registry.describe(name)?],
-        None => registry
-            .list()?
-            .into_iter()
-            .filter_map(|l| match l {
-                Listed::Plugin(info) => Some(info),
-                Listed::Broken { name, error } => {
-                    println!("{name:<20} BROKEN   {error}");
-                    None
-                }
-            })
-            .collect(),
-    };
-    let mut failed = 0;
-    for info in infos {
-        let started = Instant::now();
-        match Plugin::start(PluginSpec::from_info(&info), SupervisorConfig::default()) {
-            Ok(plugin) => {
-                let hello = plugin.hello().unwrap_or_else(|| {
-                    shmplug_host::transport::control::Hello::new(info.name.clone())
-                });
-                println!(
-                    "{:<20} OK       hello in {:.1?}, pid {}, protocol {}, sources [{}] sinks [{}] \
-                     functions [{}]",
-                    info.name,
-                    started.elapsed(),
-                    plugin.status().pid.unwrap_or(0),
-                    hello.protocol_version,
-                    hello.sources.join(", "),
-                    hello.sinks.join(", "),
-                    hello.functions.join(", ")
-                );
-                plugin.shutdown();
-            }
-            Err(e) => {
-                failed += 1;
-                println!("{:<20} FAILED   {e}", info.name);
-            }
-        }
-    }
-    if failed > 0 {
-        return Err(shmplug_host::Error::Unavailable {
-            plugin: format!("{failed} plugin(s)"),
-            reason: "they failed to start; see above".into(),
-        });
-    }
-    Ok(())
 }

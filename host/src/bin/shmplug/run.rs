@@ -1,16 +1,23 @@
-//! `shmplug run PIPELINE`: source -> functions -> sink, with a summary at the end.
+//! `shmplug run PIPELINE`: source -> functions -> sink, with a summary at the end. While it
+//! runs, an [`Observer`] thread answers `shmplug status` and draws the progress line; the loop
+//! only publishes its counters once per batch.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use shmplug_host::registry::Registry;
 use shmplug_host::transport::{Tuple, Value, ValueRef};
-use shmplug_host::{FunctionClient, Plugin, PluginSpec, SupervisorConfig};
+use shmplug_host::{
+    FunctionClient, Plugin, PluginSpec, SinkWriter, SourceReader, SupervisorConfig,
+};
 
+use crate::live::{self, Live};
+use crate::observer::{Observer, Server};
 use crate::pipeline::Pipeline;
 
 /// Most tuples taken from the source at once (and sent through each function as one pipelined
@@ -41,17 +48,22 @@ enum End {
 
 pub fn execute(registry: &Registry, args: &RunArgs) -> shmplug_host::Result<()> {
     let pipeline = Pipeline::load(&args.pipeline)?;
-    let count = args.count.or(pipeline.limits.count);
-    let duration = args
-        .duration
-        .or(pipeline.limits.duration_secs)
-        .map(Duration::from_secs_f64);
+    let limits = Limits {
+        count: args.count.or(pipeline.limits.count),
+        duration: args
+            .duration
+            .or(pipeline.limits.duration_secs)
+            .map(Duration::from_secs_f64),
+    };
+    // Before any plugin starts, so that Ctrl-C from now on ends the run cleanly.
+    let interrupted = stop_signal_flag();
 
+    let names = pipeline.plugins();
     let mut plugins: HashMap<String, Plugin> = HashMap::new();
-    for name in pipeline.plugins() {
-        let info = registry.describe(&name)?;
+    for name in &names {
+        let info = registry.describe(name)?;
         let plugin = Plugin::start(PluginSpec::from_info(&info), SupervisorConfig::default())?;
-        plugins.insert(name, plugin);
+        plugins.insert(name.clone(), plugin);
     }
     let plugin = |name: &str| &plugins[name];
     let mut calls: Vec<(FunctionClient, &crate::pipeline::Call)> = Vec::new();
@@ -61,105 +73,47 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> shmplug_host::Result<()> 
     let mut sink = plugin(&pipeline.sink.plugin).sink(pipeline.sink.spec())?;
     let mut source = plugin(&pipeline.source.plugin).source(pipeline.source.spec())?;
 
-    let interrupted = ctrl_c_flag();
-    let started = Instant::now();
-    let mut latencies: Vec<Duration> = Vec::new();
-    let mut tuples = 0u64;
-    let mut errors = 0u64;
-    let end = loop {
-        if interrupted.load(Ordering::SeqCst) {
-            break End::Interrupted;
+    let live = Live::new(&args.pipeline, registry.root());
+    let server = match Server::bind(&live::runtime_dir()) {
+        Ok(server) => {
+            tracing::debug!("serving `shmplug status` on `{}`", server.path().display());
+            Some(server)
         }
-        if count.is_some_and(|c| tuples >= c) {
-            break End::Count;
-        }
-        if duration.is_some_and(|d| started.elapsed() >= d) {
-            break End::Duration;
-        }
-        // Take what the source has ready, up to a batch, so that function calls are pipelined
-        // and the plugin's threads wake once per batch rather than once per tuple.
-        let limit = count.map_or(BATCH, |c| BATCH.min((c - tuples) as usize));
-        let mut batch: Vec<Tuple> = Vec::with_capacity(limit);
-        match source.recv_timeout(Duration::from_millis(100)) {
-            Ok(Some(view)) => batch.push(view.to_owned()),
-            Ok(None) => continue,
-            Err(e) if e.is_end_of_stream() => break End::SourceEnded,
-            Err(e) => break End::Failed(e.to_string()),
-        }
-        let received = Instant::now();
-        let mut source_end = None;
-        while batch.len() < limit {
-            match source.try_recv() {
-                Ok(Some(view)) => batch.push(view.to_owned()),
-                Ok(None) => break,
-                Err(e) if e.is_end_of_stream() => break,
-                Err(e) => {
-                    source_end = Some(End::Failed(e.to_string()));
-                    break;
-                }
-            }
-        }
-        for (client, call) in &mut calls {
-            let values: Vec<Vec<Value>> = batch
-                .iter()
-                .map(|tuple| {
-                    let field = |name: &String| tuple.fields.get(name).cloned();
-                    call.args
-                        .iter()
-                        .map(|n| field(n).unwrap_or(Value::Null))
-                        .collect()
-                })
-                .collect();
-            let refs: Vec<Vec<ValueRef<'_>>> = values
-                .iter()
-                .map(|args| args.iter().map(value_ref).collect())
-                .collect();
-            let arg_lists: Vec<&[ValueRef<'_>]> = refs.iter().map(Vec::as_slice).collect();
-            let results = match client.call_batch(&arg_lists) {
-                Ok(results) => results,
-                Err(e) => {
-                    tracing::warn!("{e}");
-                    errors += batch.len() as u64;
-                    batch.iter().map(|_| Ok(Value::Null)).collect()
-                }
-            };
-            for (tuple, result) in batch.iter_mut().zip(results) {
-                let value = result.unwrap_or_else(|e| {
-                    errors += 1;
-                    tracing::warn!("{e}");
-                    Value::Null
-                });
-                tuple.fields.insert(call.output.clone(), value);
-            }
-        }
-        let mut sink_end = None;
-        for tuple in &batch {
-            match sink.send(tuple) {
-                Ok(()) => tuples += 1,
-                Err(e) if e.is_end_of_stream() => {
-                    sink_end = Some(End::Failed(e.to_string()));
-                    break;
-                }
-                Err(e) => {
-                    errors += 1;
-                    tracing::warn!("{e}");
-                }
-            }
-        }
-        let done = received.elapsed();
-        latencies.extend(std::iter::repeat_n(done, batch.len()));
-        if let Some(end) = sink_end.or(source_end) {
-            break end;
+        Err(e) => {
+            tracing::warn!("`shmplug status` will not see this run: cannot serve it: {e}");
+            None
         }
     };
-    let elapsed = started.elapsed();
-    drop(source);
-    // End the sink's stream and wait for the plugin to confirm it has written and closed
-    // everything, so the run's output is complete when the command returns.
-    if let Err(e) = sink.stop() {
-        tracing::warn!("the sink did not confirm its stop: {e}");
-        errors += 1;
-    }
+    let in_order: Vec<&Plugin> = names.iter().map(|n| plugin(n)).collect();
+    let progress = std::io::stderr().is_terminal();
+    let (end, elapsed, mut latencies, tuples, errors) = std::thread::scope(|scope| {
+        let observer = match Observer::start(scope, &live, in_order, server, progress) {
+            Ok(observer) => observer,
+            Err(e) => {
+                tracing::warn!("no status socket or progress line for this run: {e}");
+                None
+            }
+        };
+        let mut pump = Pump {
+            live: &live,
+            latencies: Vec::new(),
+            tuples: 0,
+            errors: 0,
+        };
+        let end = pump.run(&mut source, &mut calls, &mut sink, &limits, &interrupted);
+        let elapsed = live.uptime();
+        drop(source);
+        // End the sink's stream and wait for the plugin to confirm it has written and closed
+        // everything, so the run's output is complete when the command returns.
+        if let Err(e) = sink.stop() {
+            tracing::warn!("the sink did not confirm its stop: {e}");
+            pump.errors += 1;
+        }
+        if let Some(observer) = observer {
+            observer.finish();
+        }
+        (end, elapsed, pump.latencies, pump.tuples, pump.errors)
+    });
     drop(calls);
     let restarts: u64 = plugins.values().map(|p| p.status().restarts).sum();
     drop(plugins);
@@ -171,6 +125,130 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> shmplug_host::Result<()> 
         }),
         _ => Ok(()),
     }
+}
+
+/// When to stop besides the source's end and Ctrl-C.
+struct Limits {
+    count: Option<u64>,
+    duration: Option<Duration>,
+}
+
+/// The loop's totals; published to [`Live`] once per batch.
+struct Pump<'a> {
+    live: &'a Live,
+    latencies: Vec<Duration>,
+    tuples: u64,
+    errors: u64,
+}
+
+impl Pump<'_> {
+    fn run(
+        &mut self,
+        source: &mut SourceReader,
+        calls: &mut [(FunctionClient, &crate::pipeline::Call)],
+        sink: &mut SinkWriter,
+        limits: &Limits,
+        interrupted: &AtomicBool,
+    ) -> End {
+        loop {
+            if interrupted.load(Ordering::SeqCst) {
+                return End::Interrupted;
+            }
+            if limits.count.is_some_and(|c| self.tuples >= c) {
+                return End::Count;
+            }
+            if limits.duration.is_some_and(|d| self.live.uptime() >= d) {
+                return End::Duration;
+            }
+            // Take what the source has ready, up to a batch, so that function calls are
+            // pipelined and the plugin's threads wake once per batch rather than once per tuple.
+            let limit = limits
+                .count
+                .map_or(BATCH, |c| BATCH.min((c - self.tuples) as usize));
+            let mut batch: Vec<Tuple> = Vec::with_capacity(limit);
+            match source.recv_timeout(Duration::from_millis(100)) {
+                Ok(Some(view)) => batch.push(view.to_owned()),
+                Ok(None) => continue,
+                Err(e) if e.is_end_of_stream() => return End::SourceEnded,
+                Err(e) => return End::Failed(e.to_string()),
+            }
+            let received = Instant::now();
+            let mut source_end = None;
+            while batch.len() < limit {
+                match source.try_recv() {
+                    Ok(Some(view)) => batch.push(view.to_owned()),
+                    Ok(None) => break,
+                    Err(e) if e.is_end_of_stream() => break,
+                    Err(e) => {
+                        source_end = Some(End::Failed(e.to_string()));
+                        break;
+                    }
+                }
+            }
+            for (client, call) in calls.iter_mut() {
+                self.errors += apply(client, call, &mut batch);
+            }
+            let mut sink_end = None;
+            for tuple in &batch {
+                match sink.send(tuple) {
+                    Ok(()) => self.tuples += 1,
+                    Err(e) if e.is_end_of_stream() => {
+                        sink_end = Some(End::Failed(e.to_string()));
+                        break;
+                    }
+                    Err(e) => {
+                        self.errors += 1;
+                        tracing::warn!("{e}");
+                    }
+                }
+            }
+            let done = received.elapsed();
+            self.latencies
+                .extend(std::iter::repeat_n(done, batch.len()));
+            self.live.publish(self.tuples, self.errors);
+            if let Some(end) = sink_end.or(source_end) {
+                return end;
+            }
+        }
+    }
+}
+
+/// Calls `call` on every tuple of `batch` as one pipelined batch of calls and stores each
+/// result in the call's output field (null on error). Returns the number of errors.
+fn apply(client: &mut FunctionClient, call: &crate::pipeline::Call, batch: &mut [Tuple]) -> u64 {
+    let mut errors = 0;
+    let values: Vec<Vec<Value>> = batch
+        .iter()
+        .map(|tuple| {
+            let field = |name: &String| tuple.fields.get(name).cloned();
+            call.args
+                .iter()
+                .map(|n| field(n).unwrap_or(Value::Null))
+                .collect()
+        })
+        .collect();
+    let refs: Vec<Vec<ValueRef<'_>>> = values
+        .iter()
+        .map(|args| args.iter().map(value_ref).collect())
+        .collect();
+    let arg_lists: Vec<&[ValueRef<'_>]> = refs.iter().map(Vec::as_slice).collect();
+    let results = match client.call_batch(&arg_lists) {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::warn!("{e}");
+            errors += batch.len() as u64;
+            batch.iter().map(|_| Ok(Value::Null)).collect()
+        }
+    };
+    for (tuple, result) in batch.iter_mut().zip(results) {
+        let value = result.unwrap_or_else(|e| {
+            errors += 1;
+            tracing::warn!("{e}");
+            Value::Null
+        });
+        tuple.fields.insert(call.output.clone(), value);
+    }
+    errors
 }
 
 /// Borrows an owned value as the transport's borrowed form, for a call's arguments.
@@ -231,31 +309,64 @@ fn describe(end: &End) -> String {
         End::SourceEnded => "the source ended".into(),
         End::Count => "count reached".into(),
         End::Duration => "duration reached".into(),
-        End::Interrupted => "interrupted (Ctrl-C)".into(),
+        End::Interrupted => "interrupted (Ctrl-C or SIGTERM)".into(),
         End::Failed(reason) => format!("failed: {reason}"),
     }
 }
 
-/// A flag set on Ctrl-C (SIGINT), by a small tokio runtime on its own thread.
-fn ctrl_c_flag() -> Arc<AtomicBool> {
+/// A flag set on Ctrl-C (SIGINT) or SIGTERM, by a small tokio runtime on its own thread; a
+/// second signal exits at once (status 130), for a run that does not stop. Returns once the
+/// handlers are installed.
+fn stop_signal_flag() -> Arc<AtomicBool> {
+    use tokio::signal::unix::{SignalKind, signal};
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<std::io::Result<()>>(1);
     let spawned = std::thread::Builder::new()
-        .name("shmplug-ctrl-c".into())
+        .name("shmplug-signals".into())
         .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-            else {
-                return;
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
             };
             runtime.block_on(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    set.store(true, Ordering::SeqCst);
+                let (mut int, mut term) = match (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) {
+                    (Ok(int), Ok(term)) => (int, term),
+                    (Err(e), _) | (_, Err(e)) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
                 }
+                set.store(true, Ordering::SeqCst);
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                eprintln!("\nsecond interrupt: exiting without cleaning up");
+                std::process::exit(130);
             });
         });
-    if let Err(e) = spawned {
+    let installed = match spawned {
+        Ok(_) => ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| Err(std::io::Error::other("the signal thread did not start"))),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = installed {
         tracing::warn!("Ctrl-C will not stop the run gracefully: {e}");
     }
     flag

@@ -1,0 +1,296 @@
+//! `shmplug status`: the running `shmplug run`s (their plugins, processes, instances and
+//! counters), asked over their sockets; or, with `--check` or when nothing runs, a start-up
+//! check of the installed plugins.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use shmplug_host::registry::{Listed, PluginInfo, Registry};
+use shmplug_host::{Error, Plugin, PluginSpec, SupervisorConfig};
+
+use crate::live::{self, REQUEST, RunSnapshot};
+
+/// How long a run may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The largest answer accepted.
+const MAX_ANSWER: u64 = 16 << 20;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this plugin.
+    pub name: Option<String>,
+    /// Ignore running runs: start each installed plugin, wait for its hello, report the time
+    /// it took, its pid, protocol version and symbols, and shut it down. Exits non-zero if any
+    /// plugin fails to start.
+    #[arg(long, conflicts_with = "format")]
+    pub check: bool,
+    /// `table` for people; `json` prints an array with one object per run (pid, pipeline,
+    /// started_unix_ms, uptime_secs, tuples, tuples_per_sec, errors, restarts, and plugins with
+    /// phase, pid, restarts, last_error and instances), and never starts plugins.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// How `shmplug status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A readable table.
+    Table,
+    /// The runs' JSON answers, as one array.
+    Json,
+}
+
+pub fn execute(registry: &Registry, args: &StatusArgs) -> shmplug_host::Result<()> {
+    if args.check {
+        return check(registry, args.name.as_deref());
+    }
+    let dir = live::runtime_dir();
+    let (mut runs, mut failures) = ask_runs(&dir);
+    if let Some(name) = &args.name {
+        runs.retain(|run| run.plugins.iter().any(|p| &p.name == name));
+        for run in &mut runs {
+            run.plugins.retain(|p| &p.name == name);
+        }
+    }
+    match args.format {
+        Format::Json => {
+            let text = serde_json::to_string_pretty(&runs).expect("status serialises");
+            println!("{text}");
+        }
+        Format::Table if runs.is_empty() && failures.is_empty() => {
+            let only = args
+                .name
+                .as_ref()
+                .map_or_else(String::new, |n| format!(" with plugin `{n}`"));
+            println!(
+                "no `shmplug run`{only} is running (none has a socket in `{}`); checking the \
+                 installed plugins instead:",
+                dir.display()
+            );
+            return check(registry, args.name.as_deref());
+        }
+        Format::Table => {
+            for run in &runs {
+                print_run(run);
+            }
+        }
+    }
+    let Some(first) = failures.pop() else {
+        return Ok(());
+    };
+    for other in failures {
+        eprintln!("error: {other}");
+    }
+    Err(first)
+}
+
+/// Asks every live run in `dir`; removes sockets whose process is gone.
+fn ask_runs(dir: &Path) -> (Vec<RunSnapshot>, Vec<Error>) {
+    let mut runs = Vec::new();
+    let mut failures = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // No directory: no run ever served here.
+        return (runs, failures);
+    };
+    let mut sockets: Vec<(u32, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid = live::socket_pid(e.file_name().to_str()?)?;
+            Some((pid, e.path()))
+        })
+        .collect();
+    sockets.sort();
+    for (pid, path) in sockets {
+        if !alive(pid) {
+            tracing::debug!("removing `{}`: process {pid} is gone", path.display());
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        match ask(&path) {
+            Ok(run) => runs.push(run),
+            // The run ended between the listing and the connect, or the pid now belongs to
+            // another process and the socket is a left-over: nothing is running there.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                tracing::debug!("`{}`: {e}", path.display());
+            }
+            Err(source) => failures.push(Error::Io {
+                context: "asking the running `shmplug run` for its status at",
+                path,
+                source,
+            }),
+        }
+    }
+    (runs, failures)
+}
+
+fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    rustix::process::test_kill_process(pid) != Err(rustix::io::Errno::SRCH)
+}
+
+/// One request and its answer, within [`TIMEOUT`].
+fn ask(path: &Path) -> io::Result<RunSnapshot> {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut stream = UnixStream::connect(path)?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    stream.write_all(format!("{REQUEST}\n").as_bytes())?;
+    let mut answer = Vec::new();
+    let mut limited = (&stream).take(MAX_ANSWER);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no complete answer within {TIMEOUT:?}; is the run stuck?"),
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match limited.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no complete answer within {TIMEOUT:?}; is the run stuck?"),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&answer)
+        && let Some(error) = map.get("error").and_then(|e| e.as_str())
+    {
+        return Err(io::Error::other(format!(
+            "the run refused the request: {error}"
+        )));
+    }
+    serde_json::from_slice(&answer).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the answer is not a run's status ({e}); are `shmplug status` and the run the \
+                 same version?"
+            ),
+        )
+    })
+}
+
+fn print_run(run: &RunSnapshot) {
+    println!(
+        "run {}: {} (plugins in {})",
+        run.pid,
+        run.pipeline.display(),
+        run.plugins_dir.display()
+    );
+    println!(
+        "  started {}, up {:.1} s; {} tuples ({:.0} tuples/s), {} errors, {} restarts",
+        live::utc(run.started_unix_ms),
+        run.uptime_secs,
+        run.tuples,
+        run.tuples_per_sec,
+        run.errors,
+        run.restarts
+    );
+    println!(
+        "  {:<20} {:<12} {:>8} {:>9}  LAST ERROR",
+        "PLUGIN", "PHASE", "PID", "RESTARTS"
+    );
+    for plugin in &run.plugins {
+        let phase = match plugin.restart_attempt {
+            Some(attempt) => format!("{} ({attempt})", plugin.phase),
+            None => plugin.phase.clone(),
+        };
+        let pid = plugin.pid.map_or_else(|| "-".into(), |p| p.to_string());
+        println!(
+            "  {:<20} {:<12} {:>8} {:>9}  {}",
+            plugin.name,
+            phase,
+            pid,
+            plugin.restarts,
+            plugin.last_error.as_deref().unwrap_or("-")
+        );
+        for i in &plugin.instances {
+            println!(
+                "      instance {:<4} {:<8} {:<16} rule {:<16} {}",
+                i.id,
+                i.kind,
+                i.symbol,
+                i.rule_id,
+                if i.live { "live" } else { "starting" }
+            );
+        }
+    }
+}
+
+/// Starts each installed plugin (or the one named), reports its hello, shuts it down.
+fn check(registry: &Registry, only: Option<&str>) -> shmplug_host::Result<()> {
+    let infos: Vec<PluginInfo> = match only {
+        Some(name) => vec![registry.describe(name)?],
+        None => registry
+            .list()?
+            .into_iter()
+            .filter_map(|l| match l {
+                Listed::Plugin(info) => Some(info),
+                Listed::Broken { name, error } => {
+                    println!("{name:<20} BROKEN   {error}");
+                    None
+                }
+            })
+            .collect(),
+    };
+    let mut failed = 0;
+    for info in infos {
+        let started = Instant::now();
+        match Plugin::start(PluginSpec::from_info(&info), SupervisorConfig::default()) {
+            Ok(plugin) => {
+                let hello = plugin.hello().unwrap_or_else(|| {
+                    shmplug_host::transport::control::Hello::new(info.name.clone())
+                });
+                println!(
+                    "{:<20} OK       hello in {:.1?}, pid {}, protocol {}, sources [{}] sinks [{}] \
+                     functions [{}]",
+                    info.name,
+                    started.elapsed(),
+                    plugin.status().pid.unwrap_or(0),
+                    hello.protocol_version,
+                    hello.sources.join(", "),
+                    hello.sinks.join(", "),
+                    hello.functions.join(", ")
+                );
+                plugin.shutdown();
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{:<20} FAILED   {e}", info.name);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Error::Unavailable {
+            plugin: format!("{failed} plugin(s)"),
+            reason: "they failed to start; see above".into(),
+        });
+    }
+    Ok(())
+}

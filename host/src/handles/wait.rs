@@ -110,7 +110,7 @@ pub(crate) fn block(
         }
         // The clock costs about a cache-line transfer: look at it only now and then.
         spins += 1;
-        if spins % 32 != 0 {
+        if !spins.is_multiple_of(32) {
             std::hint::spin_loop();
             continue;
         }

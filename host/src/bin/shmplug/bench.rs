@@ -38,7 +38,13 @@ pub enum Format {
     Json,
 }
 
-/// One row of the JSON output; the names are a stable interface.
+/// The JSON output; the names and their order are a stable interface.
+#[derive(serde::Serialize)]
+struct Output {
+    results: Vec<Row>,
+}
+
+/// One row of the JSON output.
 #[derive(serde::Serialize)]
 struct Row {
     case: &'static str,
@@ -118,7 +124,9 @@ pub fn execute(args: &BenchArgs) -> shmplug_host::Result<()> {
                     figures: medians[&(case, imp)],
                 })
                 .collect();
-            let json = serde_json::json!({ "results": results });
+            let json = serde_json::to_string(&Output { results }).map_err(|e| {
+                shmplug_host::Error::Bench(format!("cannot write the results as JSON: {e}"))
+            })?;
             println!("{json}");
         }
         Format::Table => {

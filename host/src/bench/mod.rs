@@ -208,16 +208,16 @@ pub struct Sizes {
 impl Sizes {
     /// Sizes for `--quick`: the whole run within 60 s on a 2-vCPU machine.
     pub const QUICK: Sizes = Sizes {
-        small: 300_000,
-        calls: 20_000,
-        large: 300,
+        small: 1_000_000,
+        calls: 50_000,
+        large: 500,
         slow_divisor: 4,
     };
 
     /// Sizes for a full run (each measurement is also repeated).
     pub const FULL: Sizes = Sizes {
         small: 2_000_000,
-        calls: 100_000,
+        calls: 200_000,
         large: 2_000,
         slow_divisor: 4,
     };

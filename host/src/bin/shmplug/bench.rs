@@ -196,7 +196,7 @@ fn print_table(
 ) {
     println!(
         "{:<13} {:<15} {:>12} {:>11} {:>10} {:>10} {:>12}",
-        "case", "impl", "tuples/s", "GB/s", "p50", "p99", "vs shmplug"
+        "case", "impl", "tuples/s", "GB/s", "p50", "p99", "shmplug / it"
     );
     let mut last = None;
     for &(case, imp) in pairs {
@@ -226,7 +226,11 @@ fn print_table(
         );
     }
     println!(
-        "\nper measurement: {} small tuples, {} calls, {} 1 MiB tuples (json_uds a quarter); \
+        "\nshmplug / it: shmplug's rate over this row's (above 1: shmplug moves more); for \
+         function_rtt, shmplug's p50 over this row's (below 1: shmplug answers sooner)"
+    );
+    println!(
+        "per measurement: {} small tuples, {} calls, {} 1 MiB tuples (json_uds a quarter); \
          {} round(s)",
         sizes.small, sizes.calls, sizes.large, rounds
     );

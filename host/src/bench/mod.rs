@@ -41,14 +41,14 @@ pub use plugin::plugin_main;
 /// What is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Case {
-    /// A plugin source sends 5-field tuples to the host ([`workload::small`]).
+    /// A plugin source sends 5-field tuples to the host ([`workload::Workload::with_small`]).
     SourceSmall,
     /// The host sends 5-field tuples to a plugin sink.
     SinkSmall,
     /// The host calls an echo function with the 5 fields and waits for the answer.
     FunctionRtt,
     /// A plugin source sends tuples with a 1 MiB bytes field to the host
-    /// ([`workload::large`]).
+    /// ([`workload::Workload::with_large`]).
     Large1Mib,
 }
 

@@ -5,7 +5,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use shmplug_host::{Error, InstanceSpec, Phase, Plugin, SymbolKind};
-use support::{assert_reaped, fake, quick_config, read_lines, wait_for};
+use support::{assert_reaped, fake, gone_or_zombie, quick_config, read_lines, wait_for};
 
 /// The fake plugin's entry point: a no-op unless the test binary runs as the fake plugin.
 #[test]
@@ -49,6 +49,27 @@ fn a_plugin_that_never_says_hello_is_killed_with_a_clear_error() {
         text.contains("is `") && text.contains("a shmplug plugin"),
         "{text}"
     );
+    for pid in fake.pids() {
+        assert_reaped(pid);
+    }
+}
+
+#[test]
+fn a_killed_plugin_takes_the_processes_it_started_with_it() {
+    let fake = fake("forker", "silent-forks");
+    let config = shmplug_host::SupervisorConfig {
+        // Long enough for the plugin to start its own process first.
+        handshake_timeout: Duration::from_secs(3),
+        ..quick_config()
+    };
+    let err = Plugin::start(fake.spec.clone(), config).unwrap_err();
+    assert!(matches!(err, Error::HandshakeTimeout { .. }), "{err}");
+    let grandchildren = read_lines(&fake.path("grandchildren"));
+    assert_eq!(grandchildren.len(), 1, "the plugin started its process");
+    let pid: i32 = grandchildren[0].parse().unwrap();
+    wait_for("the plugin's own process to be killed", || {
+        gone_or_zombie(pid)
+    });
     for pid in fake.pids() {
         assert_reaped(pid);
     }

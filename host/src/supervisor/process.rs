@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -37,6 +38,12 @@ impl Process {
 
     /// Kills the process (if it is still running) and reaps it.
     pub(crate) fn kill_and_reap(&mut self) -> Option<ExitStatus> {
+        // The plugin leads its own process group (see `launch`): kill whatever it started
+        // too. Done before the reap, while the group id cannot have been reused.
+        let _ = rustix::process::kill_process_group(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::KILL,
+        );
         let _ = self.child.kill();
         let status = self.child.wait().ok();
         let _ = self.channel.get_ref().shutdown(Shutdown::Both);
@@ -88,7 +95,11 @@ pub(crate) fn launch(
         .env(CONTROL_FD_ENV, child_end.as_raw_fd().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Its own process group: a plugin killed by the supervisor takes the processes it
+        // started with it, and a terminal's Ctrl-C reaches the host alone, which then stops
+        // its plugins in order.
+        .process_group(0);
     if let Some(dir) = &spec.dir {
         command.current_dir(dir);
     }

@@ -2,7 +2,7 @@
 //! instead of a test. It speaks the control protocol with the transport's `ControlChannel`
 //! directly (no SDK), so each test can make it misbehave in one precise way.
 //!
-//! Environment: `FAKE_MODE` (`ok`, `silent`, `exit`, `old-version`, `wrong-name`), `FAKE_NAME`
+//! Environment: `FAKE_MODE` (`ok`, `silent`, `silent-forks`, `exit`, `old-version`, `wrong-name`), `FAKE_NAME`
 //! (the name in its hello), `FAKE_STATE` (a directory for marker files: `pids` gets one line per
 //! process started; `refused` gets the host's error text).
 //!
@@ -71,6 +71,14 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
             return 0;
         }
         "exit" => return 3,
+        "silent-forks" => {
+            // A plugin with a process of its own, which never says hello.
+            if let Ok(child) = std::process::Command::new("sleep").arg("600").spawn() {
+                append(&state.join("grandchildren"), &child.id().to_string());
+            }
+            std::thread::sleep(LIFETIME);
+            return 0;
+        }
         _ => {}
     }
     let channel = Arc::new(ControlChannel::new(inherited_socket()).expect("control channel"));

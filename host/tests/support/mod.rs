@@ -88,3 +88,15 @@ pub fn assert_reaped(pid: i32) {
         !Path::new(&format!("/proc/{}", pid.as_raw_nonzero())).exists()
     });
 }
+
+/// True once process `pid` has exited: gone from `/proc`, or a zombie waiting for whoever
+/// inherited it (the tests cannot reap a process that is not their child).
+pub fn gone_or_zombie(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
+}

@@ -187,12 +187,27 @@ impl Workload {
         i: u64,
         field: impl Fn(usize) -> Option<ValueView<'v>>,
     ) -> Result<(), BenchError> {
+        self.check_small_fields(
+            i,
+            [0, 1].map(|k| field(k).and_then(|v| v.as_i64())),
+            [2, 3].map(|k| field(k).and_then(|v| v.as_f64())),
+            field(4).and_then(|v| v.as_str()),
+        )
+    }
+
+    /// The one comparison every small-tuple check ends in: `ints` are `id` and `seq`,
+    /// `floats` `temperature` and `humidity`, then `device`.
+    fn check_small_fields(
+        &self,
+        i: u64,
+        ints: [Option<i64>; 2],
+        floats: [Option<f64>; 2],
+        device: Option<&str>,
+    ) -> Result<(), BenchError> {
         let s = Scalars::of(i);
-        let ok = field(0).and_then(|v| v.as_i64()) == Some(s.id)
-            && field(1).and_then(|v| v.as_i64()) == Some(s.seq)
-            && field(2).and_then(|v| v.as_f64()) == Some(s.temperature)
-            && field(3).and_then(|v| v.as_f64()) == Some(s.humidity)
-            && field(4).and_then(|v| v.as_str()) == Some(self.device(i));
+        let ok = ints == [Some(s.id), Some(s.seq)]
+            && floats == [Some(s.temperature), Some(s.humidity)]
+            && device == Some(self.device(i));
         if ok {
             Ok(())
         } else {
@@ -205,18 +220,29 @@ impl Workload {
     /// # Errors
     /// [`BenchError::Protocol`] if a field differs.
     pub fn check_small_owned(&self, tuple: &Tuple, i: u64) -> Result<(), BenchError> {
-        let s = Scalars::of(i);
-        let f = |name: &str| tuple.fields.get(name);
-        let ok = f("id") == Some(&Value::Int(s.id))
-            && f("seq") == Some(&Value::Int(s.seq))
-            && f("temperature") == Some(&Value::Float(s.temperature))
-            && f("humidity") == Some(&Value::Float(s.humidity))
-            && matches!(f("device"), Some(Value::String(d)) if d == self.device(i));
-        if ok {
-            Ok(())
-        } else {
-            Err(mismatch("small", i))
-        }
+        let field = |k: usize| tuple.fields.get(SMALL_FIELDS[k]);
+        self.check_small_owned_with(i, field)
+    }
+
+    /// Checks owned values found by position `k` in [`SMALL_FIELDS`] order.
+    fn check_small_owned_with<'v>(
+        &self,
+        i: u64,
+        field: impl Fn(usize) -> Option<&'v Value>,
+    ) -> Result<(), BenchError> {
+        let int = |k| match field(k) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let float = |k| match field(k) {
+            Some(Value::Float(x)) => Some(*x),
+            _ => None,
+        };
+        let device = match field(4) {
+            Some(Value::String(d)) => Some(d.as_str()),
+            _ => None,
+        };
+        self.check_small_fields(i, [int(0), int(1)], [float(2), float(3)], device)
     }
 
     /// Checks owned values (an echo's reply) against small tuple `i`'s fields, in
@@ -225,18 +251,10 @@ impl Workload {
     /// # Errors
     /// [`BenchError::Protocol`] if a value differs.
     pub fn check_small_values(&self, values: &[Value], i: u64) -> Result<(), BenchError> {
-        let s = Scalars::of(i);
-        let ok = values.len() == 5
-            && values[0] == Value::Int(s.id)
-            && values[1] == Value::Int(s.seq)
-            && values[2] == Value::Float(s.temperature)
-            && values[3] == Value::Float(s.humidity)
-            && matches!(&values[4], Value::String(d) if d == self.device(i));
-        if ok {
-            Ok(())
-        } else {
-            Err(mismatch("small", i))
+        if values.len() != SMALL_FIELDS.len() {
+            return Err(mismatch("small", i));
         }
+        self.check_small_owned_with(i, |k| values.get(k))
     }
 
     /// Checks large tuple `i`: its `seq`, and the sum of every byte of its `data`.
@@ -341,22 +359,17 @@ impl Workload {
     /// # Errors
     /// [`BenchError::Protocol`] if a field differs.
     pub fn check_small_json(&self, json: &serde_json::Value, i: u64) -> Result<(), BenchError> {
-        let s = Scalars::of(i);
         let field = |k: usize| match json {
             serde_json::Value::Object(map) => map.get(SMALL_FIELDS[k]),
             serde_json::Value::Array(items) => items.get(k),
             _ => None,
         };
-        let ok = field(0).and_then(|v| v.as_i64()) == Some(s.id)
-            && field(1).and_then(|v| v.as_i64()) == Some(s.seq)
-            && field(2).and_then(|v| v.as_f64()) == Some(s.temperature)
-            && field(3).and_then(|v| v.as_f64()) == Some(s.humidity)
-            && field(4).and_then(|v| v.as_str()) == Some(self.device(i));
-        if ok {
-            Ok(())
-        } else {
-            Err(mismatch("small", i))
-        }
+        self.check_small_fields(
+            i,
+            [0, 1].map(|k| field(k).and_then(|v| v.as_i64())),
+            [2, 3].map(|k| field(k).and_then(|v| v.as_f64())),
+            field(4).and_then(|v| v.as_str()),
+        )
     }
 
     /// Checks large tuple `i` decoded from JSON (its base64 decoded).

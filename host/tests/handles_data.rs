@@ -203,11 +203,30 @@ fn functions_answer_single_and_pipelined_calls() {
         "{err}"
     );
 
+    // An answer read in place: `read` sees it in the ring, once, and not on a failure.
+    let len = echo
+        .call_with(&[ValueRef::String("in place")], WAIT, |answer| {
+            answer.as_str().map(str::len)
+        })
+        .unwrap();
+    assert_eq!(len, Some(8));
+    let mut called = false;
+    let err = fail
+        .call_with(&[ValueRef::Null], WAIT, |_| called = true)
+        .unwrap_err();
+    assert!(matches!(err, Error::FunctionFailed { .. }), "{err}");
+    assert!(!called, "read runs only for an answer");
+
     // Across a restart, the client re-attaches by itself.
     plugin.restart("test");
     assert_eq!(
         echo.call_timeout(&[ValueRef::Int(7)], WAIT).unwrap(),
         Value::Int(7)
+    );
+    assert_eq!(
+        echo.call_with(&[ValueRef::Int(8)], WAIT, |answer| answer.as_i64())
+            .unwrap(),
+        Some(8)
     );
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmplug_transport::tuple::call::parse_reply;
-use shmplug_transport::tuple::{Encode, TupleRef, Value, ValueRef};
+use shmplug_transport::tuple::{Encode, TupleRef, Value, ValueRef, ValueView};
 use shmplug_transport::{EndpointConfig, Park as ParkMode, Ring, TupleReceiver, TupleSender};
 use tokio::io::unix::AsyncFd;
 
@@ -52,10 +52,14 @@ struct Current {
     fds: Option<(AsyncFd<RingFd>, AsyncFd<RingFd>)>,
 }
 
+/// What a batch makes of each answer, read in place from the reply ring.
+type Answer<'f, T> = &'f mut (dyn FnMut(ValueView<'_>) -> T + Send);
+
 /// A batch in progress.
-struct Batch<'c, 'v> {
+struct Batch<'c, 'v, 'f, T> {
     calls: &'c [&'c [ValueRef<'v>]],
-    results: Vec<Result<Value>>,
+    answer: Answer<'f, T>,
+    results: Vec<Result<T>>,
     /// Calls written to the current rings: `results.len() .. sent` are in flight.
     sent: usize,
     /// Sequence number of call `results.len()` on the current rings.
@@ -65,8 +69,8 @@ struct Batch<'c, 'v> {
 }
 
 /// One record from the reply ring.
-enum Reply {
-    Answer(Result<Value>),
+enum Reply<T> {
+    Answer(Result<T>),
     /// The answer to a call that timed out earlier.
     Stale,
     Closed,
@@ -114,7 +118,7 @@ impl FunctionClient {
     /// [`Error::InstanceGone`], [`Error::EndOfStream`] (the plugin closed the instance's
     /// rings), [`Error::Data`].
     pub fn call(&mut self, args: &[ValueRef<'_>]) -> Result<Value> {
-        self.batch_until(&[args], None)?
+        self.batch_until(&[args], None, &mut copy_out)?
             .pop()
             .unwrap_or_else(|| Err(self.binding.ids().data_error(super::source::spurious())))
     }
@@ -125,9 +129,46 @@ impl FunctionClient {
     /// As [`call`](Self::call), and [`Error::TimedOut`]. A late answer to a timed-out call is
     /// discarded.
     pub fn call_timeout(&mut self, args: &[ValueRef<'_>], timeout: Duration) -> Result<Value> {
-        self.batch_until(&[args], Some(Instant::now() + timeout))?
+        self.batch_until(&[args], Some(Instant::now() + timeout), &mut copy_out)?
             .pop()
             .unwrap_or_else(|| Err(self.binding.ids().data_error(super::source::spurious())))
+    }
+
+    /// As [`call_timeout`](Self::call_timeout), but hands the answer to `read` where it lies,
+    /// in the reply ring, instead of copying it out: no allocation for the answer, and `read`
+    /// keeps only what it needs.
+    ///
+    /// # Errors
+    /// As [`call_timeout`](Self::call_timeout); `read` is not called then.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn demo(echo: &mut shmplug_host::FunctionClient) -> shmplug_host::Result<()> {
+    /// use std::time::Duration;
+    /// use shmplug_host::transport::ValueRef;
+    ///
+    /// let len = echo.call_with(&[ValueRef::String("hello")], Duration::from_secs(1), |answer| {
+    ///     answer.as_str().map(str::len)
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn call_with<R: Send>(
+        &mut self,
+        args: &[ValueRef<'_>],
+        timeout: Duration,
+        read: impl FnOnce(ValueView<'_>) -> R + Send,
+    ) -> Result<R> {
+        let mut read = Some(read);
+        let mut answer = |view: ValueView<'_>| read.take().map(|read| read(view));
+        let result = self
+            .batch_until(&[args], Some(Instant::now() + timeout), &mut answer)?
+            .pop();
+        match result {
+            Some(Ok(Some(value))) => Ok(value),
+            Some(Err(e)) => Err(e),
+            // One call has one answer: anything else is a broken plugin or ring.
+            Some(Ok(None)) | None => Err(self.binding.ids().data_error(super::source::spurious())),
+        }
     }
 
     /// Calls the function once per entry of `calls`, pipelined, and returns the results in
@@ -136,7 +177,7 @@ impl FunctionClient {
     /// # Errors
     /// As [`call`](Self::call), for the batch as a whole.
     pub fn call_batch(&mut self, calls: &[&[ValueRef<'_>]]) -> Result<Vec<Result<Value>>> {
-        self.batch_until(calls, None)
+        self.batch_until(calls, None, &mut copy_out)
     }
 
     /// As [`call_batch`](Self::call_batch), giving up after `timeout` for the whole batch.
@@ -148,7 +189,7 @@ impl FunctionClient {
         calls: &[&[ValueRef<'_>]],
         timeout: Duration,
     ) -> Result<Vec<Result<Value>>> {
-        self.batch_until(calls, Some(Instant::now() + timeout))
+        self.batch_until(calls, Some(Instant::now() + timeout), &mut copy_out)
     }
 
     /// As [`call`](Self::call), awaiting in the tokio reactor instead of blocking a thread.
@@ -170,7 +211,8 @@ impl FunctionClient {
         &mut self,
         calls: &[&[ValueRef<'_>]],
     ) -> Result<Vec<Result<Value>>> {
-        let mut batch = Batch::new(calls);
+        let mut copy = copy_out;
+        let mut batch = Batch::new(calls, &mut copy);
         loop {
             if self.current.is_none() {
                 let (generation, rings) = self.binding.attach_async().await?;
@@ -220,12 +262,13 @@ impl FunctionClient {
         self.binding.stop()
     }
 
-    fn batch_until(
+    fn batch_until<T>(
         &mut self,
         calls: &[&[ValueRef<'_>]],
         deadline: Option<Instant>,
-    ) -> Result<Vec<Result<Value>>> {
-        let mut batch = Batch::new(calls);
+        answer: Answer<'_, T>,
+    ) -> Result<Vec<Result<T>>> {
+        let mut batch = Batch::new(calls, answer);
         let started = Instant::now();
         let timed_out = |binding: &Binding| {
             let waited = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(started));
@@ -267,7 +310,7 @@ impl FunctionClient {
     }
 
     /// Writes what fits, reads what has been answered.
-    fn round(&mut self, batch: &mut Batch<'_, '_>) -> Result<Round> {
+    fn round<T>(&mut self, batch: &mut Batch<'_, '_, '_, T>) -> Result<Round> {
         let Some(cur) = self.current.as_mut() else {
             return Ok(Round::Switch);
         };
@@ -316,7 +359,7 @@ impl FunctionClient {
                     match parse_reply(&view) {
                         Ok((seq, _)) if seq < expected => Reply::Stale,
                         Ok((seq, result)) if seq == expected => {
-                            Reply::Answer(result.map(|v| v.to_owned()).map_err(|message| {
+                            Reply::Answer(result.map(&mut *batch.answer).map_err(|message| {
                                 Error::FunctionFailed {
                                     plugin: ids.plugin.clone(),
                                     symbol: ids.symbol.clone(),
@@ -397,10 +440,16 @@ impl FunctionClient {
     }
 }
 
-impl<'c, 'v> Batch<'c, 'v> {
-    fn new(calls: &'c [&'c [ValueRef<'v>]]) -> Batch<'c, 'v> {
+/// The answer copied out of the ring: what `call` and `call_batch` return.
+fn copy_out(view: ValueView<'_>) -> Value {
+    view.to_owned()
+}
+
+impl<'c, 'v, 'f, T> Batch<'c, 'v, 'f, T> {
+    fn new(calls: &'c [&'c [ValueRef<'v>]], answer: Answer<'f, T>) -> Batch<'c, 'v, 'f, T> {
         Batch {
             calls,
+            answer,
             results: Vec::with_capacity(calls.len()),
             sent: 0,
             base: 0,

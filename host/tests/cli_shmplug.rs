@@ -4,7 +4,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::cli::{self, shmplug, stderr, stdout};
@@ -92,8 +92,14 @@ fn manages_plugins_and_reports_errors() {
     );
 }
 
-#[test]
-fn runs_a_pipeline_and_prints_a_summary() {
+/// The fake package installed into `plugins` under a new directory, and a pipeline file there:
+/// the fake `counter` source with `source_properties` (TOML inline-table entries), the `echo`
+/// function, the `collect` sink, then `extra` TOML. Returns the directory, the fake plugin's
+/// state directory, the plugins directory and the pipeline file.
+fn installed_with_pipeline(
+    source_properties: &str,
+    extra: &str,
+) -> (tempfile::TempDir, tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     let state = tempfile::tempdir().unwrap();
@@ -101,13 +107,12 @@ fn runs_a_pipeline_and_prints_a_summary() {
     let out = shmplug(&plugins, &["plugins", "install", pkg.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
+    let text = format!(
         r#"
 [source]
 plugin = "fake"
 symbol = "counter"
-properties = { count = 500 }
+properties = {{ {source_properties} }}
 
 [[functions]]
 plugin = "fake"
@@ -118,9 +123,15 @@ output = "echoed"
 [sink]
 plugin = "fake"
 symbol = "collect"
-"#,
-    )
-    .unwrap();
+{extra}"#
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    (dir, state, plugins, pipeline)
+}
+
+#[test]
+fn runs_a_pipeline_and_prints_a_summary() {
+    let (_dir, state, plugins, pipeline) = installed_with_pipeline("count = 500", "");
     let out = shmplug(&plugins, &["run", pipeline.to_str().unwrap()]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
@@ -166,36 +177,8 @@ fn status_until(
 
 #[test]
 fn status_shows_a_running_run_until_it_is_interrupted() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    let state = tempfile::tempdir().unwrap();
-    let pkg = fake_package(dir.path(), state.path());
-    let out = shmplug(&plugins, &["plugins", "install", pkg.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        r#"
-[source]
-plugin = "fake"
-symbol = "counter"
-properties = { interval_ms = 5 }
-
-[[functions]]
-plugin = "fake"
-symbol = "echo"
-args = ["n"]
-output = "echoed"
-
-[sink]
-plugin = "fake"
-symbol = "collect"
-
-[limits]
-duration_secs = 60.0
-"#,
-    )
-    .unwrap();
+    let (dir, state, plugins, pipeline) =
+        installed_with_pipeline("interval_ms = 5", "[limits]\nduration_secs = 60.0\n");
     let mut run = cli::Child::spawn(&plugins, &["run", pipeline.to_str().unwrap()], dir.path());
     let pid = u64::from(run.id());
 

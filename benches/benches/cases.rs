@@ -1,7 +1,7 @@
 //! The cases of `shmplug bench` under criterion, for developers: `source_small`, `sink_small`,
 //! `function_rtt` and `large_1mib`, each over every implementation that applies (shmplug with a
 //! real plugin process under the real host, rtrb between threads, JSON over a Unix socket,
-//! iceoryx2, memcpy, a cache-line ping-pong). The measurements are `shmplug_host::bench`'s,
+//! iceoryx2, memcpy, a cache-line ping-pong). The measurements are `shmplug_bench`'s,
 //! the same code `shmplug bench` runs; criterion adds its statistics and its history, and
 //! the time per iteration is the time per tuple (or per call).
 //!
@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use criterion::Criterion;
-use shmplug_host::bench::{self, Case, Impl, Launcher, Sizes};
+use shmplug_bench::{self as bench, Case, Impl, Launcher, Sizes};
 
 /// The least a throughput sample moves, so that its rate means something.
 const MIN_TUPLES: u64 = 64;

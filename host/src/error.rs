@@ -342,20 +342,6 @@ pub enum Error {
         #[source]
         source: shmplug_transport::Error,
     },
-
-    // ---- command-line tool ----
-    /// A pipeline file is invalid.
-    #[error("pipeline `{}`: {detail}", path.display())]
-    Pipeline {
-        /// The pipeline file.
-        path: PathBuf,
-        /// What is wrong and how to fix it.
-        detail: String,
-    },
-    // ---- bench ----
-    /// `shmplug bench` could not run as asked, or a measurement failed.
-    #[error("bench: {0}")]
-    Bench(String),
 }
 
 impl Error {

@@ -29,7 +29,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod bench;
 mod error;
 pub mod handles;
 pub mod registry;

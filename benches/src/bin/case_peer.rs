@@ -8,8 +8,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("bench-plugin") => shmplug_host::bench::plugin_main(args),
-        Some("bench-peer") => match shmplug_host::bench::peer_main(&args[2..]) {
+        Some("bench-plugin") => shmplug_bench::plugin_main(args),
+        Some("bench-peer") => match shmplug_bench::peer_main(&args[2..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("case_peer: {e}");

@@ -4,7 +4,7 @@
 # sink) through real plugin processes, printing what it measured.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-cargo build --release --quiet -p shmplug-host -p mirror
+cargo build --release --quiet -p shmplug-cli -p mirror
 demo=target/demo
 rm -rf "$demo/mirror" "$demo/out.jsonl"
 mkdir -p "$demo/mirror"

@@ -1,7 +1,6 @@
 //! Helpers for the host's integration tests: the fake plugin and ways to check on processes.
 #![allow(dead_code)]
 
-pub mod cli;
 pub mod fake;
 
 use std::path::{Path, PathBuf};

@@ -26,7 +26,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use shmplug_host::{Error, InstanceSpec, Result};
+use shmplug_host::InstanceSpec;
+
+use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -98,11 +100,8 @@ impl Call {
 impl Pipeline {
     /// Reads and checks a pipeline file.
     pub fn load(path: &Path) -> Result<Pipeline> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            context: "reading pipeline",
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| Error::io("reading pipeline", path, source))?;
         Pipeline::parse(&text, path)
     }
 

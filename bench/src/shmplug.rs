@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::plugin::{self, NAME};
 use super::workload::{LARGE_BYTES, Workload};
 use super::{BenchError, Case, Launcher, Measurement, STUCK};
-use crate::{InstanceSpec, Plugin, PluginSpec, SupervisorConfig};
+use shmplug_host::{InstanceSpec, Plugin, PluginSpec, SupervisorConfig};
 
 /// Calls before timing starts.
 const WARM_UP: u64 = 2_000;

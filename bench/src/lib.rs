@@ -4,7 +4,7 @@
 //! Cases ([`Case`]): a plugin source sending small tuples to the host, the host sending small
 //! tuples to a plugin sink, the host calling an echo function and waiting for each answer, and
 //! a source sending tuples with a 1 MiB bytes field. Implementations ([`Impl`]): shmplug itself
-//! (a real [`Plugin`](crate::Plugin) process under the real host), owned tuples through `rtrb`
+//! (a real [`Plugin`](shmplug_host::Plugin) process under the real host), owned tuples through `rtrb`
 //! between two threads (what a native in-process plugin pays), length-prefixed JSON over a Unix
 //! socket between two processes (how eKuiper's portable plugins move data), iceoryx2
 //! publish-subscribe and request-response between two processes, and the physical references
@@ -257,7 +257,7 @@ pub struct Launcher {
 pub enum BenchError {
     /// The host or the plugin failed.
     #[error(transparent)]
-    Host(#[from] crate::Error),
+    Host(#[from] shmplug_host::Error),
     /// The transport failed.
     #[error(transparent)]
     Transport(#[from] shmplug_transport::Error),

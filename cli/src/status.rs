@@ -44,7 +44,7 @@ pub enum Format {
     Json,
 }
 
-pub fn execute(registry: &Registry, args: &StatusArgs) -> shmplug_host::Result<()> {
+pub fn execute(registry: &Registry, args: &StatusArgs) -> crate::error::Result<()> {
     if args.check {
         return check(registry, args.name.as_deref());
     }
@@ -85,7 +85,7 @@ pub fn execute(registry: &Registry, args: &StatusArgs) -> shmplug_host::Result<(
     for other in failures {
         eprintln!("error: {other}");
     }
-    Err(first)
+    Err(first.into())
 }
 
 /// Asks every live run in `dir`; removes sockets whose process is gone.
@@ -244,7 +244,7 @@ fn print_run(run: &RunSnapshot) {
 }
 
 /// Starts each installed plugin (or the one named), reports its hello, shuts it down.
-fn check(registry: &Registry, only: Option<&str>) -> shmplug_host::Result<()> {
+fn check(registry: &Registry, only: Option<&str>) -> crate::error::Result<()> {
     let infos: Vec<PluginInfo> = match only {
         Some(name) => vec![registry.describe(name)?],
         None => registry
@@ -290,7 +290,8 @@ fn check(registry: &Registry, only: Option<&str>) -> shmplug_host::Result<()> {
         return Err(Error::Unavailable {
             plugin: format!("{failed} plugin(s)"),
             reason: "they failed to start; see above".into(),
-        });
+        }
+        .into());
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::io::IsTerminal as _;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use shmplug_host::bench::{self, Case, Impl, Launcher, Measurement, Sizes, stats};
+use shmplug_bench::{self as bench, Case, Impl, Launcher, Measurement, Sizes, stats};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -54,7 +54,7 @@ struct Row {
     figures: Measurement,
 }
 
-pub fn execute(args: &BenchArgs) -> shmplug_host::Result<()> {
+pub fn execute(args: &BenchArgs) -> crate::error::Result<()> {
     let cases = pick(&args.case, Case::from_name, &Case::ALL, "case")?;
     let imps = pick(&args.imps, Impl::from_name, &Impl::ALL, "implementation")?;
     for imp in imps.iter().filter(|i| !i.is_available()) {
@@ -70,11 +70,8 @@ pub fn execute(args: &BenchArgs) -> shmplug_host::Result<()> {
         })
         .filter(|&(case, imp)| imp.applies_to(case) && imp.is_available())
         .collect();
-    let program = std::env::current_exe().map_err(|e| shmplug_host::Error::Io {
-        context: "finding this program",
-        path: "/proc/self/exe".into(),
-        source: e,
-    })?;
+    let program = std::env::current_exe()
+        .map_err(|e| crate::error::Error::io("finding this program", "/proc/self/exe", e))?;
     let launcher = Launcher {
         program,
         plugin_args: vec![crate::BENCH_PLUGIN.into()],
@@ -125,7 +122,7 @@ pub fn execute(args: &BenchArgs) -> shmplug_host::Result<()> {
                 })
                 .collect();
             let json = serde_json::to_string(&Output { results }).map_err(|e| {
-                shmplug_host::Error::Bench(format!("cannot write the results as JSON: {e}"))
+                crate::error::Error::Bench(format!("cannot write the results as JSON: {e}"))
             })?;
             println!("{json}");
         }
@@ -148,7 +145,7 @@ pub fn execute(args: &BenchArgs) -> shmplug_host::Result<()> {
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(shmplug_host::Error::Bench(format!(
+        Err(crate::error::Error::Bench(format!(
             "{} measurement(s) failed: {}",
             failures.len(),
             failures.join(", ")
@@ -161,7 +158,7 @@ fn pick<T: Copy>(
     parse: impl Fn(&str) -> Option<T>,
     all: &[T],
     what: &str,
-) -> shmplug_host::Result<Vec<T>> {
+) -> crate::error::Result<Vec<T>> {
     if names.is_empty() {
         return Ok(all.to_vec());
     }
@@ -169,7 +166,7 @@ fn pick<T: Copy>(
         .iter()
         .map(|n| {
             parse(n).ok_or_else(|| {
-                shmplug_host::Error::Bench(format!(
+                crate::error::Error::Bench(format!(
                     "unknown {what} `{n}`; see `shmplug bench --help`"
                 ))
             })

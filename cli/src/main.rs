@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod error;
 mod live;
 mod observer;
 mod pipeline;
@@ -79,9 +80,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The bench's own processes: the plugin logs through the SDK, the peers only fail loudly.
     match &cli.command {
-        Command::BenchPlugin => shmplug_host::bench::plugin_main(std::env::args()),
+        Command::BenchPlugin => shmplug_bench::plugin_main(std::env::args()),
         Command::BenchPeer { args } => {
-            return match shmplug_host::bench::peer_main(args) {
+            return match shmplug_bench::peer_main(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("shmplug bench peer: {e}");
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn execute(cli: Cli) -> shmplug_host::Result<()> {
+fn execute(cli: Cli) -> crate::error::Result<()> {
     let plugins_dir = cli.plugins_dir;
     let registry = || {
         let dir = match plugins_dir {
@@ -118,7 +119,7 @@ fn execute(cli: Cli) -> shmplug_host::Result<()> {
         Command::Status(args) => status::execute(&registry()?, &args),
         Command::Bench(args) => bench::execute(&args),
         // `main` runs these before logging starts.
-        Command::BenchPlugin | Command::BenchPeer { .. } => Err(shmplug_host::Error::Bench(
+        Command::BenchPlugin | Command::BenchPeer { .. } => Err(crate::error::Error::Bench(
             "bench-plugin and bench-peer are started by `shmplug bench`".into(),
         )),
     }

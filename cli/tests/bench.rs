@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use shmplug_host::bench::{self, Case, Impl, Launcher, Sizes};
+use shmplug_bench::{self as bench, Case, Impl, Launcher, Sizes};
 
 fn launcher() -> Launcher {
     Launcher {

@@ -41,7 +41,7 @@ pub enum PluginsCommand {
     },
 }
 
-pub fn execute(registry: &Registry, command: PluginsCommand) -> shmplug_host::Result<()> {
+pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Result<()> {
     match command {
         PluginsCommand::Install {
             package,

@@ -46,7 +46,7 @@ enum End {
     Failed(String),
 }
 
-pub fn execute(registry: &Registry, args: &RunArgs) -> shmplug_host::Result<()> {
+pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> {
     let pipeline = Pipeline::load(&args.pipeline)?;
     let limits = Limits {
         count: args.count.or(pipeline.limits.count),
@@ -119,7 +119,7 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> shmplug_host::Result<()> 
     drop(plugins);
     print_summary(&end, tuples, elapsed, &mut latencies, errors, restarts);
     match end {
-        End::Failed(reason) => Err(shmplug_host::Error::Pipeline {
+        End::Failed(reason) => Err(crate::error::Error::Pipeline {
             path: args.pipeline.clone(),
             detail: format!("the run failed: {reason}"),
         }),

@@ -51,6 +51,43 @@ pub fn socket_pid(file_name: &str) -> Option<u32> {
         .ok()
 }
 
+/// The sockets in `dir` whose run is still alive, by pid; removes those whose process is gone
+/// (left by a run that was killed before it could remove its own).
+pub fn live_sockets(dir: &Path) -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // No directory: no run ever served here.
+        return Vec::new();
+    };
+    let mut sockets: Vec<(u32, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid = socket_pid(e.file_name().to_str()?)?;
+            Some((pid, e.path()))
+        })
+        .filter(|(pid, path)| {
+            let alive = alive(*pid);
+            if !alive {
+                tracing::debug!("removing `{}`: process {pid} is gone", path.display());
+                let _ = std::fs::remove_file(path);
+            }
+            alive
+        })
+        .collect();
+    sockets.sort();
+    sockets
+}
+
+/// True while process `pid` exists (ours or not).
+fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    rustix::process::test_kill_process(pid) != Err(rustix::io::Errno::SRCH)
+}
+
 /// Creates `dir` (mode 0700) if needed and checks that it is a directory of ours that no one
 /// else can write to (so no one else can put or replace a socket in it).
 ///

@@ -40,6 +40,8 @@ impl Server {
     pub fn bind(dir: &Path) -> io::Result<Server> {
         live::ensure_private_dir(dir)
             .map_err(|e| io::Error::new(e.kind(), format!("`{}`: {e}", dir.display())))?;
+        // Sockets of runs that were killed before they could remove theirs.
+        live::live_sockets(dir);
         let path = live::socket_path(dir, std::process::id());
         // A file under our pid is left from a dead process that had the same pid.
         let _ = std::fs::remove_file(&path);
@@ -317,6 +319,21 @@ mod tests {
 
         drop(server);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn binding_removes_the_sockets_of_dead_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = live::socket_path(dir.path(), dead);
+        std::fs::write(&stale, b"").unwrap();
+        let unrelated = dir.path().join("notes.txt");
+        std::fs::write(&unrelated, b"").unwrap();
+        let server = Server::bind(dir.path()).unwrap();
+        assert!(!stale.exists(), "the dead run's socket is still there");
+        assert!(unrelated.exists() && server.path().exists());
     }
 
     #[test]

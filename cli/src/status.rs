@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -92,24 +92,7 @@ pub fn execute(registry: &Registry, args: &StatusArgs) -> crate::error::Result<(
 fn ask_runs(dir: &Path) -> (Vec<RunSnapshot>, Vec<Error>) {
     let mut runs = Vec::new();
     let mut failures = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        // No directory: no run ever served here.
-        return (runs, failures);
-    };
-    let mut sockets: Vec<(u32, PathBuf)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let pid = live::socket_pid(e.file_name().to_str()?)?;
-            Some((pid, e.path()))
-        })
-        .collect();
-    sockets.sort();
-    for (pid, path) in sockets {
-        if !alive(pid) {
-            tracing::debug!("removing `{}`: process {pid} is gone", path.display());
-            let _ = std::fs::remove_file(&path);
-            continue;
-        }
+    for (_, path) in live::live_sockets(dir) {
         match ask(&path) {
             Ok(run) => runs.push(run),
             // The run ended between the listing and the connect, or the pid now belongs to
@@ -130,16 +113,6 @@ fn ask_runs(dir: &Path) -> (Vec<RunSnapshot>, Vec<Error>) {
         }
     }
     (runs, failures)
-}
-
-fn alive(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    rustix::process::test_kill_process(pid) != Err(rustix::io::Errno::SRCH)
 }
 
 /// One request and its answer, within [`TIMEOUT`].

@@ -130,6 +130,22 @@ symbol = "collect"
 }
 
 #[test]
+fn logs_without_colours_when_stderr_is_not_a_terminal() {
+    let (_dir, _state, plugins, pipeline) = installed_with_pipeline("count = 5", "");
+    let out = cli::command(&plugins, &["run", pipeline.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("INFO"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a piped log: {log:?}"
+    );
+}
+
+#[test]
 fn runs_a_pipeline_and_prints_a_summary() {
     let (_dir, state, plugins, pipeline) = installed_with_pipeline("count = 500", "");
     let out = shmplug(&plugins, &["run", pipeline.to_str().unwrap()]);

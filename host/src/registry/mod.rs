@@ -188,7 +188,7 @@ impl Registry {
         }
         check_layout(&name, package, staging.path())?;
         // Validate where it will run from, so the absolute executable path is the final one.
-        load(&name, staging.path(), &target)?;
+        load(&name, staging.path(), &target).map_err(|e| as_given(e, staging.path(), package))?;
         self.commit(&name, staging, &target, options.force)?;
         load(&name, &target, &target)
     }
@@ -284,6 +284,24 @@ fn load(name: &str, files: &Path, dir: &Path) -> Result<PluginInfo> {
         dir,
         manifest,
     })
+}
+
+/// `error` with every path inside the staging directory `staged` shown inside `package`, the
+/// package the user gave (a directory, or a zip whose entries show as `package.zip/entry`):
+/// the staging directory is an internal detail that is gone by the time the user reads this.
+fn as_given(mut error: Error, staged: &Path, package: &Path) -> Error {
+    let path = match &mut error {
+        Error::InvalidManifest { path, .. }
+        | Error::NameMismatch { path, .. }
+        | Error::MissingExecutable { path, .. }
+        | Error::NotExecutable { path, .. }
+        | Error::Io { path, .. } => path,
+        _ => return error,
+    };
+    if let Ok(inside) = path.strip_prefix(staged) {
+        *path = package.join(inside);
+    }
+    error
 }
 
 /// Fails with advice when the staged package has no `{name}.json` at its root.

@@ -188,7 +188,11 @@ fn invalid_json_names_line_and_column() {
         }
         other => panic!("{other}"),
     }
-    assert!(message(&err).contains("mirror.json:3:15"), "{err}");
+    let shown = format!("{}:3:15", pkg.join("mirror.json").display());
+    assert!(
+        message(&err).contains(&shown),
+        "{err} does not name {shown}"
+    );
     assert_entries(&f, &[]);
 }
 
@@ -316,6 +320,11 @@ fn a_non_executable_file_is_refused() {
         .unwrap_err();
     assert!(matches!(err, Error::NotExecutable { .. }), "{err}");
     assert!(message(&err).contains("chmod +x"), "{err}");
+    let shown = format!("`{}`", pkg.join("mirror").display());
+    assert!(
+        message(&err).contains(&shown),
+        "{err} does not name {shown}"
+    );
     assert_entries(&f, &[]);
 }
 

@@ -13,7 +13,7 @@ use super::source::io_error;
 use super::wait::{self, DATA_READY, RingFd, Room, SPACE_READY};
 use crate::error::{Error, Result};
 use crate::supervisor::slot::Slot;
-use crate::supervisor::state::Shared;
+use crate::supervisor::state::Supervision;
 
 /// Calls a function instance: each call is a record on the request ring, answered in order by
 /// a record on the reply ring, matched by sequence number.
@@ -86,7 +86,7 @@ enum Round {
 }
 
 impl FunctionClient {
-    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>) -> FunctionClient {
+    pub(crate) fn new(shared: Arc<Supervision>, slot: Arc<Slot>) -> FunctionClient {
         let mut handle = FunctionClient {
             binding: Binding::new(shared, slot),
             current: None,

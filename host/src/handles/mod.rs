@@ -31,7 +31,7 @@ use shmplug_transport::Ring;
 
 use crate::error::Result;
 use crate::supervisor::slot::{Ids, Slot, SlotState};
-use crate::supervisor::state::Shared;
+use crate::supervisor::state::Supervision;
 
 pub use function::FunctionClient;
 pub use sink::SinkWriter;
@@ -41,7 +41,7 @@ pub use source::SourceReader;
 /// when the handle is dropped.
 #[derive(Debug)]
 pub(crate) struct Binding {
-    shared: Arc<Shared>,
+    shared: Arc<Supervision>,
     slot: Arc<Slot>,
     /// The slot version this handle last looked at.
     seen: u64,
@@ -50,7 +50,7 @@ pub(crate) struct Binding {
 }
 
 impl Binding {
-    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>) -> Binding {
+    pub(crate) fn new(shared: Arc<Supervision>, slot: Arc<Slot>) -> Binding {
         Binding {
             shared,
             slot,

@@ -12,7 +12,7 @@ use super::source::io_error;
 use super::wait::{self, RingFd, Room, SPACE_READY};
 use crate::error::Result;
 use crate::supervisor::slot::Slot;
-use crate::supervisor::state::Shared;
+use crate::supervisor::state::Supervision;
 
 /// Writes tuples to a sink instance, serialized straight into shared memory.
 ///
@@ -46,7 +46,7 @@ struct Current {
 }
 
 /// What one attempt to write found.
-enum Step {
+enum Attempt {
     Sent,
     /// The ring is full: wait for this much room.
     Full(usize),
@@ -55,7 +55,7 @@ enum Step {
 }
 
 impl SinkWriter {
-    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>) -> SinkWriter {
+    pub(crate) fn new(shared: Arc<Supervision>, slot: Arc<Slot>) -> SinkWriter {
         let mut handle = SinkWriter {
             binding: Binding::new(shared, slot),
             current: None,
@@ -123,10 +123,10 @@ impl SinkWriter {
                 let (generation, rings) = self.binding.attach_async().await?;
                 self.current = Some(self.open(generation, &rings[0])?);
             }
-            let len = match self.step(tuple)? {
-                Step::Sent => return Ok(()),
-                Step::Switch => continue,
-                Step::Full(len) => len,
+            let len = match self.attempt(tuple)? {
+                Attempt::Sent => return Ok(()),
+                Attempt::Switch => continue,
+                Attempt::Full(len) => len,
             };
             let Some(cur) = self.current.as_mut() else {
                 continue;
@@ -167,10 +167,10 @@ impl SinkWriter {
                 };
                 self.current = Some(self.open(generation, &rings[0])?);
             }
-            let len = match self.step(tuple)? {
-                Step::Sent => return Ok(true),
-                Step::Switch => continue,
-                Step::Full(len) => len,
+            let len = match self.attempt(tuple)? {
+                Attempt::Sent => return Ok(true),
+                Attempt::Switch => continue,
+                Attempt::Full(len) => len,
             };
             let spin = if deadline.is_some_and(|d| d <= Instant::now()) {
                 Duration::ZERO
@@ -192,27 +192,27 @@ impl SinkWriter {
     }
 
     /// Tries once to write `tuple` to the current ring.
-    fn step<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<Step> {
+    fn attempt<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<Attempt> {
         let Some(cur) = self.current.as_mut() else {
-            return Ok(Step::Switch);
+            return Ok(Attempt::Switch);
         };
         let generation = cur.generation;
         if self.binding.moved_on(generation) {
             self.current = None;
-            return Ok(Step::Switch);
+            return Ok(Attempt::Switch);
         }
         match cur.tx.try_send(tuple) {
-            Ok(true) => Ok(Step::Sent),
+            Ok(true) => Ok(Attempt::Sent),
             Ok(false) => {
                 let bound = tuple
                     .size_bound()
                     .map_err(|e| self.binding.ids().data_error(e))?;
-                Ok(Step::Full(bound.min(cur.tx.max_tuple_len())))
+                Ok(Attempt::Full(bound.min(cur.tx.max_tuple_len())))
             }
             Err(e) if e.is_closed() => {
                 if self.binding.moved_on(generation) {
                     self.current = None;
-                    Ok(Step::Switch)
+                    Ok(Attempt::Switch)
                 } else {
                     Err(self.binding.ids().end_of_stream())
                 }

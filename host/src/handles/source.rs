@@ -12,7 +12,7 @@ use super::Binding;
 use super::wait::{self, DATA_READY, RingFd};
 use crate::error::{Error, Result};
 use crate::supervisor::slot::Slot;
-use crate::supervisor::state::Shared;
+use crate::supervisor::state::Supervision;
 
 /// Reads the tuples a source instance produces, in place in shared memory.
 ///
@@ -61,7 +61,7 @@ enum Ready {
 }
 
 impl SourceReader {
-    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>) -> SourceReader {
+    pub(crate) fn new(shared: Arc<Supervision>, slot: Arc<Slot>) -> SourceReader {
         let mut handle = SourceReader {
             binding: Binding::new(shared, slot),
             current: None,

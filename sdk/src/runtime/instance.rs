@@ -34,7 +34,7 @@ impl Kind {
 
 /// What every instance thread shares with the control loop.
 #[derive(Clone)]
-pub(crate) struct Shared {
+pub(crate) struct InstanceEnv {
     pub config: Arc<PluginConfig>,
     pub channel: Arc<ControlChannel>,
     pub dispatch: Dispatch,
@@ -94,7 +94,7 @@ impl State {
 /// # Errors
 /// The `Failed` text when the thread cannot be spawned.
 pub(crate) fn spawn(
-    shared: &Shared,
+    shared: &InstanceEnv,
     kind: Kind,
     start: Start,
     rings: Vec<Ring>,
@@ -110,7 +110,7 @@ pub(crate) fn spawn(
     Ok(Instance { state, handle })
 }
 
-fn run(shared: Shared, kind: Kind, start: Start, rings: Vec<Ring>, state: Arc<State>) {
+fn run(shared: InstanceEnv, kind: Kind, start: Start, rings: Vec<Ring>, state: Arc<State>) {
     let id = start.instance_id;
     tracing::dispatcher::with_default(&shared.dispatch, || {
         let meta = Meta {

@@ -8,14 +8,14 @@ use crate::error::{Error, Result};
 use crate::layout::{KIND_PADDING, MAX_POSITION, RECORD_ALIGN, RecordHeader, record_span};
 use crate::sync::{Ordering, fence};
 
-use super::shared::Shared;
+use super::shared::RingMemory;
 use super::wait::{self, EndpointConfig, Step, Waiter};
 
 /// The consuming end of a ring: reads records in place. Dropping it closes the ring for the
 /// producer.
 #[derive(Debug)]
 pub struct Consumer {
-    shared: Arc<Shared>,
+    shared: Arc<RingMemory>,
     /// Position after the last released record. In `published ..= cached_write`.
     read: u64,
     /// Last read position stored to shared memory.
@@ -29,7 +29,7 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(shared: Arc<Shared>, config: EndpointConfig) -> Result<Consumer> {
+    pub(crate) fn new(shared: Arc<RingMemory>, config: EndpointConfig) -> Result<Consumer> {
         let control = shared.control();
         // ORDERING: Acquire pairs with the producer's Release store of its write position (and
         // a previous consumer's of the read position).

@@ -10,7 +10,7 @@ use crate::layout::{
 };
 use crate::sync::{Ordering, fence};
 
-use super::shared::Shared;
+use super::shared::RingMemory;
 use super::wait::{self, EndpointConfig, Step, Waiter};
 
 /// Where a claimed record goes: padding from `from` up to `start`, then the record.
@@ -25,7 +25,7 @@ struct Placement {
 /// committed record).
 #[derive(Debug)]
 pub struct Producer {
-    shared: Arc<Shared>,
+    shared: Arc<RingMemory>,
     /// Position after the last committed record. In `published ..= cached_read + capacity`.
     write: u64,
     /// Last write position stored to shared memory.
@@ -39,7 +39,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(shared: Arc<Shared>, config: EndpointConfig) -> Result<Producer> {
+    pub(crate) fn new(shared: Arc<RingMemory>, config: EndpointConfig) -> Result<Producer> {
         let control = shared.control();
         // ORDERING: Acquire pairs with the previous owners' Release stores (a producer handed
         // over from another process, or the consumer's read position).

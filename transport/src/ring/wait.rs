@@ -13,9 +13,9 @@ use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use crate::layout::{PARK_EVENTFD, PARK_FUTEX};
-use crate::sync::{AtomicU32, Ordering, spin_hint};
+use crate::sync::{AtomicU32, Ordering, spin_hint, timespec};
 
-use super::shared::Shared;
+use super::shared::RingMemory;
 
 /// How a blocked endpoint sleeps once its spin budget is spent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl EndpointConfig {
 }
 
 /// Wakes the side sleeping on `flag` (if any), by the means it chose.
-pub(crate) fn wake(shared: &Shared, flag: &AtomicU32, fd: Option<BorrowedFd<'_>>) {
+pub(crate) fn wake(shared: &RingMemory, flag: &AtomicU32, fd: Option<BorrowedFd<'_>>) {
     // ORDERING: AcqRel so the swap is ordered after our position store and fence; whoever sees
     // the flag first wakes, nobody twice.
     match flag.swap(0, Ordering::AcqRel) {
@@ -121,7 +121,7 @@ pub(crate) fn drain_eventfd(fd: Option<BorrowedFd<'_>>) {
 
 /// Sleeps on `flag` (whose value is `value`) by the configured means, at most until `deadline`.
 pub(crate) fn sleep(
-    shared: &Shared,
+    shared: &RingMemory,
     flag: &AtomicU32,
     value: u32,
     fd: Option<BorrowedFd<'_>>,
@@ -130,10 +130,7 @@ pub(crate) fn sleep(
     let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     match (value, fd) {
         (PARK_EVENTFD, Some(fd)) => {
-            let ts = timeout.map(|d| rustix::time::Timespec {
-                tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-                tv_nsec: d.subsec_nanos().into(),
-            });
+            let ts = timeout.map(timespec);
             let mut pfd = [rustix::event::PollFd::new(
                 &fd,
                 rustix::event::PollFlags::IN,

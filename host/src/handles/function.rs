@@ -5,12 +5,13 @@ use std::time::{Duration, Instant};
 
 use shmplug_transport::tuple::call::parse_reply;
 use shmplug_transport::tuple::{Encode, TupleRef, Value, ValueRef, ValueView};
+use shmplug_transport::wait::{self as transport_wait, Room};
 use shmplug_transport::{EndpointConfig, Park as ParkMode, Ring, TupleReceiver, TupleSender};
 use tokio::io::unix::AsyncFd;
 
 use super::Binding;
 use super::source::io_error;
-use super::wait::{self, DATA_READY, RingFd, Room, SPACE_READY};
+use super::wait::{self, DATA_READY, RingFd, SPACE_READY};
 use crate::error::{Error, Result};
 use crate::supervisor::slot::Slot;
 use crate::supervisor::state::Supervision;
@@ -293,7 +294,7 @@ impl FunctionClient {
             let data_fd = cur.reply.fds()[DATA_READY];
             let space_fd = cur.request.fds()[SPACE_READY];
             let ready = match need {
-                Some(len) => wait::block(
+                Some(len) => transport_wait::block(
                     &mut [
                         (cur.rx.consumer(), data_fd),
                         (&mut Room(cur.tx.producer(), len), space_fd),
@@ -301,7 +302,7 @@ impl FunctionClient {
                     spin,
                     deadline,
                 ),
-                None => wait::block(&mut [(cur.rx.consumer(), data_fd)], spin, deadline),
+                None => transport_wait::block(&mut [(cur.rx.consumer(), data_fd)], spin, deadline),
             };
             if !ready {
                 return Err(timed_out(&self.binding));

@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmplug_transport::tuple::Encode;
+use shmplug_transport::wait::{self as transport_wait, Room};
 use shmplug_transport::{EndpointConfig, Park as ParkMode, Ring, TupleSender};
 use tokio::io::unix::AsyncFd;
 
 use super::Binding;
 use super::source::io_error;
-use super::wait::{self, RingFd, Room, SPACE_READY};
+use super::wait::{self, RingFd, SPACE_READY};
 use crate::error::Result;
 use crate::supervisor::slot::Slot;
 use crate::supervisor::state::Supervision;
@@ -181,7 +182,7 @@ impl SinkWriter {
                 continue;
             };
             let fd = cur.ring.fds()[SPACE_READY];
-            if !wait::block(
+            if !transport_wait::block(
                 &mut [(&mut Room(cur.tx.producer(), len), fd)],
                 spin,
                 deadline,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
 use shmplug_transport::tuple::{Encode, Encoder};
+use shmplug_transport::wait as transport_wait;
 use shmplug_transport::{EndpointConfig, Park as ParkMode, Ring, TupleReceiver, TupleView};
 use tokio::io::unix::AsyncFd;
 
@@ -218,7 +219,7 @@ impl SourceReader {
             };
             let generation = cur.generation;
             let fd = cur.ring.fds()[DATA_READY];
-            if !wait::block(&mut [(cur.rx.consumer(), fd)], spin, deadline) {
+            if !transport_wait::block(&mut [(cur.rx.consumer(), fd)], spin, deadline) {
                 return Ok(None);
             }
             if self.binding.moved_on(generation) {

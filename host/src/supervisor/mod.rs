@@ -49,7 +49,7 @@ use shmplug_transport::control::Hello;
 use crate::error::{Error, Result, SymbolKind};
 use crate::handles::{FunctionClient, SinkWriter, SourceReader};
 use crate::registry::PluginInfo;
-use state::{Event, Supervision, State};
+use state::{Event, State, Supervision};
 
 /// What to run: the plugin's name and executable, and how to start it.
 #[derive(Clone, Debug, PartialEq, Eq)]

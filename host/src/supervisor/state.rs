@@ -368,7 +368,11 @@ impl Supervision {
 }
 
 /// Reads process `generation`'s control channel until it ends, then tells the monitor.
-pub(crate) fn read_control(shared: Arc<Supervision>, generation: u64, channel: Arc<ControlChannel>) {
+pub(crate) fn read_control(
+    shared: Arc<Supervision>,
+    generation: u64,
+    channel: Arc<ControlChannel>,
+) {
     let reason = loop {
         match channel.recv_timeout(None) {
             Ok((message, _rings)) => shared.on_message(generation, &channel, message),

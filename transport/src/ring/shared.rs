@@ -15,7 +15,7 @@ use crate::sync::{Futex, Granules};
 
 use super::consumer::Consumer;
 use super::producer::Producer;
-use super::wait::EndpointConfig;
+use crate::wait::{self, EndpointConfig};
 
 /// What keeps the memory behind [`RingMemory`] alive.
 #[derive(Debug)]
@@ -424,7 +424,7 @@ impl Ring {
             .producer_closed
             .store(1, crate::sync::Ordering::Release);
         crate::sync::fence(crate::sync::Ordering::SeqCst);
-        super::wait::wake(
+        wait::wake(
             &self.shared,
             &signals.consumer_waiting,
             self.shared.data_ready(),
@@ -440,7 +440,7 @@ impl Ring {
             .consumer_closed
             .store(1, crate::sync::Ordering::Release);
         crate::sync::fence(crate::sync::Ordering::SeqCst);
-        super::wait::wake(
+        wait::wake(
             &self.shared,
             &signals.producer_waiting,
             self.shared.space_ready(),

@@ -19,10 +19,11 @@
 //!
 //! Dropping a handle stops its instance in the plugin.
 
+mod core;
 mod function;
+mod reactor;
 mod sink;
 mod source;
-mod wait;
 
 use std::sync::Arc;
 use std::time::Instant;

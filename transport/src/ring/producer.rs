@@ -164,16 +164,7 @@ impl Producer {
                 max: self.shared.max_payload as usize,
             });
         }
-        // ORDERING: Acquire pairs with the consumer's Release store of its closed flag.
-        if self
-            .shared
-            .control()
-            .signals
-            .0
-            .consumer_closed
-            .load(Ordering::Acquire)
-            != 0
-        {
+        if self.consumer_closed() {
             return Err(Error::Closed);
         }
         let capacity = self.shared.capacity;
@@ -295,15 +286,15 @@ impl Producer {
 
     /// True once the consumer has closed its end (or this end was closed).
     pub fn is_closed(&self) -> bool {
-        self.closed
-            || self
-                .shared
-                .control()
-                .signals
-                .0
-                .consumer_closed
-                .load(Ordering::Acquire)
-                != 0
+        self.closed || self.consumer_closed()
+    }
+
+    /// True once the consumer has closed its end.
+    #[inline]
+    fn consumer_closed(&self) -> bool {
+        // ORDERING: Acquire pairs with the consumer's Release store of its closed flag.
+        let closed = &self.shared.control().signals.0.consumer_closed;
+        closed.load(Ordering::Acquire) != 0
     }
 
     /// Prepares to await space with an event loop instead of blocking a thread.

@@ -15,7 +15,7 @@ use shmplug_transport::control::{ControlChannel, ControlError, Message, Start};
 use shmplug_transport::{Error, Ring};
 
 use crate::config::PluginConfig;
-use instance::{Instance, Kind, InstanceEnv};
+use instance::{Instance, InstanceEnv, Kind};
 
 pub use connect::{EXIT_NO_HOST, start};
 pub use log::LOG_LEVEL_ENV;

@@ -253,18 +253,9 @@ fn apply(client: &mut FunctionClient, call: &crate::pipeline::Call, batch: &mut 
 
 /// Borrows an owned value as the transport's borrowed form, for a call's arguments.
 fn value_ref(value: &Value) -> ValueRef<'_> {
-    match value {
-        Value::Null => ValueRef::Null,
-        Value::Bool(b) => ValueRef::Bool(*b),
-        Value::Int(i) => ValueRef::Int(*i),
-        Value::Float(f) => ValueRef::Float(*f),
-        Value::String(s) => ValueRef::String(s),
-        Value::Bytes(b) => ValueRef::Bytes(b),
-        Value::Timestamp(t) => ValueRef::Timestamp(*t),
-        // A list or map argument would need its items borrowed as `ValueRef`s too; the
-        // command-line runner passes null (functions taking collections need an engine).
-        Value::List(_) | Value::Map(_) => ValueRef::Null,
-    }
+    // A list or map argument would need its items borrowed as `ValueRef`s too; the
+    // command-line runner passes null (functions taking collections need an engine).
+    value.as_ref().unwrap_or(ValueRef::Null)
 }
 
 fn print_summary(

@@ -265,25 +265,12 @@ pub fn call_function<F: Function>(function: &mut F, args: &[Value]) -> Result<Va
 /// Writes a call record, borrowing scalar arguments; nested ones go through an owned tuple of
 /// the same form.
 fn send_call(sender: &mut TupleSender, seq: u64, args: &[Value]) -> Result<(), PluginError> {
-    let refs: Option<Vec<ValueRef<'_>>> = args.iter().map(scalar_ref).collect();
+    let refs: Option<Vec<ValueRef<'_>>> = args.iter().map(Value::as_ref).collect();
     match refs {
         Some(refs) => call::send_call(sender, seq, &refs)?,
         None => sender.send(&Tuple::new(seq as i64).with_field("args", args.to_vec()))?,
     }
     Ok(())
-}
-
-fn scalar_ref(value: &Value) -> Option<ValueRef<'_>> {
-    Some(match value {
-        Value::Null => ValueRef::Null,
-        Value::Bool(b) => ValueRef::Bool(*b),
-        Value::Int(i) => ValueRef::Int(*i),
-        Value::Float(f) => ValueRef::Float(*f),
-        Value::String(s) => ValueRef::String(s),
-        Value::Bytes(b) => ValueRef::Bytes(b),
-        Value::Timestamp(t) => ValueRef::Timestamp(*t),
-        Value::List(_) | Value::Map(_) => return None,
-    })
 }
 
 fn props_of(props: serde_json::Value) -> Result<Props, PluginError> {

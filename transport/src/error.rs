@@ -41,6 +41,10 @@ pub enum Error {
     /// A received segment is not one this version of shmplug can use.
     #[error("shared-memory segment rejected: {0}")]
     BadSegment(String),
+    /// A descriptor inherited as the control socket cannot be used: not a descriptor number,
+    /// not open, not a socket, or already taken over.
+    #[error("cannot use the inherited control socket: {0}")]
+    BadInheritedSocket(String),
     /// This process already holds that endpoint of the ring.
     #[error(
         "the {0} end of this ring is already taken (rings are single-producer, single-consumer)"

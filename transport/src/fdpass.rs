@@ -102,11 +102,11 @@ pub fn recv_with_fds(socket: &UnixStream, buf: &mut [u8]) -> Result<(usize, Vec<
 /// have closed the inherited descriptor and reused its number.
 ///
 /// # Errors
-/// [`Error::BadSegment`] if `fd` is negative, was already adopted, is not open, or is not a
-/// Unix socket.
+/// [`Error::BadInheritedSocket`] if `fd` is negative, was already adopted, is not open, or is
+/// not a Unix socket.
 pub fn adopt_inherited_socket(fd: RawFd) -> Result<UnixStream> {
     static ADOPTED: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
-    let refuse = |why: &str| Error::BadSegment(format!("inherited descriptor {fd}: {why}"));
+    let refuse = |why: &str| Error::BadInheritedSocket(format!("inherited descriptor {fd}: {why}"));
     if fd < 0 {
         return Err(refuse("not a descriptor number"));
     }
@@ -181,7 +181,7 @@ mod tests {
         let raw = b.into_raw_fd();
         let mut adopted = adopt_inherited_socket(raw).unwrap();
         assert!(
-            matches!(adopt_inherited_socket(raw), Err(Error::BadSegment(m)) if m.contains("already"))
+            matches!(adopt_inherited_socket(raw), Err(Error::BadInheritedSocket(m)) if m.contains("already"))
         );
         std::io::Write::write_all(&mut adopted, b"x").unwrap();
         let mut buf = [0u8; 1];
@@ -196,14 +196,14 @@ mod tests {
         let (r, _w) = rustix::pipe::pipe().unwrap();
         let err = adopt_inherited_socket(r.as_raw_fd()).unwrap_err();
         assert!(
-            matches!(err, Error::BadSegment(ref m) if m.contains("not a socket")),
+            matches!(err, Error::BadInheritedSocket(ref m) if m.contains("not a socket")),
             "{err}"
         );
         assert!(adopt_inherited_socket(-1).is_err());
         // A number far above anything open.
         let err = adopt_inherited_socket(1_000_000).unwrap_err();
         assert!(
-            matches!(err, Error::BadSegment(ref m) if m.contains("not open")),
+            matches!(err, Error::BadInheritedSocket(ref m) if m.contains("not open")),
             "{err}"
         );
     }

@@ -48,6 +48,7 @@ pub mod ring;
 mod segment;
 mod sync;
 pub mod tuple;
+pub mod wait;
 
 pub use error::{Error, Result};
 pub use ring::{Claim, Consumer, EndpointConfig, Park, Producer, Record, Ring, RingFds};

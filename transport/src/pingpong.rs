@@ -7,10 +7,11 @@
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::segment::Segment;
+use crate::wait::{WaitStep, Waiter};
 
 /// Size of the segment: one page.
 const LEN: usize = 4096;
@@ -18,8 +19,6 @@ const LEN: usize = 4096;
 const PING: usize = 0;
 /// The answering side's word, 128 bytes on so that adjacent-line prefetch does not couple them.
 const PONG: usize = 128;
-/// Spins between looks at the clock.
-const SPINS_PER_CLOCK: u32 = 1024;
 
 /// Two shared words: the pinging side writes `ping` and spins until `pong` equals it, the
 /// other side spins until `ping` moves and copies it to `pong`.
@@ -103,17 +102,15 @@ impl PingPong {
     }
 }
 
+/// Spins (never parks: the reference is the spinning round trip) until `word` holds `seq`.
 fn spin_until(word: &AtomicU64, seq: u64, timeout: Duration) -> Result<()> {
-    let start = Instant::now();
+    let mut waiter = Waiter::new(Duration::MAX, Some(timeout));
     loop {
-        for _ in 0..SPINS_PER_CLOCK {
-            if word.load(Ordering::Acquire) == seq {
-                return Ok(());
-            }
-            std::hint::spin_loop();
+        if word.load(Ordering::Acquire) == seq {
+            return Ok(());
         }
-        if start.elapsed() >= timeout {
-            return Err(Error::TimedOut(timeout));
+        if let WaitStep::TimedOut(t) = waiter.step() {
+            return Err(Error::TimedOut(t));
         }
     }
 }

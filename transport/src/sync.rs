@@ -24,6 +24,14 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
 }
 
+/// `d` as a kernel time-out, saturating at the largest one (which is as good as forever).
+pub(crate) fn timespec(d: std::time::Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: d.subsec_nanos().into(),
+    }
+}
+
 /// Waits on a futex word shared between processes.
 #[cfg(not(loom))]
 #[derive(Debug, Default)]
@@ -40,10 +48,7 @@ impl Futex {
         timeout: Option<std::time::Duration>,
     ) {
         use rustix::thread::futex;
-        let ts = timeout.map(|d| rustix::time::Timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: d.subsec_nanos().into(),
-        });
+        let ts = timeout.map(timespec);
         // Shared futex (no FUTEX_PRIVATE_FLAG): the kernel keys it by the memfd page, so the two
         // processes may map the segment at different addresses. EAGAIN (word changed), EINTR and
         // ETIMEDOUT all mean "go and look again", so the result is deliberately ignored.

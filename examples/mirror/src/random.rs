@@ -196,16 +196,7 @@ fn scalar_ref(field: &Field) -> Option<ValueRef<'_>> {
     let Field::Fixed(value) = field else {
         return Some(ValueRef::Int(0));
     };
-    Some(match value {
-        Value::Null => ValueRef::Null,
-        Value::Bool(b) => ValueRef::Bool(*b),
-        Value::Int(i) => ValueRef::Int(*i),
-        Value::Float(f) => ValueRef::Float(*f),
-        Value::String(s) => ValueRef::String(s),
-        Value::Bytes(b) => ValueRef::Bytes(b),
-        Value::Timestamp(t) => ValueRef::Timestamp(*t),
-        Value::List(_) | Value::Map(_) => return None,
-    })
+    value.as_ref()
 }
 
 #[cfg(test)]

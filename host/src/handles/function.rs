@@ -5,15 +5,15 @@ use std::time::{Duration, Instant};
 
 use shmplug_transport::tuple::call::parse_reply;
 use shmplug_transport::tuple::{Encode, TupleRef, Value, ValueRef, ValueView};
-use shmplug_transport::{EndpointConfig, Park as ParkMode, Ring, TupleReceiver, TupleSender};
-use tokio::io::unix::AsyncFd;
+use shmplug_transport::wait::{self, Room};
+use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleSender};
 
 use super::Binding;
-use super::source::io_error;
-use super::wait::{self, DATA_READY, RingFd, Room, SPACE_READY};
+use super::core::{Core, Endpoints, io_error, spurious};
+use super::reactor::{self, DATA_READY, SPACE_READY};
 use crate::error::{Error, Result};
 use crate::supervisor::slot::Slot;
-use crate::supervisor::state::Shared;
+use crate::supervisor::state::Supervision;
 
 /// Calls a function instance: each call is a record on the request ring, answered in order by
 /// a record on the reply ring, matched by sequence number.
@@ -36,20 +36,34 @@ use crate::supervisor::state::Shared;
 /// ```
 #[derive(Debug)]
 pub struct FunctionClient {
-    binding: Binding,
-    current: Option<Current>,
+    core: Core<CallEnds>,
     /// The next call's sequence number.
     next_seq: u64,
 }
 
+/// A function client's endpoints: calls go out on the request ring (ring 0), answers come back
+/// on the reply ring (ring 1).
 #[derive(Debug)]
-struct Current {
-    generation: u64,
-    request: Ring,
-    reply: Ring,
+struct CallEnds {
     tx: TupleSender,
     rx: TupleReceiver,
-    fds: Option<(AsyncFd<RingFd>, AsyncFd<RingFd>)>,
+}
+
+impl Endpoints for CallEnds {
+    /// Room on the request ring, then answers on the reply ring.
+    const ASYNC_FDS: &'static [(usize, usize)] = &[(0, SPACE_READY), (1, DATA_READY)];
+
+    fn open(rings: &[Ring], config: EndpointConfig) -> shmplug_transport::Result<Self> {
+        let (Some(request), Some(reply)) = (rings.first(), rings.get(1)) else {
+            return Err(shmplug_transport::Error::BadSegment(
+                "a function instance needs a request and a reply ring".into(),
+            ));
+        };
+        Ok(CallEnds {
+            tx: TupleSender::new(request.producer(config)?),
+            rx: TupleReceiver::new(reply.consumer(config)?),
+        })
+    }
 }
 
 /// What a batch makes of each answer, read in place from the reply ring.
@@ -86,29 +100,21 @@ enum Round {
 }
 
 impl FunctionClient {
-    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>) -> FunctionClient {
-        let mut handle = FunctionClient {
-            binding: Binding::new(shared, slot),
-            current: None,
+    pub(crate) fn new(supervision: Arc<Supervision>, slot: Arc<Slot>) -> FunctionClient {
+        FunctionClient {
+            core: Core::new(supervision, slot),
             next_seq: 1,
-        };
-        // Take the rings now, so that tuples committed before a restart are not skipped.
-        if let Ok(Some((generation, rings))) =
-            handle.binding.attach(Some(std::time::Instant::now()))
-        {
-            handle.current = handle.open(generation, &rings).ok();
         }
-        handle
     }
 
     /// The instance id.
     pub fn instance_id(&self) -> u64 {
-        self.binding.ids().instance
+        self.core.instance_id()
     }
 
     /// The function symbol.
     pub fn symbol(&self) -> &str {
-        &self.binding.ids().symbol
+        self.core.symbol()
     }
 
     /// Calls the function with `args` and waits for its result.
@@ -118,9 +124,8 @@ impl FunctionClient {
     /// [`Error::InstanceGone`], [`Error::EndOfStream`] (the plugin closed the instance's
     /// rings), [`Error::Data`].
     pub fn call(&mut self, args: &[ValueRef<'_>]) -> Result<Value> {
-        self.batch_until(&[args], None, &mut copy_out)?
-            .pop()
-            .unwrap_or_else(|| Err(self.binding.ids().data_error(super::source::spurious())))
+        let results = self.batch_until(&[args], None, &mut copy_out)?;
+        self.only(results)
     }
 
     /// As [`call`](Self::call), giving up after `timeout`.
@@ -129,9 +134,8 @@ impl FunctionClient {
     /// As [`call`](Self::call), and [`Error::TimedOut`]. A late answer to a timed-out call is
     /// discarded.
     pub fn call_timeout(&mut self, args: &[ValueRef<'_>], timeout: Duration) -> Result<Value> {
-        self.batch_until(&[args], Some(Instant::now() + timeout), &mut copy_out)?
-            .pop()
-            .unwrap_or_else(|| Err(self.binding.ids().data_error(super::source::spurious())))
+        let results = self.batch_until(&[args], Some(Instant::now() + timeout), &mut copy_out)?;
+        self.only(results)
     }
 
     /// As [`call_timeout`](Self::call_timeout), but hands the answer to `read` where it lies,
@@ -160,15 +164,10 @@ impl FunctionClient {
     ) -> Result<R> {
         let mut read = Some(read);
         let mut answer = |view: ValueView<'_>| read.take().map(|read| read(view));
-        let result = self
-            .batch_until(&[args], Some(Instant::now() + timeout), &mut answer)?
-            .pop();
-        match result {
-            Some(Ok(Some(value))) => Ok(value),
-            Some(Err(e)) => Err(e),
-            // One call has one answer: anything else is a broken plugin or ring.
-            Some(Ok(None)) | None => Err(self.binding.ids().data_error(super::source::spurious())),
-        }
+        let results = self.batch_until(&[args], Some(Instant::now() + timeout), &mut answer)?;
+        // One call has one answer: anything else is a broken plugin or ring.
+        self.only(results)?
+            .ok_or_else(|| self.core.binding.ids().data_error(spurious()))
     }
 
     /// Calls the function once per entry of `calls`, pipelined, and returns the results in
@@ -197,10 +196,8 @@ impl FunctionClient {
     /// # Errors
     /// As [`call`](Self::call).
     pub async fn call_async(&mut self, args: &[ValueRef<'_>]) -> Result<Value> {
-        let mut results = self.call_batch_async(&[args]).await?;
-        results
-            .pop()
-            .unwrap_or_else(|| Err(self.binding.ids().data_error(super::source::spurious())))
+        let results = self.call_batch_async(&[args]).await?;
+        self.only(results)
     }
 
     /// As [`call_batch`](Self::call_batch), awaiting in the tokio reactor.
@@ -214,42 +211,29 @@ impl FunctionClient {
         let mut copy = copy_out;
         let mut batch = Batch::new(calls, &mut copy);
         loop {
-            if self.current.is_none() {
-                let (generation, rings) = self.binding.attach_async().await?;
-                self.current = Some(self.open(generation, &rings)?);
-            }
+            self.core.attach_async().await?;
             let need = match self.round(&mut batch)? {
                 Round::Done => return Ok(batch.results),
                 Round::Progress | Round::Switch => continue,
                 Round::Stalled(need) => need,
             };
-            let Some(cur) = self.current.as_mut() else {
+            let Some((ends, fds)) = self.core.async_fds()? else {
                 continue;
             };
-            if cur.fds.is_none() {
-                let space = wait::async_fd(&cur.request, SPACE_READY);
-                let data = wait::async_fd(&cur.reply, DATA_READY);
-                match (space, data) {
-                    (Ok(space), Ok(data)) => cur.fds = Some((space, data)),
-                    (Err(e), _) | (_, Err(e)) => return Err(io_error(&self.binding, e)),
-                }
-            }
-            let Some((space_fd, data_fd)) = cur.fds.as_ref() else {
-                continue;
-            };
+            let (space_fd, data_fd) = (&fds[0], &fds[1]);
             let waited = match need {
                 Some(len) => {
-                    wait::ready_either(
-                        cur.rx.consumer(),
+                    reactor::ready_either(
+                        ends.rx.consumer(),
                         data_fd,
-                        &mut Room(cur.tx.producer(), len),
+                        &mut Room(ends.tx.producer(), len),
                         space_fd,
                     )
                     .await
                 }
-                None => wait::ready(cur.rx.consumer(), data_fd).await,
+                None => reactor::ready(ends.rx.consumer(), data_fd).await,
             };
-            waited.map_err(|e| io_error(&self.binding, e))?;
+            waited.map_err(|e| io_error(&self.core.binding, e))?;
         }
     }
 
@@ -258,8 +242,16 @@ impl FunctionClient {
     /// # Errors
     /// [`Error::TimedOut`] if the plugin did not confirm in time.
     pub fn stop(mut self) -> Result<()> {
-        self.current = None;
-        self.binding.stop()
+        self.core.current = None;
+        self.core.binding.stop()
+    }
+
+    /// The one result of a one-call batch.
+    fn only<T>(&self, mut results: Vec<Result<T>>) -> Result<T> {
+        match (results.pop(), results.is_empty()) {
+            (Some(result), true) => result,
+            _ => Err(self.core.binding.ids().data_error(spurious())),
+        }
     }
 
     fn batch_until<T>(
@@ -275,48 +267,46 @@ impl FunctionClient {
             binding.ids().timed_out("call", waited)
         };
         loop {
-            if self.current.is_none() {
-                let Some((generation, rings)) = self.binding.attach(deadline)? else {
-                    return Err(timed_out(&self.binding));
-                };
-                self.current = Some(self.open(generation, &rings)?);
+            if !self.core.attach(deadline)? {
+                return Err(timed_out(&self.core.binding));
             }
             let need = match self.round(&mut batch)? {
                 Round::Done => return Ok(batch.results),
                 Round::Progress | Round::Switch => continue,
                 Round::Stalled(need) => need,
             };
-            let spin = self.binding.spin();
-            let Some(cur) = self.current.as_mut() else {
+            let spin = self.core.binding.spin();
+            let Some(cur) = self.core.current.as_mut() else {
                 continue;
             };
-            let data_fd = cur.reply.fds()[DATA_READY];
-            let space_fd = cur.request.fds()[SPACE_READY];
+            let data_fd = cur.rings[1].fds()[DATA_READY];
+            let space_fd = cur.rings[0].fds()[SPACE_READY];
+            let ends = &mut cur.ends;
             let ready = match need {
                 Some(len) => wait::block(
                     &mut [
-                        (cur.rx.consumer(), data_fd),
-                        (&mut Room(cur.tx.producer(), len), space_fd),
+                        (ends.rx.consumer(), data_fd),
+                        (&mut Room(ends.tx.producer(), len), space_fd),
                     ],
                     spin,
                     deadline,
                 ),
-                None => wait::block(&mut [(cur.rx.consumer(), data_fd)], spin, deadline),
+                None => wait::block(&mut [(ends.rx.consumer(), data_fd)], spin, deadline),
             };
             if !ready {
-                return Err(timed_out(&self.binding));
+                return Err(timed_out(&self.core.binding));
             }
         }
     }
 
     /// Writes what fits, reads what has been answered.
     fn round<T>(&mut self, batch: &mut Batch<'_, '_, '_, T>) -> Result<Round> {
-        let Some(cur) = self.current.as_mut() else {
+        let Some(cur) = self.core.current.as_mut() else {
             return Ok(Round::Switch);
         };
         let generation = cur.generation;
-        if self.binding.moved_on(generation) {
-            self.current = None;
+        if self.core.binding.moved_on(generation) {
+            self.core.current = None;
             return Ok(Round::Switch);
         }
         if batch.generation != Some(generation) {
@@ -326,7 +316,7 @@ impl FunctionClient {
             batch.base = self.next_seq;
             self.next_seq += (batch.calls.len() - batch.results.len()) as u64;
         }
-        let ids = self.binding.ids();
+        let ids = self.core.binding.ids();
         let mut progress = false;
         let mut need = None;
         while batch.sent < batch.calls.len() {
@@ -337,14 +327,14 @@ impl FunctionClient {
                 meta: &[],
                 fields: &fields,
             };
-            match cur.tx.try_send(&record) {
+            match cur.ends.tx.try_send(&record) {
                 Ok(true) => {
                     batch.sent += 1;
                     progress = true;
                 }
                 Ok(false) => {
                     let bound = record.size_bound().map_err(|e| ids.data_error(e))?;
-                    need = Some(bound.min(cur.tx.max_tuple_len()));
+                    need = Some(bound.min(cur.ends.tx.max_tuple_len()));
                     break;
                 }
                 Err(e) if e.is_closed() => return self.closed(generation),
@@ -354,7 +344,7 @@ impl FunctionClient {
         let mut closed = false;
         while batch.results.len() < batch.sent {
             let expected = batch.base;
-            let outcome = match cur.rx.try_recv() {
+            let outcome = match cur.ends.rx.try_recv() {
                 Ok(Some(view)) => {
                     match parse_reply(&view) {
                         Ok((seq, _)) if seq < expected => Reply::Stale,
@@ -409,34 +399,12 @@ impl FunctionClient {
 
     /// A ring closed: the supervisor retired it (switch), or the plugin ended the instance.
     fn closed(&mut self, generation: u64) -> Result<Round> {
-        if self.binding.moved_on(generation) {
-            self.current = None;
+        if self.core.binding.moved_on(generation) {
+            self.core.current = None;
             Ok(Round::Switch)
         } else {
-            Err(self.binding.ids().end_of_stream())
+            Err(self.core.binding.ids().end_of_stream())
         }
-    }
-
-    fn open(&self, generation: u64, rings: &[Ring]) -> Result<Current> {
-        let ids = self.binding.ids();
-        let (Some(request), Some(reply)) = (rings.first(), rings.get(1)) else {
-            return Err(ids.data_error(shmplug_transport::Error::BadSegment(
-                "a function instance needs a request and a reply ring".into(),
-            )));
-        };
-        let config = EndpointConfig::default()
-            .with_spin(self.binding.spin())
-            .with_park(ParkMode::EventFd);
-        let producer = request.producer(config).map_err(|e| ids.data_error(e))?;
-        let consumer = reply.consumer(config).map_err(|e| ids.data_error(e))?;
-        Ok(Current {
-            generation,
-            request: request.clone(),
-            reply: reply.clone(),
-            tx: TupleSender::new(producer),
-            rx: TupleReceiver::new(consumer),
-            fds: None,
-        })
     }
 }
 

@@ -19,10 +19,11 @@
 //!
 //! Dropping a handle stops its instance in the plugin.
 
+mod core;
 mod function;
+mod reactor;
 mod sink;
 mod source;
-mod wait;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +32,7 @@ use shmplug_transport::Ring;
 
 use crate::error::Result;
 use crate::supervisor::slot::{Ids, Slot, SlotState};
-use crate::supervisor::state::Shared;
+use crate::supervisor::state::Supervision;
 
 pub use function::FunctionClient;
 pub use sink::SinkWriter;
@@ -41,7 +42,7 @@ pub use source::SourceReader;
 /// when the handle is dropped.
 #[derive(Debug)]
 pub(crate) struct Binding {
-    shared: Arc<Shared>,
+    shared: Arc<Supervision>,
     slot: Arc<Slot>,
     /// The slot version this handle last looked at.
     seen: u64,
@@ -50,7 +51,7 @@ pub(crate) struct Binding {
 }
 
 impl Binding {
-    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>) -> Binding {
+    pub(crate) fn new(shared: Arc<Supervision>, slot: Arc<Slot>) -> Binding {
         Binding {
             shared,
             slot,

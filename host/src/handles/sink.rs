@@ -4,15 +4,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmplug_transport::tuple::Encode;
-use shmplug_transport::{EndpointConfig, Park as ParkMode, Ring, TupleSender};
-use tokio::io::unix::AsyncFd;
+use shmplug_transport::wait::{self, Room};
+use shmplug_transport::{EndpointConfig, Ring, TupleSender};
 
-use super::Binding;
-use super::source::io_error;
-use super::wait::{self, RingFd, Room, SPACE_READY};
+use super::core::{Core, Endpoints, io_error};
+use super::reactor::{self, SPACE_READY};
 use crate::error::Result;
 use crate::supervisor::slot::Slot;
-use crate::supervisor::state::Shared;
+use crate::supervisor::state::Supervision;
 
 /// Writes tuples to a sink instance, serialized straight into shared memory.
 ///
@@ -33,20 +32,19 @@ use crate::supervisor::state::Shared;
 /// ```
 #[derive(Debug)]
 pub struct SinkWriter {
-    binding: Binding,
-    current: Option<Current>,
+    core: Core<TupleSender>,
 }
 
-#[derive(Debug)]
-struct Current {
-    generation: u64,
-    ring: Ring,
-    tx: TupleSender,
-    fd: Option<AsyncFd<RingFd>>,
+impl Endpoints for TupleSender {
+    const ASYNC_FDS: &'static [(usize, usize)] = &[(0, SPACE_READY)];
+
+    fn open(rings: &[Ring], config: EndpointConfig) -> shmplug_transport::Result<Self> {
+        Ok(TupleSender::new(rings[0].producer(config)?))
+    }
 }
 
 /// What one attempt to write found.
-enum Step {
+enum Attempt {
     Sent,
     /// The ring is full: wait for this much room.
     Full(usize),
@@ -55,28 +53,20 @@ enum Step {
 }
 
 impl SinkWriter {
-    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>) -> SinkWriter {
-        let mut handle = SinkWriter {
-            binding: Binding::new(shared, slot),
-            current: None,
-        };
-        // Take the rings now, so that tuples committed before a restart are not skipped.
-        if let Ok(Some((generation, rings))) =
-            handle.binding.attach(Some(std::time::Instant::now()))
-        {
-            handle.current = handle.open(generation, &rings[0]).ok();
+    pub(crate) fn new(supervision: Arc<Supervision>, slot: Arc<Slot>) -> SinkWriter {
+        SinkWriter {
+            core: Core::new(supervision, slot),
         }
-        handle
     }
 
     /// The instance id.
     pub fn instance_id(&self) -> u64 {
-        self.binding.ids().instance
+        self.core.instance_id()
     }
 
     /// The sink symbol.
     pub fn symbol(&self) -> &str {
-        &self.binding.ids().symbol
+        self.core.symbol()
     }
 
     /// Sends a [`Tuple`](shmplug_transport::Tuple) or [`TupleRef`](shmplug_transport::TupleRef),
@@ -108,7 +98,7 @@ impl SinkWriter {
         if self.send_until(tuple, Some(Instant::now() + timeout))? {
             Ok(())
         } else {
-            Err(self.binding.ids().timed_out("send", timeout))
+            Err(self.core.binding.ids().timed_out("send", timeout))
         }
     }
 
@@ -119,30 +109,18 @@ impl SinkWriter {
     /// As [`send`](Self::send).
     pub async fn send_async<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<()> {
         loop {
-            if self.current.is_none() {
-                let (generation, rings) = self.binding.attach_async().await?;
-                self.current = Some(self.open(generation, &rings[0])?);
-            }
-            let len = match self.step(tuple)? {
-                Step::Sent => return Ok(()),
-                Step::Switch => continue,
-                Step::Full(len) => len,
+            self.core.attach_async().await?;
+            let len = match self.attempt(tuple)? {
+                Attempt::Sent => return Ok(()),
+                Attempt::Switch => continue,
+                Attempt::Full(len) => len,
             };
-            let Some(cur) = self.current.as_mut() else {
+            let Some((tx, fds)) = self.core.async_fds()? else {
                 continue;
             };
-            if cur.fd.is_none() {
-                cur.fd = Some(
-                    wait::async_fd(&cur.ring, SPACE_READY)
-                        .map_err(|e| io_error(&self.binding, e))?,
-                );
-            }
-            let Some(fd) = cur.fd.as_ref() else {
-                continue;
-            };
-            wait::ready(&mut Room(cur.tx.producer(), len), fd)
+            reactor::ready(&mut Room(tx.producer(), len), &fds[0])
                 .await
-                .map_err(|e| io_error(&self.binding, e))?;
+                .map_err(|e| io_error(&self.core.binding, e))?;
         }
     }
 
@@ -151,8 +129,8 @@ impl SinkWriter {
     /// # Errors
     /// [`Error::TimedOut`](crate::Error::TimedOut) if the plugin did not confirm in time.
     pub fn stop(mut self) -> Result<()> {
-        self.current = None;
-        self.binding.stop()
+        self.core.current = None;
+        self.core.binding.stop()
     }
 
     fn send_until<T: Encode + ?Sized>(
@@ -161,78 +139,57 @@ impl SinkWriter {
         deadline: Option<Instant>,
     ) -> Result<bool> {
         loop {
-            if self.current.is_none() {
-                let Some((generation, rings)) = self.binding.attach(deadline)? else {
-                    return Ok(false);
-                };
-                self.current = Some(self.open(generation, &rings[0])?);
+            if !self.core.attach(deadline)? {
+                return Ok(false);
             }
-            let len = match self.step(tuple)? {
-                Step::Sent => return Ok(true),
-                Step::Switch => continue,
-                Step::Full(len) => len,
+            let len = match self.attempt(tuple)? {
+                Attempt::Sent => return Ok(true),
+                Attempt::Switch => continue,
+                Attempt::Full(len) => len,
             };
             let spin = if deadline.is_some_and(|d| d <= Instant::now()) {
                 Duration::ZERO
             } else {
-                self.binding.spin()
+                self.core.binding.spin()
             };
-            let Some(cur) = self.current.as_mut() else {
+            let Some(cur) = self.core.current.as_mut() else {
                 continue;
             };
-            let fd = cur.ring.fds()[SPACE_READY];
-            if !wait::block(
-                &mut [(&mut Room(cur.tx.producer(), len), fd)],
-                spin,
-                deadline,
-            ) {
+            let fd = cur.rings[0].fds()[SPACE_READY];
+            let room = &mut Room(cur.ends.producer(), len);
+            if !wait::block(&mut [(room, fd)], spin, deadline) {
                 return Ok(false);
             }
         }
     }
 
     /// Tries once to write `tuple` to the current ring.
-    fn step<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<Step> {
-        let Some(cur) = self.current.as_mut() else {
-            return Ok(Step::Switch);
+    fn attempt<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<Attempt> {
+        let Some(cur) = self.core.current.as_mut() else {
+            return Ok(Attempt::Switch);
         };
         let generation = cur.generation;
-        if self.binding.moved_on(generation) {
-            self.current = None;
-            return Ok(Step::Switch);
+        if self.core.binding.moved_on(generation) {
+            self.core.current = None;
+            return Ok(Attempt::Switch);
         }
-        match cur.tx.try_send(tuple) {
-            Ok(true) => Ok(Step::Sent),
+        match cur.ends.try_send(tuple) {
+            Ok(true) => Ok(Attempt::Sent),
             Ok(false) => {
                 let bound = tuple
                     .size_bound()
-                    .map_err(|e| self.binding.ids().data_error(e))?;
-                Ok(Step::Full(bound.min(cur.tx.max_tuple_len())))
+                    .map_err(|e| self.core.binding.ids().data_error(e))?;
+                Ok(Attempt::Full(bound.min(cur.ends.max_tuple_len())))
             }
             Err(e) if e.is_closed() => {
-                if self.binding.moved_on(generation) {
-                    self.current = None;
-                    Ok(Step::Switch)
+                if self.core.binding.moved_on(generation) {
+                    self.core.current = None;
+                    Ok(Attempt::Switch)
                 } else {
-                    Err(self.binding.ids().end_of_stream())
+                    Err(self.core.binding.ids().end_of_stream())
                 }
             }
-            Err(e) => Err(self.binding.ids().data_error(e)),
+            Err(e) => Err(self.core.binding.ids().data_error(e)),
         }
-    }
-
-    fn open(&self, generation: u64, ring: &Ring) -> Result<Current> {
-        let config = EndpointConfig::default()
-            .with_spin(self.binding.spin())
-            .with_park(ParkMode::EventFd);
-        let producer = ring
-            .producer(config)
-            .map_err(|e| self.binding.ids().data_error(e))?;
-        Ok(Current {
-            generation,
-            ring: ring.clone(),
-            tx: TupleSender::new(producer),
-            fd: None,
-        })
     }
 }

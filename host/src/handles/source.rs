@@ -5,14 +5,14 @@ use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
 use shmplug_transport::tuple::{Encode, Encoder};
-use shmplug_transport::{EndpointConfig, Park as ParkMode, Ring, TupleReceiver, TupleView};
-use tokio::io::unix::AsyncFd;
+use shmplug_transport::wait;
+use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleView};
 
-use super::Binding;
-use super::wait::{self, DATA_READY, RingFd};
-use crate::error::{Error, Result};
+use super::core::{Core, Endpoints, io_error, spurious};
+use super::reactor::{self, DATA_READY};
+use crate::error::Result;
 use crate::supervisor::slot::Slot;
-use crate::supervisor::state::Shared;
+use crate::supervisor::state::Supervision;
 
 /// Reads the tuples a source instance produces, in place in shared memory.
 ///
@@ -37,20 +37,19 @@ use crate::supervisor::state::Shared;
 /// ```
 #[derive(Debug)]
 pub struct SourceReader {
-    binding: Binding,
-    current: Option<Current>,
+    core: Core<TupleReceiver>,
     /// A tuple copied out of a retired ring, served before switching to the new one.
     held: Option<AlignedVec<16>>,
     /// `held` was handed out; drop it at the next receive.
     served: bool,
 }
 
-#[derive(Debug)]
-struct Current {
-    generation: u64,
-    ring: Ring,
-    rx: TupleReceiver,
-    fd: Option<AsyncFd<RingFd>>,
+impl Endpoints for TupleReceiver {
+    const ASYNC_FDS: &'static [(usize, usize)] = &[(0, DATA_READY)];
+
+    fn open(rings: &[Ring], config: EndpointConfig) -> shmplug_transport::Result<Self> {
+        Ok(TupleReceiver::new(rings[0].consumer(config)?))
+    }
 }
 
 enum Ready {
@@ -61,45 +60,37 @@ enum Ready {
 }
 
 impl SourceReader {
-    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<Slot>) -> SourceReader {
-        let mut handle = SourceReader {
-            binding: Binding::new(shared, slot),
-            current: None,
+    pub(crate) fn new(supervision: Arc<Supervision>, slot: Arc<Slot>) -> SourceReader {
+        SourceReader {
+            core: Core::new(supervision, slot),
             held: None,
             served: false,
-        };
-        // Take the rings now, so that tuples committed before a restart are not skipped.
-        if let Ok(Some((generation, rings))) =
-            handle.binding.attach(Some(std::time::Instant::now()))
-        {
-            handle.current = handle.open(generation, &rings[0]).ok();
         }
-        handle
     }
 
     /// The instance id.
     pub fn instance_id(&self) -> u64 {
-        self.binding.ids().instance
+        self.core.instance_id()
     }
 
     /// The source symbol.
     pub fn symbol(&self) -> &str {
-        &self.binding.ids().symbol
+        self.core.symbol()
     }
 
     /// Receives the next tuple, waiting as long as it takes (across plugin restarts).
     ///
     /// # Errors
-    /// [`Error::EndOfStream`] once the source closed its ring and every tuple was read;
-    /// [`Error::InstanceGone`] if the instance was stopped or cannot be restarted;
-    /// [`Error::Data`] for a corrupt ring or an invalid tuple.
+    /// [`Error::EndOfStream`](crate::Error::EndOfStream) once the source closed its ring and every tuple was read;
+    /// [`Error::InstanceGone`](crate::Error::InstanceGone) if the instance was stopped or cannot be restarted;
+    /// [`Error::Data`](crate::Error::Data) for a corrupt ring or an invalid tuple.
     pub fn recv(&mut self) -> Result<TupleView<'_>> {
         if self.ready_now() {
             return self.read_ready();
         }
         match self.wait_until(None)? {
             Some(ready) => self.take(ready),
-            None => Err(self.binding.ids().data_error(spurious())),
+            None => Err(self.core.binding.ids().data_error(spurious())),
         }
     }
 
@@ -108,10 +99,7 @@ impl SourceReader {
     /// # Errors
     /// As [`recv`](Self::recv).
     pub fn try_recv(&mut self) -> Result<Option<TupleView<'_>>> {
-        if self.ready_now() {
-            return self.read_ready().map(Some);
-        }
-        self.recv_until(Some(Instant::now()))
+        self.recv_within(Duration::ZERO)
     }
 
     /// Receives the next tuple, waiting at most `timeout`; `Ok(None)` if none came.
@@ -119,10 +107,7 @@ impl SourceReader {
     /// # Errors
     /// As [`recv`](Self::recv).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<TupleView<'_>>> {
-        if self.ready_now() {
-            return self.read_ready().map(Some);
-        }
-        self.recv_until(Some(Instant::now() + timeout))
+        self.recv_within(timeout)
     }
 
     /// Receives the next tuple, awaiting the ring's eventfd in the tokio reactor instead of
@@ -132,37 +117,17 @@ impl SourceReader {
     /// As [`recv`](Self::recv).
     pub async fn recv_async(&mut self) -> Result<TupleView<'_>> {
         let ready = loop {
-            if self.served {
-                self.held = None;
-                self.served = false;
-            }
-            if self.current.is_none() {
-                let (generation, rings) = self.binding.attach_async().await?;
-                self.current = Some(self.open(generation, &rings[0])?);
-            }
-            let Some(cur) = self.current.as_mut() else {
+            self.drop_served();
+            self.core.attach_async().await?;
+            let Some((rx, fds)) = self.core.async_fds()? else {
                 continue;
             };
-            let generation = cur.generation;
-            if cur.fd.is_none() {
-                let fd = wait::async_fd(&cur.ring, DATA_READY)
-                    .map_err(|e| io_error(&self.binding, e))?;
-                cur.fd = Some(fd);
-            }
-            let Some(fd) = cur.fd.as_ref() else {
-                continue;
-            };
-            wait::ready(cur.rx.consumer(), fd)
+            reactor::ready(rx.consumer(), &fds[0])
                 .await
-                .map_err(|e| io_error(&self.binding, e))?;
-            if self.binding.moved_on(generation) {
-                // Ready on a retired ring: a leftover tuple, or its end.
-                if self.take_retired()? {
-                    break Ready::Held;
-                }
-                continue;
+                .map_err(|e| io_error(&self.core.binding, e))?;
+            if let Some(ready) = self.after_wait()? {
+                break ready;
             }
-            break Ready::Direct;
         };
         self.take(ready)
     }
@@ -170,9 +135,9 @@ impl SourceReader {
     /// Stops the instance, waiting up to the stop time-out for the plugin to confirm.
     ///
     /// # Errors
-    /// [`Error::TimedOut`] if the plugin did not confirm in time.
+    /// [`Error::TimedOut`](crate::Error::TimedOut) if the plugin did not confirm in time.
     pub fn stop(mut self) -> Result<()> {
-        self.binding.stop()
+        self.core.binding.stop()
     }
 
     /// True if the current ring, still the instance's live one, has a tuple (or its end, or
@@ -181,54 +146,69 @@ impl SourceReader {
         if self.served {
             return false;
         }
-        let Some(cur) = self.current.as_mut() else {
+        let Some(cur) = self.core.current.as_mut() else {
             return false;
         };
         let generation = cur.generation;
-        cur.rx.consumer().is_ready().unwrap_or(true) && !self.binding.moved_on(generation)
+        cur.ends.consumer().is_ready().unwrap_or(true) && !self.core.binding.moved_on(generation)
     }
 
-    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<TupleView<'_>>> {
-        match self.wait_until(deadline)? {
+    /// [`try_recv`](Self::try_recv) and [`recv_timeout`](Self::recv_timeout): the clock is
+    /// read only if no tuple is there now.
+    fn recv_within(&mut self, timeout: Duration) -> Result<Option<TupleView<'_>>> {
+        if self.ready_now() {
+            return self.read_ready().map(Some);
+        }
+        match self.wait_until(Some(Instant::now() + timeout))? {
             Some(ready) => self.take(ready).map(Some),
             None => Ok(None),
+        }
+    }
+
+    /// Drops the held tuple once it was served.
+    fn drop_served(&mut self) {
+        if self.served {
+            self.held = None;
+            self.served = false;
         }
     }
 
     /// Waits until a tuple (or the end) can be taken without waiting; `None` on time-out.
     fn wait_until(&mut self, deadline: Option<Instant>) -> Result<Option<Ready>> {
         loop {
-            if self.served {
-                self.held = None;
-                self.served = false;
-            }
-            if self.current.is_none() {
-                let Some((generation, rings)) = self.binding.attach(deadline)? else {
-                    return Ok(None);
-                };
-                self.current = Some(self.open(generation, &rings[0])?);
+            self.drop_served();
+            if !self.core.attach(deadline)? {
+                return Ok(None);
             }
             let spin = if deadline.is_some_and(|d| d <= Instant::now()) {
                 Duration::ZERO
             } else {
-                self.binding.spin()
+                self.core.binding.spin()
             };
-            let Some(cur) = self.current.as_mut() else {
+            let Some(cur) = self.core.current.as_mut() else {
                 continue;
             };
-            let generation = cur.generation;
-            let fd = cur.ring.fds()[DATA_READY];
-            if !wait::block(&mut [(cur.rx.consumer(), fd)], spin, deadline) {
+            let fd = cur.rings[0].fds()[DATA_READY];
+            if !wait::block(&mut [(cur.ends.consumer(), fd)], spin, deadline) {
                 return Ok(None);
             }
-            if self.binding.moved_on(generation) {
-                if self.take_retired()? {
-                    return Ok(Some(Ready::Held));
-                }
-                continue;
+            if let Some(ready) = self.after_wait()? {
+                return Ok(Some(ready));
             }
+        }
+    }
+
+    /// After a wait reported the current ring ready: what to take, or `None` to wait again
+    /// (the ring was retired and ran out, so the next round switches to the new rings).
+    fn after_wait(&mut self) -> Result<Option<Ready>> {
+        let Some(cur) = self.core.current.as_ref() else {
+            return Ok(None);
+        };
+        if !self.core.binding.moved_on(cur.generation) {
             return Ok(Some(Ready::Direct));
         }
+        // Ready on a retired ring: a leftover tuple, or its end.
+        Ok(self.take_retired()?.then_some(Ready::Held))
     }
 
     /// Takes what [`wait_until`](Self::wait_until) found ready.
@@ -244,31 +224,31 @@ impl SourceReader {
 
     /// Reads the current ring, which is ready, so it has a tuple (or an end, or an error).
     fn read_ready(&mut self) -> Result<TupleView<'_>> {
-        let Some(cur) = self.current.as_mut() else {
-            return Err(self.binding.ids().data_error(spurious()));
+        let Some(cur) = self.core.current.as_mut() else {
+            return Err(self.core.binding.ids().data_error(spurious()));
         };
-        match cur.rx.try_recv() {
+        match cur.ends.try_recv() {
             Ok(Some(view)) => Ok(view),
-            Ok(None) => Err(self.binding.ids().data_error(spurious())),
-            Err(e) if e.is_closed() => Err(self.binding.ids().end_of_stream()),
-            Err(e) => Err(self.binding.ids().data_error(e)),
+            Ok(None) => Err(self.core.binding.ids().data_error(spurious())),
+            Err(e) if e.is_closed() => Err(self.core.binding.ids().end_of_stream()),
+            Err(e) => Err(self.core.binding.ids().data_error(e)),
         }
     }
 
     /// The current ring was retired and is ready: copies its next tuple into `held` (true),
     /// or, at its end, drops it so the next round switches to the new rings (false).
     fn take_retired(&mut self) -> Result<bool> {
-        let Some(cur) = self.current.as_mut() else {
+        let Some(cur) = self.core.current.as_mut() else {
             return Ok(false);
         };
-        let copied = match cur.rx.try_recv() {
+        let copied = match cur.ends.try_recv() {
             Ok(Some(view)) => Some(copy(&view)),
             Ok(None) => return Ok(false),
             Err(e) => {
                 if !e.is_closed() {
                     tracing::warn!(
-                        plugin = %self.binding.ids().plugin,
-                        instance = self.binding.ids().instance,
+                        plugin = %self.core.binding.ids().plugin,
+                        instance = self.core.binding.ids().instance,
                         "dropping the rest of a retired source ring: {e}"
                     );
                 }
@@ -277,11 +257,11 @@ impl SourceReader {
         };
         match copied {
             Some(bytes) => {
-                self.held = Some(bytes.map_err(|e| self.binding.ids().data_error(e))?);
+                self.held = Some(bytes.map_err(|e| self.core.binding.ids().data_error(e))?);
                 Ok(true)
             }
             None => {
-                self.current = None;
+                self.core.current = None;
                 Ok(false)
             }
         }
@@ -289,22 +269,7 @@ impl SourceReader {
 
     fn serve_held(&self) -> Result<TupleView<'_>> {
         let bytes = self.held.as_deref().unwrap_or_default();
-        TupleView::from_bytes(bytes).map_err(|e| self.binding.ids().data_error(e))
-    }
-
-    fn open(&self, generation: u64, ring: &Ring) -> Result<Current> {
-        let config = EndpointConfig::default()
-            .with_spin(self.binding.spin())
-            .with_park(ParkMode::EventFd);
-        let consumer = ring
-            .consumer(config)
-            .map_err(|e| self.binding.ids().data_error(e))?;
-        Ok(Current {
-            generation,
-            ring: ring.clone(),
-            rx: TupleReceiver::new(consumer),
-            fd: None,
-        })
+        TupleView::from_bytes(bytes).map_err(|e| self.core.binding.ids().data_error(e))
     }
 }
 
@@ -316,19 +281,4 @@ fn copy(view: &TupleView<'_>) -> shmplug_transport::Result<AlignedVec<16>> {
     let len = Encoder::new().encode_into(&tuple, &mut bytes)?;
     bytes.resize(len, 0);
     Ok(bytes)
-}
-
-/// A ring that reported ready but held nothing: cannot happen with a correct peer.
-pub(crate) fn spurious() -> shmplug_transport::Error {
-    shmplug_transport::Error::Corrupt {
-        what: "readiness",
-        detail: "the ring reported a record ready but had none".into(),
-    }
-}
-
-pub(crate) fn io_error(binding: &Binding, e: std::io::Error) -> Error {
-    binding.ids().data_error(shmplug_transport::Error::Io {
-        context: "waiting on a ring's eventfd",
-        source: e,
-    })
 }

@@ -150,14 +150,7 @@ impl Registry {
     /// # Errors
     /// [`Error::NotInstalled`], or the manifest errors of [`PluginManifest::load`].
     pub fn describe(&self, name: &str) -> Result<PluginInfo> {
-        validate_name(name)?;
-        let dir = self.root.join(name);
-        if !dir.is_dir() {
-            return Err(Error::NotInstalled {
-                name: name.to_owned(),
-                dir: self.root.clone(),
-            });
-        }
+        let dir = self.installed_dir(name)?;
         load(name, &dir, &dir)
     }
 
@@ -200,13 +193,7 @@ impl Registry {
     /// # Errors
     /// [`Error::NotInstalled`] if no such plugin is installed, and as [`install`](Self::install).
     pub fn update(&self, name: &str, package: &Path) -> Result<PluginInfo> {
-        validate_name(name)?;
-        if !self.root.join(name).is_dir() {
-            return Err(Error::NotInstalled {
-                name: name.to_owned(),
-                dir: self.root.clone(),
-            });
-        }
+        self.installed_dir(name)?;
         let options = InstallOptions {
             name: Some(name.to_owned()),
             force: true,
@@ -219,6 +206,19 @@ impl Registry {
     /// # Errors
     /// [`Error::NotInstalled`], or [`Error::Io`].
     pub fn remove(&self, name: &str) -> Result<()> {
+        let dir = self.installed_dir(name)?;
+        // Move it aside first so a half-deleted plugin is never visible under its name.
+        let trash = Staging::create(&self.root, "removed", name)?;
+        fs::rename(&dir, trash.path()).map_err(Error::io("removing plugin", &dir))?;
+        drop(trash);
+        Ok(())
+    }
+
+    /// The directory of installed plugin `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] or [`Error::NotInstalled`].
+    fn installed_dir(&self, name: &str) -> Result<PathBuf> {
         validate_name(name)?;
         let dir = self.root.join(name);
         if !dir.is_dir() {
@@ -227,11 +227,7 @@ impl Registry {
                 dir: self.root.clone(),
             });
         }
-        // Move it aside first so a half-deleted plugin is never visible under its name.
-        let trash = Staging::create(&self.root, "removed", name)?;
-        fs::rename(&dir, trash.path()).map_err(Error::io("removing plugin", &dir))?;
-        drop(trash);
-        Ok(())
+        Ok(dir)
     }
 
     fn commit(&self, name: &str, staging: Staging, target: &Path, force: bool) -> Result<()> {

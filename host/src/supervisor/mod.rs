@@ -49,7 +49,7 @@ use shmplug_transport::control::Hello;
 use crate::error::{Error, Result, SymbolKind};
 use crate::handles::{FunctionClient, SinkWriter, SourceReader};
 use crate::registry::PluginInfo;
-use state::{Event, Shared, State};
+use state::{Event, State, Supervision};
 
 /// What to run: the plugin's name and executable, and how to start it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,7 +260,7 @@ pub struct InstanceStatus {
 /// ```
 #[derive(Debug)]
 pub struct Plugin {
-    shared: Arc<Shared>,
+    shared: Arc<Supervision>,
     monitor: Option<JoinHandle<()>>,
 }
 
@@ -274,7 +274,7 @@ impl Plugin {
         let (events_tx, events_rx) = mpsc::channel();
         let name = spec.name.clone();
         let executable = spec.executable.clone();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Supervision {
             name: spec.name.clone(),
             config,
             state: Mutex::new(State {

@@ -11,7 +11,7 @@ use shmplug_transport::Ring;
 use shmplug_transport::control::Message;
 
 use super::process::{self, Process};
-use super::state::{self, Event, Link, Shared};
+use super::state::{self, Event, Link, Supervision};
 use super::{Phase, PluginSpec};
 use crate::error::{Result, SymbolKind};
 
@@ -23,7 +23,7 @@ pub(crate) struct Running {
 
 /// Makes `process` the current one: starts its reader, publishes its link, replays the
 /// instances on it.
-pub(crate) fn install(shared: &Arc<Shared>, process: Process) -> Running {
+pub(crate) fn install(shared: &Arc<Supervision>, process: Process) -> Running {
     let link = Arc::new(Link {
         generation: process.generation,
         pid: process.pid(),
@@ -70,7 +70,7 @@ fn finish(mut running: Running, retired: Vec<(SymbolKind, Vec<Ring>)>, grace: Du
 /// The monitor thread's body: launches the first process (reporting the outcome on `first`),
 /// then supervises until shutdown.
 pub(crate) fn run(
-    shared: Arc<Shared>,
+    shared: Arc<Supervision>,
     events: Receiver<Event>,
     first: std::sync::mpsc::SyncSender<Result<()>>,
 ) {
@@ -114,7 +114,7 @@ enum Next {
 }
 
 struct Monitor {
-    shared: Arc<Shared>,
+    shared: Arc<Supervision>,
     events: Receiver<Event>,
     /// The highest process generation used so far.
     generation: u64,

@@ -73,7 +73,7 @@ pub(crate) struct State {
 }
 
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct Supervision {
     pub name: String,
     pub config: SupervisorConfig,
     pub state: Mutex<State>,
@@ -81,7 +81,7 @@ pub(crate) struct Shared {
     pub events: Mutex<Sender<Event>>,
 }
 
-impl Shared {
+impl Supervision {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -368,7 +368,11 @@ impl Shared {
 }
 
 /// Reads process `generation`'s control channel until it ends, then tells the monitor.
-pub(crate) fn read_control(shared: Arc<Shared>, generation: u64, channel: Arc<ControlChannel>) {
+pub(crate) fn read_control(
+    shared: Arc<Supervision>,
+    generation: u64,
+    channel: Arc<ControlChannel>,
+) {
     let reason = loop {
         match channel.recv_timeout(None) {
             Ok((message, _rings)) => shared.on_message(generation, &channel, message),

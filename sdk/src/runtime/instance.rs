@@ -1,6 +1,7 @@
 //! One thread per instance: make it from its factory, configure and open it, reply `Started`
 //! or `Failed`, serve its rings, close it, and reply `Stopped` when the host asked for the stop.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -34,7 +35,7 @@ impl Kind {
 
 /// What every instance thread shares with the control loop.
 #[derive(Clone)]
-pub(crate) struct Shared {
+pub(crate) struct InstanceEnv {
     pub config: Arc<PluginConfig>,
     pub channel: Arc<ControlChannel>,
     pub dispatch: Dispatch,
@@ -94,7 +95,7 @@ impl State {
 /// # Errors
 /// The `Failed` text when the thread cannot be spawned.
 pub(crate) fn spawn(
-    shared: &Shared,
+    shared: &InstanceEnv,
     kind: Kind,
     start: Start,
     rings: Vec<Ring>,
@@ -110,7 +111,7 @@ pub(crate) fn spawn(
     Ok(Instance { state, handle })
 }
 
-fn run(shared: Shared, kind: Kind, start: Start, rings: Vec<Ring>, state: Arc<State>) {
+fn run(shared: InstanceEnv, kind: Kind, start: Start, rings: Vec<Ring>, state: Arc<State>) {
     let id = start.instance_id;
     tracing::dispatcher::with_default(&shared.dispatch, || {
         let meta = Meta {
@@ -181,12 +182,8 @@ fn source(
 ) {
     let symbol = ctx.symbol();
     let what = |name| method("source", symbol, name);
-    let Some(factory) = config.sources.get(symbol) else {
-        return reply.failed("lookup", &PluginError::new("no such source"));
-    };
-    let mut source = match catch(|| what("factory"), || Ok(factory())) {
-        Ok(source) => source,
-        Err(e) => return reply.failed("create", &e),
+    let Some(mut source) = create(&config.sources, symbol, reply) else {
+        return;
     };
     let data_source = start.data_source.as_deref().unwrap_or("");
     if let Err(e) = catch(
@@ -218,12 +215,8 @@ fn sink(
 ) {
     let symbol = ctx.symbol();
     let what = |name| method("sink", symbol, name);
-    let Some(factory) = config.sinks.get(symbol) else {
-        return reply.failed("lookup", &PluginError::new("no such sink"));
-    };
-    let mut sink = match catch(|| what("factory"), || Ok(factory())) {
-        Ok(sink) => sink,
-        Err(e) => return reply.failed("create", &e),
+    let Some(mut sink) = create(&config.sinks, symbol, reply) else {
+        return;
     };
     if let Err(e) = catch(|| what("configure"), || sink.configure(&start.properties)) {
         return reply.failed("configure", &e);
@@ -260,12 +253,8 @@ fn function(
     reply: &Reply<'_>,
 ) {
     let symbol = ctx.symbol();
-    let Some(factory) = config.functions.get(symbol) else {
-        return reply.failed("lookup", &PluginError::new("no such function"));
-    };
-    let mut function = match catch(|| method("function", symbol, "factory"), || Ok(factory())) {
-        Ok(function) => function,
-        Err(e) => return reply.failed("create", &e),
+    let Some(mut function) = create(&config.functions, symbol, reply) else {
+        return;
     };
     let Some(requests) = take(&rings, 0, |ring| ring.consumer(config.endpoint), reply) else {
         return;
@@ -290,6 +279,27 @@ fn function(
     match drive::run_function(&mut *function, &fctx, requests, replies, &mut on_panic) {
         Ok(()) => tracing::debug!("function stopped"),
         Err(e) => tracing::error!("the function's rings failed: {e}"),
+    }
+}
+
+/// Makes an instance of `symbol` with its factory in `factories`, replying `Failed` if there is
+/// no such symbol or the factory panics.
+fn create<P: ?Sized>(
+    factories: &BTreeMap<String, Box<dyn Fn() -> Box<P> + Send + Sync>>,
+    symbol: &str,
+    reply: &Reply<'_>,
+) -> Option<Box<P>> {
+    let kind = reply.kind.name();
+    let Some(factory) = factories.get(symbol) else {
+        reply.failed("lookup", &PluginError::new(format!("no such {kind}")));
+        return None;
+    };
+    match catch(|| method(kind, symbol, "factory"), || Ok(factory())) {
+        Ok(instance) => Some(instance),
+        Err(e) => {
+            reply.failed("create", &e);
+            None
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use shmplug_transport::control::{ControlChannel, ControlError, Message, Start};
 use shmplug_transport::{Error, Ring};
 
 use crate::config::PluginConfig;
-use instance::{Instance, Kind, Shared};
+use instance::{Instance, InstanceEnv, Kind};
 
 pub use connect::{EXIT_NO_HOST, start};
 pub use log::LOG_LEVEL_ENV;
@@ -73,7 +73,7 @@ fn serve_with(
         let _ = tracing::dispatcher::set_global_default(dispatch.clone());
     }
     let (done, finished) = mpsc::channel();
-    let shared = Shared {
+    let shared = InstanceEnv {
         config: Arc::new(config),
         channel,
         dispatch: dispatch.clone(),
@@ -92,7 +92,7 @@ fn serve_with(
 }
 
 struct Runtime {
-    shared: Shared,
+    shared: InstanceEnv,
     instances: HashMap<u64, Instance>,
     /// Ids of instances whose threads have ended.
     finished: Receiver<u64>,

@@ -8,14 +8,14 @@ use crate::error::{Error, Result};
 use crate::layout::{KIND_PADDING, MAX_POSITION, RECORD_ALIGN, RecordHeader, record_span};
 use crate::sync::{Ordering, fence};
 
-use super::shared::Shared;
-use super::wait::{self, EndpointConfig, Step, Waiter};
+use super::shared::RingMemory;
+use crate::wait::{self, EndpointConfig, WaitStep, Waiter};
 
 /// The consuming end of a ring: reads records in place. Dropping it closes the ring for the
 /// producer.
 #[derive(Debug)]
 pub struct Consumer {
-    shared: Arc<Shared>,
+    shared: Arc<RingMemory>,
     /// Position after the last released record. In `published ..= cached_write`.
     read: u64,
     /// Last read position stored to shared memory.
@@ -29,7 +29,7 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(shared: Arc<Shared>, config: EndpointConfig) -> Result<Consumer> {
+    pub(crate) fn new(shared: Arc<RingMemory>, config: EndpointConfig) -> Result<Consumer> {
         let control = shared.control();
         // ORDERING: Acquire pairs with the producer's Release store of its write position (and
         // a previous consumer's of the read position).
@@ -95,46 +95,28 @@ impl Consumer {
         if let Some((start, h)) = self.next()? {
             return Ok(self.record(start, h));
         }
-        let mut waiter = Waiter::new(&self.config, timeout);
+        let mut waiter = Waiter::new(self.config.spin, timeout);
         loop {
             if let Some((start, h)) = self.next()? {
                 return Ok(self.record(start, h));
             }
-            match waiter.next() {
-                Step::Spin => continue,
-                Step::TimedOut(t) => return Err(Error::TimedOut(t)),
-                Step::Park => {}
+            match waiter.step() {
+                WaitStep::Spin => continue,
+                WaitStep::TimedOut(t) => return Err(Error::TimedOut(t)),
+                WaitStep::Park => {}
             }
-            let flag_value = self.config.flag();
             // A clone so the flag can be held across `&mut self` calls; parking is the slow path.
             let shared = self.shared.clone();
-            let signals = &shared.control().signals.0;
-            signals
-                .consumer_waiting
-                .store(flag_value, Ordering::Relaxed);
-            // ORDERING: pairs with the producer's fence between storing its write position (or
-            // closed flag) and loading `consumer_waiting`: either it sees our flag and wakes us,
-            // or we see its store now.
-            fence(Ordering::SeqCst);
-            match self.next() {
-                Ok(Some((start, h))) => {
-                    signals.consumer_waiting.store(0, Ordering::Relaxed);
-                    return Ok(self.record(start, h));
-                }
-                Err(e) => {
-                    signals.consumer_waiting.store(0, Ordering::Relaxed);
-                    return Err(e);
-                }
-                Ok(None) => {}
+            let flag = &shared.control().signals.0.consumer_waiting;
+            let value = self.config.flag();
+            let deadline = waiter.deadline();
+            if let Some((start, h)) =
+                wait::park(&shared, flag, value, shared.data_ready(), deadline, || {
+                    self.next()
+                })?
+            {
+                return Ok(self.record(start, h));
             }
-            wait::sleep(
-                &shared,
-                &signals.consumer_waiting,
-                flag_value,
-                shared.data_ready(),
-                waiter.deadline(),
-            );
-            signals.consumer_waiting.store(0, Ordering::Relaxed);
         }
     }
 
@@ -320,34 +302,20 @@ impl Consumer {
     /// [`try_read`](Self::try_read). Returns `false` when it is safe to await readability of the
     /// eventfd; afterwards call [`finish_park`](Self::finish_park) and try again.
     pub fn prepare_park(&mut self) -> bool {
-        let signals = &self.shared.control().signals.0;
-        signals
-            .consumer_waiting
-            .store(crate::layout::PARK_EVENTFD, Ordering::Relaxed);
-        // ORDERING: as in `read_inner`.
-        fence(Ordering::SeqCst);
-        let ready = !matches!(self.next(), Ok(None));
-        if ready {
-            self.shared
-                .control()
-                .signals
-                .0
-                .consumer_waiting
-                .store(0, Ordering::Relaxed);
-        }
-        ready
+        wait::prepare_park(self, Consumer::waiting_flag, |c| {
+            !matches!(c.next(), Ok(None))
+        })
     }
 
     /// Ends an event-loop wait begun with [`prepare_park`](Self::prepare_park): clears the
     /// waiting flag and empties the eventfd.
     pub fn finish_park(&mut self) {
-        self.shared
-            .control()
-            .signals
-            .0
-            .consumer_waiting
-            .store(0, Ordering::Relaxed);
-        wait::drain_eventfd(self.shared.data_ready());
+        wait::finish_park(self.waiting_flag(), self.shared.data_ready());
+    }
+
+    /// This side's waiting flag in the segment.
+    fn waiting_flag(&self) -> &crate::sync::AtomicU32 {
+        &self.shared.control().signals.0.consumer_waiting
     }
 
     fn corrupt(&mut self, what: &'static str, detail: String) -> Error {

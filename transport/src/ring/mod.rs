@@ -27,12 +27,12 @@
 mod consumer;
 mod producer;
 mod shared;
-mod wait;
 
+pub use crate::wait::{EndpointConfig, Park};
 pub use consumer::{Consumer, Record};
 pub use producer::{Claim, Producer};
+pub(crate) use shared::RingMemory;
 pub use shared::{Ring, RingFds};
-pub use wait::{EndpointConfig, Park};
 
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -10,8 +10,8 @@ use crate::layout::{
 };
 use crate::sync::{Ordering, fence};
 
-use super::shared::Shared;
-use super::wait::{self, EndpointConfig, Step, Waiter};
+use super::shared::RingMemory;
+use crate::wait::{self, EndpointConfig, WaitStep, Waiter};
 
 /// Where a claimed record goes: padding from `from` up to `start`, then the record.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +25,7 @@ struct Placement {
 /// committed record).
 #[derive(Debug)]
 pub struct Producer {
-    shared: Arc<Shared>,
+    shared: Arc<RingMemory>,
     /// Position after the last committed record. In `published ..= cached_read + capacity`.
     write: u64,
     /// Last write position stored to shared memory.
@@ -39,7 +39,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(shared: Arc<Shared>, config: EndpointConfig) -> Result<Producer> {
+    pub(crate) fn new(shared: Arc<RingMemory>, config: EndpointConfig) -> Result<Producer> {
         let control = shared.control();
         // ORDERING: Acquire pairs with the previous owners' Release stores (a producer handed
         // over from another process, or the consumer's read position).
@@ -119,47 +119,30 @@ impl Producer {
         if let Some(p) = self.place(len)? {
             return Ok(self.claim_at(p));
         }
-        let mut waiter = Waiter::new(&self.config, timeout);
+        let mut waiter = Waiter::new(self.config.spin, timeout);
         loop {
             if let Some(p) = self.place(len)? {
                 return Ok(self.claim_at(p));
             }
             // The consumer may be waiting for records we have not published yet.
             self.flush();
-            match waiter.next() {
-                Step::Spin => continue,
-                Step::TimedOut(t) => return Err(Error::TimedOut(t)),
-                Step::Park => {}
+            match waiter.step() {
+                WaitStep::Spin => continue,
+                WaitStep::TimedOut(t) => return Err(Error::TimedOut(t)),
+                WaitStep::Park => {}
             }
-            let flag_value = self.config.flag();
             // A clone so the flag can be held across `&mut self` calls; parking is the slow path.
             let shared = self.shared.clone();
-            let signals = &shared.control().signals.0;
-            signals
-                .producer_waiting
-                .store(flag_value, Ordering::Relaxed);
-            // ORDERING: pairs with the consumer's fence between storing its read position and
-            // loading `producer_waiting`: either it sees our flag, or we see its position.
-            fence(Ordering::SeqCst);
-            match self.place(len) {
-                Ok(Some(p)) => {
-                    signals.producer_waiting.store(0, Ordering::Relaxed);
-                    return Ok(self.claim_at(p));
-                }
-                Err(e) => {
-                    signals.producer_waiting.store(0, Ordering::Relaxed);
-                    return Err(e);
-                }
-                Ok(None) => {}
+            let flag = &shared.control().signals.0.producer_waiting;
+            let value = self.config.flag();
+            let deadline = waiter.deadline();
+            if let Some(p) =
+                wait::park(&shared, flag, value, shared.space_ready(), deadline, || {
+                    self.place(len)
+                })?
+            {
+                return Ok(self.claim_at(p));
             }
-            wait::sleep(
-                &shared,
-                &signals.producer_waiting,
-                flag_value,
-                shared.space_ready(),
-                waiter.deadline(),
-            );
-            signals.producer_waiting.store(0, Ordering::Relaxed);
         }
     }
 
@@ -181,16 +164,7 @@ impl Producer {
                 max: self.shared.max_payload as usize,
             });
         }
-        // ORDERING: Acquire pairs with the consumer's Release store of its closed flag.
-        if self
-            .shared
-            .control()
-            .signals
-            .0
-            .consumer_closed
-            .load(Ordering::Acquire)
-            != 0
-        {
+        if self.consumer_closed() {
             return Err(Error::Closed);
         }
         let capacity = self.shared.capacity;
@@ -312,15 +286,15 @@ impl Producer {
 
     /// True once the consumer has closed its end (or this end was closed).
     pub fn is_closed(&self) -> bool {
-        self.closed
-            || self
-                .shared
-                .control()
-                .signals
-                .0
-                .consumer_closed
-                .load(Ordering::Acquire)
-                != 0
+        self.closed || self.consumer_closed()
+    }
+
+    /// True once the consumer has closed its end.
+    #[inline]
+    fn consumer_closed(&self) -> bool {
+        // ORDERING: Acquire pairs with the consumer's Release store of its closed flag.
+        let closed = &self.shared.control().signals.0.consumer_closed;
+        closed.load(Ordering::Acquire) != 0
     }
 
     /// Prepares to await space with an event loop instead of blocking a thread.
@@ -332,34 +306,20 @@ impl Producer {
     /// the eventfd; afterwards call [`finish_park`](Self::finish_park).
     pub fn prepare_park(&mut self, len: usize) -> bool {
         self.flush();
-        let signals = &self.shared.control().signals.0;
-        signals
-            .producer_waiting
-            .store(crate::layout::PARK_EVENTFD, Ordering::Relaxed);
-        // ORDERING: as in `claim_inner`.
-        fence(Ordering::SeqCst);
-        let ready = !matches!(self.place(len), Ok(None));
-        if ready {
-            self.shared
-                .control()
-                .signals
-                .0
-                .producer_waiting
-                .store(0, Ordering::Relaxed);
-        }
-        ready
+        wait::prepare_park(self, Producer::waiting_flag, |c| {
+            !matches!(c.place(len), Ok(None))
+        })
     }
 
     /// Ends an event-loop wait begun with [`prepare_park`](Self::prepare_park): clears the
     /// waiting flag and empties the eventfd.
     pub fn finish_park(&mut self) {
-        self.shared
-            .control()
-            .signals
-            .0
-            .producer_waiting
-            .store(0, Ordering::Relaxed);
-        wait::drain_eventfd(self.shared.space_ready());
+        wait::finish_park(self.waiting_flag(), self.shared.space_ready());
+    }
+
+    /// This side's waiting flag in the segment.
+    fn waiting_flag(&self) -> &crate::sync::AtomicU32 {
+        &self.shared.control().signals.0.producer_waiting
     }
 
     fn corrupt(&mut self, what: &'static str, detail: String) -> Error {

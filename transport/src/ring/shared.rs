@@ -15,9 +15,9 @@ use crate::sync::{Futex, Granules};
 
 use super::consumer::Consumer;
 use super::producer::Producer;
-use super::wait::EndpointConfig;
+use crate::wait::{self, EndpointConfig};
 
-/// What keeps the memory behind [`Shared`] alive.
+/// What keeps the memory behind [`RingMemory`] alive.
 #[derive(Debug)]
 enum Backing {
     Segment {
@@ -36,7 +36,7 @@ enum Backing {
 /// The state both endpoints in this process share: where the control block and the data region
 /// are, and the ring's geometry as validated when it was opened.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct RingMemory {
     control: NonNull<Control>,
     data: NonNull<u8>,
     /// Size of the data region, a power of two in `MIN_CAPACITY ..= MAX_CAPACITY`.
@@ -50,15 +50,16 @@ pub(crate) struct Shared {
     backing: Backing,
 }
 
-// SAFETY: `control` and `data` point into memory owned by `backing` for the lifetime of `Shared`.
+// SAFETY: `control` and `data` point into memory owned by `backing` for the lifetime of
+// `RingMemory`.
 // The control block is only accessed through atomics; the data region is accessed by at most one
 // producer and one consumer (enforced by `producer_taken` / `consumer_taken` in this process), in
 // disjoint ranges that the position protocol hands from one to the other with Release/Acquire.
-unsafe impl Send for Shared {}
-// SAFETY: as for `Send`: every access through `&Shared` is atomic or covered by the protocol.
-unsafe impl Sync for Shared {}
+unsafe impl Send for RingMemory {}
+// SAFETY: as for `Send`: every access through `&RingMemory` is atomic or covered by the protocol.
+unsafe impl Sync for RingMemory {}
 
-impl Shared {
+impl RingMemory {
     /// The shared control block.
     pub fn control(&self) -> &Control {
         // SAFETY: `control` points to a `Control` that lives as long as `self` (see `Backing`),
@@ -205,7 +206,7 @@ pub struct RingFds {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Ring {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<RingMemory>,
 }
 
 impl Ring {
@@ -290,7 +291,7 @@ impl Ring {
         // SAFETY: HEADER_SIZE is inside the mapping (the segment is HEADER_SIZE + capacity).
         let data = unsafe { base.add(HEADER_SIZE) };
         Ok(Ring {
-            shared: Arc::new(Shared {
+            shared: Arc::new(RingMemory {
                 control: base.cast::<Control>(),
                 data,
                 capacity,
@@ -331,7 +332,7 @@ impl Ring {
             .map(|_| std::cell::UnsafeCell::new(0))
             .collect();
         Ring {
-            shared: Arc::new(Shared {
+            shared: Arc::new(RingMemory {
                 control: NonNull::from(&*control),
                 data: NonNull::new(data.as_ptr() as *mut u8).unwrap(),
                 capacity,
@@ -423,7 +424,7 @@ impl Ring {
             .producer_closed
             .store(1, crate::sync::Ordering::Release);
         crate::sync::fence(crate::sync::Ordering::SeqCst);
-        super::wait::wake(
+        wait::wake(
             &self.shared,
             &signals.consumer_waiting,
             self.shared.data_ready(),
@@ -439,7 +440,7 @@ impl Ring {
             .consumer_closed
             .store(1, crate::sync::Ordering::Release);
         crate::sync::fence(crate::sync::Ordering::SeqCst);
-        super::wait::wake(
+        wait::wake(
             &self.shared,
             &signals.producer_waiting,
             self.shared.space_ready(),

@@ -49,17 +49,8 @@ pub fn send_reply(sender: &mut TupleSender, seq: u64, result: Result<Value, &str
         }
         Ok(value) => value,
     };
-    let scalar = match &value {
-        Value::Null => ValueRef::Null,
-        Value::Bool(b) => ValueRef::Bool(*b),
-        Value::Int(i) => ValueRef::Int(*i),
-        Value::Float(f) => ValueRef::Float(*f),
-        Value::String(s) => ValueRef::String(s),
-        Value::Bytes(b) => ValueRef::Bytes(b),
-        Value::Timestamp(t) => ValueRef::Timestamp(*t),
-        Value::List(_) | Value::Map(_) => {
-            return sender.send(&super::Tuple::new(timestamp).with_field("result", value));
-        }
+    let Some(scalar) = value.as_ref() else {
+        return sender.send(&super::Tuple::new(timestamp).with_field("result", value));
     };
     let fields = [("result", scalar)];
     sender.send(&TupleRef {

@@ -64,6 +64,31 @@ impl Value {
             Value::Timestamp(_) => "timestamp",
         }
     }
+
+    /// This value borrowed as a [`ValueRef`](super::ValueRef), without copying: scalars,
+    /// strings and byte strings. `None` for a list or a map, whose items would first have to be
+    /// borrowed into a new slice of `ValueRef`s (write those through an owned [`Tuple`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use shmplug_transport::{Value, ValueRef};
+    ///
+    /// assert!(matches!(Value::from("hi").as_ref(), Some(ValueRef::String("hi"))));
+    /// assert!(Value::List(vec![]).as_ref().is_none());
+    /// ```
+    pub fn as_ref(&self) -> Option<super::ValueRef<'_>> {
+        use super::ValueRef;
+        Some(match self {
+            Value::Null => ValueRef::Null,
+            Value::Bool(b) => ValueRef::Bool(*b),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Float(f) => ValueRef::Float(*f),
+            Value::String(s) => ValueRef::String(s),
+            Value::Bytes(b) => ValueRef::Bytes(b),
+            Value::Timestamp(t) => ValueRef::Timestamp(*t),
+            Value::List(_) | Value::Map(_) => return None,
+        })
+    }
 }
 
 impl PartialEq for Value {

@@ -9,11 +9,10 @@
 //! most one wake-up call. The flag's value says how the sleeper waits: on the flag itself as a
 //! futex word, or on its eventfd (which an event loop can watch among many others).
 
-use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use crate::layout::{PARK_EVENTFD, PARK_FUTEX};
-use crate::sync::{AtomicU32, Ordering, spin_hint};
+use crate::sync::{AtomicU32, EventFd, Ordering, spin_hint};
 
 use super::shared::Shared;
 
@@ -89,7 +88,7 @@ impl EndpointConfig {
 }
 
 /// Wakes the side sleeping on `flag` (if any), by the means it chose.
-pub(crate) fn wake(shared: &Shared, flag: &AtomicU32, fd: Option<BorrowedFd<'_>>) {
+pub(crate) fn wake(shared: &Shared, flag: &AtomicU32, fd: Option<EventFd<'_>>) {
     // ORDERING: AcqRel so the swap is ordered after our position store and fence; whoever sees
     // the flag first wakes, nobody twice.
     match flag.swap(0, Ordering::AcqRel) {
@@ -104,18 +103,16 @@ pub(crate) fn wake(shared: &Shared, flag: &AtomicU32, fd: Option<BorrowedFd<'_>>
     }
 }
 
-fn signal_eventfd(fd: Option<BorrowedFd<'_>>) {
+fn signal_eventfd(fd: Option<EventFd<'_>>) {
     if let Some(fd) = fd {
-        // EAGAIN only if the counter is about to overflow, i.e. it is already readable.
-        let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        fd.signal();
     }
 }
 
 /// Empties an eventfd's counter so that the next `poll` sleeps until the next wake-up.
-pub(crate) fn drain_eventfd(fd: Option<BorrowedFd<'_>>) {
+pub(crate) fn drain_eventfd(fd: Option<EventFd<'_>>) {
     if let Some(fd) = fd {
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(fd, &mut buf);
+        fd.drain();
     }
 }
 
@@ -124,22 +121,14 @@ pub(crate) fn sleep(
     shared: &Shared,
     flag: &AtomicU32,
     value: u32,
-    fd: Option<BorrowedFd<'_>>,
+    fd: Option<EventFd<'_>>,
     deadline: Option<Instant>,
 ) {
     let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     match (value, fd) {
         (PARK_EVENTFD, Some(fd)) => {
-            let ts = timeout.map(|d| rustix::time::Timespec {
-                tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-                tv_nsec: d.subsec_nanos().into(),
-            });
-            let mut pfd = [rustix::event::PollFd::new(
-                &fd,
-                rustix::event::PollFlags::IN,
-            )];
-            let _ = rustix::event::poll(&mut pfd, ts.as_ref());
-            drain_eventfd(Some(fd));
+            fd.poll(timeout);
+            fd.drain();
         }
         _ => shared.futex.wait(flag, value, timeout),
     }

@@ -47,7 +47,12 @@ fuzz_target!(|data: &[u8]| {
     assert!(manifest.symbol_count() > 0);
     assert!(!manifest.language.trim().is_empty());
     let exe = manifest.executable_in(dir);
-    assert!(exe.starts_with(dir), "{} escapes {}", exe.display(), dir.display());
+    assert!(
+        exe.starts_with(dir),
+        "{} escapes {}",
+        exe.display(),
+        dir.display()
+    );
     assert!(exe.is_file(), "{}", exe.display());
 
     let json = serde_json::to_vec(&manifest).expect("a manifest serializes");

@@ -49,7 +49,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(info.executable.starts_with(registry.root().join("fuzz")));
             assert!(info.executable.is_file());
             assert_eq!(entries(registry.root()), ["fuzz"]);
-            registry.remove("fuzz").expect("an installed plugin can be removed");
+            registry
+                .remove("fuzz")
+                .expect("an installed plugin can be removed");
         }
         Err(e) => {
             let text = e.to_string();

@@ -1,8 +1,9 @@
 //! The one import point for atomics and parking, in the shape of tokio's `loom` module.
 //!
-//! Normal builds get `std`'s atomics and the Linux futex; builds with `RUSTFLAGS="--cfg loom"`
-//! get loom's atomics and a futex stand-in built from a loom `Mutex` and `Condvar`, so the ring's
-//! position protocol and its park/wake handshake run unchanged under the model checker.
+//! Normal builds get `std`'s atomics, the Linux futex and the ring's eventfds; builds with
+//! `RUSTFLAGS="--cfg loom"` get loom's atomics and stand-ins for the futex and the eventfd built
+//! from a loom `Mutex` and `Condvar`, so the ring's position protocol and both park/wake
+//! handshakes run unchanged under the model checker.
 //!
 //! [`Granules`] lets loom see the ring's data region: every access to a 16-byte granule of the
 //! region is reported to a loom `UnsafeCell`, so a record read while it may still be written (or
@@ -89,6 +90,82 @@ impl Futex {
     pub(crate) fn wake(&self, _word: &AtomicU32) {
         let _guard = self.lock.lock().unwrap();
         self.cond.notify_all();
+    }
+}
+
+/// One of a ring's eventfds, as the waiting code uses it: signalled by the side that wakes,
+/// polled and drained by the side that sleeps.
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventFd<'a>(pub(crate) std::os::fd::BorrowedFd<'a>);
+
+#[cfg(not(loom))]
+impl EventFd<'_> {
+    /// Makes the eventfd readable (adds one to its counter).
+    pub(crate) fn signal(self) {
+        // EAGAIN only if the counter is about to overflow, i.e. it is already readable.
+        let _ = rustix::io::write(self.0, &1u64.to_ne_bytes());
+    }
+
+    /// Empties the counter so that the next poll sleeps until the next signal.
+    pub(crate) fn drain(self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(self.0, &mut buf);
+    }
+
+    /// Sleeps until the eventfd is readable, at most `timeout`. Returns early on a signal too;
+    /// callers re-check their condition either way.
+    pub(crate) fn poll(self, timeout: Option<std::time::Duration>) {
+        let ts = timeout.map(timespec);
+        let mut pfd = [rustix::event::PollFd::new(
+            &self.0,
+            rustix::event::PollFlags::IN,
+        )];
+        let _ = rustix::event::poll(&mut pfd, ts.as_ref());
+    }
+}
+
+/// loom stand-in for an eventfd's counter: readable while non-zero. It also counts every
+/// signal, so a model can check that nobody is woken more often than it parked.
+#[cfg(loom)]
+#[derive(Debug, Default)]
+pub(crate) struct EventCounter {
+    /// (counter, signals ever made)
+    state: loom::sync::Mutex<(u64, u64)>,
+    cond: loom::sync::Condvar,
+}
+
+/// Under loom, one of a heap ring's [`EventCounter`]s.
+#[cfg(loom)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventFd<'a>(pub(crate) &'a EventCounter);
+
+#[cfg(loom)]
+impl EventFd<'_> {
+    pub(crate) fn signal(self) {
+        let mut state = self.0.state.lock().unwrap();
+        state.0 += 1;
+        state.1 += 1;
+        self.0.cond.notify_all();
+    }
+
+    pub(crate) fn drain(self) {
+        self.0.state.lock().unwrap().0 = 0;
+    }
+
+    /// Sleeps until the counter is non-zero; the time-out is ignored, so that a lost wake-up
+    /// leaves the sleeper blocked for good, which loom reports as a deadlock.
+    pub(crate) fn poll(self, _timeout: Option<std::time::Duration>) {
+        let mut state = self.0.state.lock().unwrap();
+        while state.0 == 0 {
+            state = self.0.cond.wait(state).unwrap();
+        }
+    }
+
+    /// Every signal made so far.
+    #[cfg(test)]
+    pub(crate) fn signals(self) -> u64 {
+        self.0.state.lock().unwrap().1
     }
 }
 

@@ -17,13 +17,14 @@
 //! futex word, or on its eventfd (which an event loop can watch among many others).
 
 use std::os::fd::BorrowedFd;
+
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::layout::{PARK_EVENTFD, PARK_FUTEX};
 use crate::ring::RingMemory;
 use crate::ring::{Consumer, Producer};
-use crate::sync::{AtomicU32, Ordering, fence, spin_hint, timespec};
+use crate::sync::{AtomicU32, EventFd, Ordering, fence, spin_hint, timespec};
 
 /// How a blocked endpoint sleeps once its spin budget is spent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,7 +98,7 @@ impl EndpointConfig {
 }
 
 /// Wakes the side sleeping on `flag` (if any), by the means it chose.
-pub(crate) fn wake(memory: &RingMemory, flag: &AtomicU32, fd: Option<BorrowedFd<'_>>) {
+pub(crate) fn wake(memory: &RingMemory, flag: &AtomicU32, fd: Option<EventFd<'_>>) {
     // ORDERING: AcqRel so the swap is ordered after our position store and fence; whoever sees
     // the flag first wakes, nobody twice.
     match flag.swap(0, Ordering::AcqRel) {
@@ -112,18 +113,16 @@ pub(crate) fn wake(memory: &RingMemory, flag: &AtomicU32, fd: Option<BorrowedFd<
     }
 }
 
-fn signal_eventfd(fd: Option<BorrowedFd<'_>>) {
+fn signal_eventfd(fd: Option<EventFd<'_>>) {
     if let Some(fd) = fd {
-        // EAGAIN only if the counter is about to overflow, i.e. it is already readable.
-        let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        fd.signal();
     }
 }
 
 /// Empties an eventfd's counter so that the next `poll` sleeps until the next wake-up.
-fn drain_eventfd(fd: Option<BorrowedFd<'_>>) {
+fn drain_eventfd(fd: Option<EventFd<'_>>) {
     if let Some(fd) = fd {
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(fd, &mut buf);
+        fd.drain();
     }
 }
 
@@ -132,19 +131,14 @@ fn sleep(
     memory: &RingMemory,
     flag: &AtomicU32,
     value: u32,
-    fd: Option<BorrowedFd<'_>>,
+    fd: Option<EventFd<'_>>,
     deadline: Option<Instant>,
 ) {
     let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     match (value, fd) {
         (PARK_EVENTFD, Some(fd)) => {
-            let ts = timeout.map(timespec);
-            let mut pfd = [rustix::event::PollFd::new(
-                &fd,
-                rustix::event::PollFlags::IN,
-            )];
-            let _ = rustix::event::poll(&mut pfd, ts.as_ref());
-            drain_eventfd(Some(fd));
+            fd.poll(timeout);
+            fd.drain();
         }
         _ => memory.futex.wait(flag, value, timeout),
     }
@@ -158,7 +152,7 @@ pub(crate) fn park<T>(
     memory: &RingMemory,
     flag: &AtomicU32,
     value: u32,
-    fd: Option<BorrowedFd<'_>>,
+    fd: Option<EventFd<'_>>,
     deadline: Option<Instant>,
     check: impl FnOnce() -> Result<Option<T>>,
 ) -> Result<Option<T>> {
@@ -195,7 +189,7 @@ pub(crate) fn prepare_park<E>(
 }
 
 /// The second half of an event-loop wait: clears the waiting `flag` and empties the eventfd.
-pub(crate) fn finish_park(flag: &AtomicU32, fd: Option<BorrowedFd<'_>>) {
+pub(crate) fn finish_park(flag: &AtomicU32, fd: Option<EventFd<'_>>) {
     flag.store(0, Ordering::Relaxed);
     drain_eventfd(fd);
 }

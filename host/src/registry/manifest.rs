@@ -46,8 +46,24 @@ impl PluginManifest {
     /// [`Error::Io`], [`Error::InvalidManifest`], [`Error::NameMismatch`],
     /// [`Error::NoSymbols`], [`Error::MissingExecutable`], [`Error::NotExecutable`].
     pub fn load(name: &str, path: &Path, dir: &Path) -> Result<PluginManifest> {
-        let text = std::fs::read_to_string(path).map_err(Error::io("reading manifest", path))?;
-        let manifest = PluginManifest::parse(&text, path)?;
+        let bytes = std::fs::read(path).map_err(Error::io("reading manifest", path))?;
+        PluginManifest::from_bytes(name, &bytes, path, dir)
+    }
+
+    /// Parses and checks the manifest of plugin `name` from the bytes of its file, as
+    /// [`load`](Self::load) does once it has read them; `path` only names the file in errors.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load) (bytes that are not UTF-8 are an [`Error::InvalidManifest`]),
+    /// except that reading `path` cannot fail.
+    pub fn from_bytes(name: &str, bytes: &[u8], path: &Path, dir: &Path) -> Result<PluginManifest> {
+        let text = std::str::from_utf8(bytes).map_err(|e| Error::InvalidManifest {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            detail: format!("not UTF-8: {e}"),
+        })?;
+        let manifest = PluginManifest::parse(text, path)?;
         manifest.check(name, path, dir)?;
         Ok(manifest)
     }

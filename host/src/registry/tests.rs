@@ -197,6 +197,22 @@ fn invalid_json_names_line_and_column() {
 }
 
 #[test]
+fn a_manifest_that_is_not_utf8_is_invalid() {
+    let f = fixture();
+    let pkg = package(&f, "mirror", "mirror", MANIFEST, 0o755);
+    let mut bytes = MANIFEST.as_bytes().to_vec();
+    bytes.insert(3, 0xff);
+    fs::write(pkg.join("mirror.json"), &bytes).unwrap();
+    let err = f
+        .registry
+        .install(&pkg, &InstallOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidManifest { .. }), "{err}");
+    assert!(message(&err).contains("not UTF-8"), "{err}");
+    assert_entries(&f, &[]);
+}
+
+#[test]
 fn missing_required_fields_are_reported() {
     let f = fixture();
     let pkg = package(

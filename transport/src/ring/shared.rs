@@ -11,7 +11,7 @@ use crate::layout::{
     max_payload,
 };
 use crate::segment::Segment;
-use crate::sync::{Futex, Granules};
+use crate::sync::{EventFd, Futex, Granules};
 
 use super::consumer::Consumer;
 use super::producer::Producer;
@@ -30,6 +30,8 @@ enum Backing {
     Heap {
         _control: Box<Control>,
         _data: Box<[std::cell::UnsafeCell<u8>]>,
+        data_ready: crate::sync::EventCounter,
+        space_ready: crate::sync::EventCounter,
     },
 }
 
@@ -146,20 +148,27 @@ impl RingMemory {
     }
 
     /// The eventfd the consumer waits on for data, if this ring has eventfds.
-    pub fn data_ready(&self) -> Option<BorrowedFd<'_>> {
+    pub fn data_ready(&self) -> Option<EventFd<'_>> {
         match &self.backing {
-            Backing::Segment { data_ready, .. } => Some(data_ready.as_fd()),
+            #[cfg(not(loom))]
+            Backing::Segment { data_ready, .. } => Some(EventFd(data_ready.as_fd())),
+            // Loom models wait only on heap rings, whose eventfds are stand-ins.
             #[cfg(loom)]
-            Backing::Heap { .. } => None,
+            Backing::Segment { .. } => None,
+            #[cfg(loom)]
+            Backing::Heap { data_ready, .. } => Some(EventFd(data_ready)),
         }
     }
 
     /// The eventfd the producer waits on for space, if this ring has eventfds.
-    pub fn space_ready(&self) -> Option<BorrowedFd<'_>> {
+    pub fn space_ready(&self) -> Option<EventFd<'_>> {
         match &self.backing {
-            Backing::Segment { space_ready, .. } => Some(space_ready.as_fd()),
+            #[cfg(not(loom))]
+            Backing::Segment { space_ready, .. } => Some(EventFd(space_ready.as_fd())),
             #[cfg(loom)]
-            Backing::Heap { .. } => None,
+            Backing::Segment { .. } => None,
+            #[cfg(loom)]
+            Backing::Heap { space_ready, .. } => Some(EventFd(space_ready)),
         }
     }
 
@@ -344,6 +353,8 @@ impl Ring {
                 backing: Backing::Heap {
                     _control: control,
                     _data: data,
+                    data_ready: Default::default(),
+                    space_ready: Default::default(),
                 },
             }),
         }

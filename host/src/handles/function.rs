@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use shmplug_transport::tuple::call::parse_reply;
 use shmplug_transport::tuple::{Encode, TupleRef, Value, ValueRef, ValueView};
-use shmplug_transport::{EndpointConfig, Park as ParkMode, Ring, TupleReceiver, TupleSender};
+use shmplug_transport::{
+    EndpointConfig, Park as ParkMode, Ring, TupleReceiver, TupleSender, Validation,
+};
 use tokio::io::unix::AsyncFd;
 
 use super::Binding;
@@ -319,6 +321,11 @@ impl FunctionClient {
             self.current = None;
             return Ok(Round::Switch);
         }
+        if let Some(e) = cur.rx.poisoned() {
+            // An invalid reply poisoned these rings for good: every later call fails with it,
+            // not with the end of stream the plugin's reaction to the closed ring would show.
+            return Err(self.binding.ids().data_error(e));
+        }
         if batch.generation != Some(generation) {
             // New rings: (re)send every call without an answer.
             batch.generation = Some(generation);
@@ -434,7 +441,9 @@ impl FunctionClient {
             request: request.clone(),
             reply: reply.clone(),
             tx: TupleSender::new(producer),
-            rx: TupleReceiver::new(consumer),
+            // The plugin may rewrite its replies at any moment: copy each one into private memory
+            // before validating and reading it.
+            rx: TupleReceiver::with_validation(consumer, Validation::COPY_THEN_VALIDATE),
             fds: None,
         })
     }

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
 use shmplug_transport::tuple::{Encode, Encoder};
-use shmplug_transport::{EndpointConfig, Park as ParkMode, Ring, TupleReceiver, TupleView};
+use shmplug_transport::{
+    EndpointConfig, Park as ParkMode, Ring, TupleReceiver, TupleView, Validation,
+};
 use tokio::io::unix::AsyncFd;
 
 use super::Binding;
@@ -302,7 +304,9 @@ impl SourceReader {
         Ok(Current {
             generation,
             ring: ring.clone(),
-            rx: TupleReceiver::new(consumer),
+            // The plugin may rewrite its records at any moment: copy each one into private memory
+            // before validating and reading it.
+            rx: TupleReceiver::with_validation(consumer, Validation::COPY_THEN_VALIDATE),
             fd: None,
         })
     }

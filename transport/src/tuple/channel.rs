@@ -115,9 +115,9 @@ impl TupleSender {
 ///
 /// Every record in the ring must be a tuple record ([`RECORD_KIND`](super::RECORD_KIND)). A
 /// record that is not, or that fails validation, yields [`Error::InvalidTuple`] and poisons the
-/// receiver: every later call returns the same error, and the ring is closed for the producer
-/// at the next call or when the receiver is dropped (whichever is first), as a ring that sees
-/// corrupt shared state does.
+/// receiver: every later call returns the same error, its consumer reports itself ready (so a
+/// caller waiting for readiness comes back for the error instead of waiting), and the ring is
+/// closed for the producer at once, as a ring that sees corrupt shared state does.
 #[derive(Debug)]
 pub struct TupleReceiver {
     consumer: Consumer,
@@ -128,7 +128,8 @@ pub struct TupleReceiver {
 }
 
 impl TupleReceiver {
-    /// Receives from `consumer`, validating every record in place ([`Validation::VALIDATED`]).
+    /// Receives from `consumer`, copying every record into a private buffer and validating the
+    /// copy ([`Validation::COPY_THEN_VALIDATE`], the default: safe against any producer).
     pub fn new(consumer: Consumer) -> TupleReceiver {
         TupleReceiver::with_validation(consumer, Validation::default())
     }
@@ -199,6 +200,12 @@ impl TupleReceiver {
         } = self;
         let record = consumer.read_timeout(timeout)?;
         accept(record, *validation, copy, poison)
+    }
+
+    /// The error that poisoned this receiver, if a record failed its checks: every later
+    /// receive returns it too.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.poison.clone().map(Error::InvalidTuple)
     }
 
     /// The ring's consumer, for event-loop waiting ([`Consumer::prepare_park`]).

@@ -1,0 +1,350 @@
+//! Child for `host_hostile`: an SDK plugin that attacks its host, one source symbol per attack.
+//!
+//! The SDK speaks the control protocol and writes valid tuples; the attacks go around it, with
+//! `pread` / `pwrite` / `ftruncate` / `fcntl` / `fallocate` on the source ring's memfd, which
+//! the plugin finds in `/proc/self/fd` (one source instance per process, so one ring).
+//!
+//! Every valid tuple is [`good`]: fields `n` (int), `blob` ([`BLOB_LEN`] bytes of [`BLOB_BYTE`])
+//! and `s` ([`STR_LEN`] times [`STR_CHAR`]); the host checks each tuple it accepts against it.
+//!
+//! | symbol | attack |
+//! | --- | --- |
+//! | `rewrite` | flips the `blob` and `s` lengths between their true value and a huge one in a tight loop, record after record, while the host reads |
+//! | `toctou` | rewrites the lengths to a huge value at stepped delays (89 µs down to 0) after the host wakes for each record, 300 attempts |
+//! | `write-huge`, `write-unaligned`, `write-backwards`, `write-past-capacity` | scribbles the published write position |
+//! | `header-garbage` | publishes a record header with a garbage length and kind |
+//! | `tuple-garbage` | publishes a record of valid length and kind whose bytes are garbage |
+//! | `punch-hole` | punches a hole over the whole memfd (zeroes it, positions included) |
+//! | `truncate-shrink`, `truncate-grow`, `add-seals` | tries what the seals forbid, then emits one tuple `{refused: bool}` and ends |
+//!
+//! The modes that end with a corrupt ring leave a final garbage header behind their attack
+//! (see [`poison_tail`]), so the host always meets an invalid record in the end, then wait for
+//! the host to close the ring.
+
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use rustix::fs::{FallocateFlags, SealFlags};
+use shmplug_sdk::transport::layout::{
+    HEADER_SIZE, KIND_PADDING, META_CAPACITY_OFFSET, READ_POSITION_OFFSET, SIGNALS_OFFSET,
+    WRITE_POSITION_OFFSET, record_span,
+};
+use shmplug_sdk::transport::tuple::RECORD_KIND;
+use shmplug_sdk::{Emitter, PluginConfig, PluginError, Props, Source, SourceContext, Tuple, Value};
+
+/// Length of the `blob` field.
+const BLOB_LEN: usize = 700;
+/// Every byte of `blob`.
+const BLOB_BYTE: u8 = 0x5a;
+/// Length of the `s` field.
+const STR_LEN: usize = 300;
+/// Every character of `s`.
+const STR_CHAR: char = 'q';
+/// The length the attacks write over a field's true length.
+const HUGE: u32 = 0x7fff_fff0;
+/// Bound on every wait for the host.
+const WAIT: Duration = Duration::from_secs(30);
+
+const SOURCES: &[&str] = &[
+    "rewrite",
+    "toctou",
+    "write-huge",
+    "write-unaligned",
+    "write-backwards",
+    "write-past-capacity",
+    "header-garbage",
+    "tuple-garbage",
+    "punch-hole",
+    "truncate-shrink",
+    "truncate-grow",
+    "add-seals",
+];
+
+fn main() {
+    let mut config = PluginConfig::new("hostile");
+    for &symbol in SOURCES {
+        config = config.source(symbol, move || Hostile { mode: symbol });
+    }
+    shmplug_sdk::start(std::env::args(), config)
+}
+
+/// The valid tuple number `n`.
+fn good(n: i64) -> Tuple {
+    Tuple::new(n)
+        .with_field("n", n)
+        .with_field("blob", Value::Bytes(vec![BLOB_BYTE; BLOB_LEN]))
+        .with_field("s", STR_CHAR.to_string().repeat(STR_LEN))
+}
+
+struct Hostile {
+    mode: &'static str,
+}
+
+impl Source for Hostile {
+    fn configure(&mut self, _data_source: &str, _props: &Props) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn open(&mut self, ctx: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
+        let shm = Shm::find();
+        match self.mode {
+            "rewrite" => rewrite(&shm, emitter)?,
+            "toctou" => toctou(&shm, emitter)?,
+            "truncate-shrink" | "truncate-grow" | "add-seals" => {
+                return refused(&shm, emitter, self.mode);
+            }
+            mode => scribble(&shm, emitter, mode)?,
+        }
+        // Wait (bounded) for the host to notice and close the ring, or for a stop.
+        let deadline = Instant::now() + WAIT;
+        while !shm.consumer_closed() && !ctx.is_cancelled() && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+}
+
+/// Attack (a): rewrites each record's length fields in a tight loop while the host reads it.
+fn rewrite(shm: &Shm, emitter: &mut Emitter) -> Result<(), PluginError> {
+    const RECORDS: i64 = 200;
+    const FLIPS: usize = 200;
+    for n in 0..RECORDS {
+        let fields = emit_and_find(shm, emitter, n)?;
+        for _ in 0..FLIPS {
+            for &(at, true_len) in &fields {
+                shm.write(at, &HUGE.to_le_bytes());
+                shm.write(at, &true_len.to_le_bytes());
+            }
+        }
+        if shm.consumer_closed() {
+            return Ok(());
+        }
+    }
+    poison_tail(shm);
+    Ok(())
+}
+
+/// Attack (a): time-of-check sweep. Waits for the host to park, publishes a record (which
+/// wakes the host), waits for the host to be awake, waits a stepped delay, then makes the
+/// record's lengths huge and leaves them so; then waits for the host to take the record.
+fn toctou(shm: &Shm, emitter: &mut Emitter) -> Result<(), PluginError> {
+    const ATTEMPTS: i64 = 300;
+    for n in 0..ATTEMPTS {
+        // The host parks between receives; if it does not within a moment, go anyway.
+        let parked = Instant::now() + Duration::from_millis(50);
+        while !shm.consumer_waiting() && Instant::now() < parked {
+            std::thread::yield_now();
+        }
+        let fields = emit_and_find(shm, emitter, n)?;
+        let awake = Instant::now() + Duration::from_millis(50);
+        while shm.consumer_waiting() && Instant::now() < awake {
+            std::hint::spin_loop();
+        }
+        let woke = Instant::now();
+        // From 89 µs after the host woke down to none, in steps that shrink quadratically
+        // (600 ns at first, 20 ns near the end): the early attempts land after the host is done
+        // with the record, the late ones, finely spaced, while it checks and reads it, the last
+        // ones before it looks.
+        let k = (ATTEMPTS - 1 - n) as u64;
+        let delay = Duration::from_nanos(k * k);
+        while woke.elapsed() < delay {
+            std::hint::spin_loop();
+        }
+        for &(at, _) in &fields {
+            shm.write(at, &HUGE.to_le_bytes());
+        }
+        let write = shm.u64_at(WRITE_POSITION_OFFSET);
+        let deadline = Instant::now() + WAIT;
+        while shm.u64_at(READ_POSITION_OFFSET) < write && !shm.consumer_closed() {
+            if Instant::now() > deadline {
+                return Err(PluginError::new("the host never took the record"));
+            }
+            std::thread::yield_now();
+        }
+        if shm.consumer_closed() {
+            return Ok(());
+        }
+    }
+    poison_tail(shm);
+    Ok(())
+}
+
+/// Attacks (b), (c), (d: punch-hole): a few good records, read by the host, then the scribble.
+fn scribble(shm: &Shm, emitter: &mut Emitter, mode: &str) -> Result<(), PluginError> {
+    for n in 0..5 {
+        emitter.emit_owned(&good(n))?;
+    }
+    let write = shm.u64_at(WRITE_POSITION_OFFSET);
+    let deadline = Instant::now() + WAIT;
+    while shm.u64_at(READ_POSITION_OFFSET) < write {
+        if Instant::now() > deadline {
+            return Err(PluginError::new("the host never read the good records"));
+        }
+        std::thread::yield_now();
+    }
+    let read = shm.u64_at(READ_POSITION_OFFSET);
+    match mode {
+        "write-huge" => shm.set_u64(WRITE_POSITION_OFFSET, u64::MAX - 15),
+        "write-unaligned" => shm.set_u64(WRITE_POSITION_OFFSET, write + 3),
+        "write-backwards" => shm.set_u64(WRITE_POSITION_OFFSET, write - 16),
+        "write-past-capacity" => {
+            shm.set_u64(WRITE_POSITION_OFFSET, read + shm.capacity + 16);
+        }
+        "header-garbage" => {
+            shm.write(shm.data_offset(write), &header(0xffff_ff00, 0xdead_beef));
+            shm.set_u64(WRITE_POSITION_OFFSET, write + 64);
+        }
+        "tuple-garbage" => {
+            let at = shm.data_offset(write);
+            assert!(at + 64 <= HEADER_SIZE as u64 + shm.capacity, "no wrap here");
+            shm.write(at + 16, &[0xa5; 48]);
+            shm.write(at, &header(48, RECORD_KIND));
+            shm.set_u64(WRITE_POSITION_OFFSET, write + record_span(48));
+        }
+        "punch-hole" => {
+            rustix::fs::fallocate(
+                &shm.file,
+                FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                0,
+                HEADER_SIZE as u64 + shm.capacity,
+            )
+            .map_err(|e| PluginError::new(format!("punching a hole: {e}")))?;
+        }
+        other => return Err(PluginError::new(format!("no such attack {other}"))),
+    }
+    Ok(())
+}
+
+/// Attack (d): what the seals forbid. Emits `{refused: true}` if the kernel refused it.
+fn refused(shm: &Shm, emitter: &mut Emitter, mode: &str) -> Result<(), PluginError> {
+    let size = HEADER_SIZE as u64 + shm.capacity;
+    let outcome = match mode {
+        "truncate-shrink" => rustix::fs::ftruncate(&shm.file, 4096),
+        "truncate-grow" => rustix::fs::ftruncate(&shm.file, size * 4),
+        _ => rustix::fs::fcntl_add_seals(&shm.file, SealFlags::WRITE),
+    };
+    let refused = outcome.is_err();
+    emitter.emit_owned(&good(0).with_field("refused", refused))
+}
+
+/// Emits `good(n)` and returns the segment offsets of its length fields with their values.
+fn emit_and_find(
+    shm: &Shm,
+    emitter: &mut Emitter,
+    n: i64,
+) -> Result<Vec<(u64, u32)>, PluginError> {
+    let before = shm.u64_at(WRITE_POSITION_OFFSET);
+    emitter.emit_owned(&good(n))?;
+    let after = shm.u64_at(WRITE_POSITION_OFFSET);
+    let mut pos = before;
+    while pos < after {
+        let at = shm.data_offset(pos);
+        let mut raw = [0u8; 16];
+        shm.read(at, &mut raw);
+        let len = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+        let kind = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
+        if kind == KIND_PADDING {
+            pos += record_span(u64::from(len));
+            continue;
+        }
+        let mut payload = vec![0u8; len as usize];
+        shm.read(at + 16, &mut payload);
+        let fields: Vec<(u64, u32)> = payload
+            .chunks_exact(4)
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                (v == BLOB_LEN as u32 || v == STR_LEN as u32).then_some((at + 16 + 4 * i as u64, v))
+            })
+            .collect();
+        if fields.is_empty() {
+            return Err(PluginError::new("no length field found in the record"));
+        }
+        return Ok(fields);
+    }
+    Err(PluginError::new("the emitted record is not in the ring"))
+}
+
+/// Publishes a record header whose length runs far past anything written, behind whatever
+/// the attack left, so the host meets an invalid record for certain.
+fn poison_tail(shm: &Shm) {
+    let write = shm.u64_at(WRITE_POSITION_OFFSET);
+    shm.write(shm.data_offset(write), &header(0xffff_fff0, RECORD_KIND));
+    shm.set_u64(WRITE_POSITION_OFFSET, write + 16);
+}
+
+fn header(len: u32, kind: u32) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..4].copy_from_slice(&len.to_le_bytes());
+    h[4..8].copy_from_slice(&kind.to_le_bytes());
+    h
+}
+
+/// The source ring's memfd, opened again through `/proc/self/fd`.
+struct Shm {
+    file: File,
+    capacity: u64,
+}
+
+impl Shm {
+    fn find() -> Shm {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/fd").expect("listing descriptors") {
+            let path = entry.expect("descriptor entry").path();
+            let Ok(link) = std::fs::read_link(&path) else {
+                continue;
+            };
+            if link.to_string_lossy().starts_with("/memfd:shmplug-ring") {
+                found.push(path);
+            }
+        }
+        assert_eq!(found.len(), 1, "one ring expected: {found:?}");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&found[0])
+            .expect("opening the ring's memfd");
+        let mut shm = Shm { file, capacity: 0 };
+        shm.capacity = shm.u64_at(META_CAPACITY_OFFSET);
+        shm
+    }
+
+    fn read(&self, at: u64, buf: &mut [u8]) {
+        let n = rustix::io::pread(&self.file, &mut *buf, at).expect("pread");
+        assert_eq!(n, buf.len(), "short pread");
+    }
+
+    fn write(&self, at: u64, bytes: &[u8]) {
+        let n = rustix::io::pwrite(&self.file, bytes, at).expect("pwrite");
+        assert_eq!(n, bytes.len(), "short pwrite");
+    }
+
+    fn u64_at(&self, at: usize) -> u64 {
+        let mut b = [0u8; 8];
+        self.read(at as u64, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn set_u64(&self, at: usize, value: u64) {
+        self.write(at as u64, &value.to_le_bytes());
+    }
+
+    /// The host sleeps waiting for data.
+    fn consumer_waiting(&self) -> bool {
+        let mut b = [0u8; 4];
+        self.read(SIGNALS_OFFSET as u64, &mut b);
+        u32::from_le_bytes(b) != 0
+    }
+
+    fn consumer_closed(&self) -> bool {
+        let mut b = [0u8; 4];
+        self.read(SIGNALS_OFFSET as u64 + 12, &mut b);
+        u32::from_le_bytes(b) != 0
+    }
+
+    fn data_offset(&self, pos: u64) -> u64 {
+        HEADER_SIZE as u64 + (pos & (self.capacity - 1))
+    }
+}

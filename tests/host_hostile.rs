@@ -5,7 +5,8 @@
 //! host reports: it exits normally (a crash would be a signal exit, seen here, not a dead test
 //! harness), every tuple it accepted is exactly what the plugin meant to send, the error names
 //! plugin, symbol and instance and every later receive repeats it, the healthy plugin kept
-//! delivering, and the host's descriptors and resident memory did not grow.
+//! delivering, and the host's descriptors and resident memory did not grow. A plugin that stops
+//! itself (SIGSTOP) is noticed within the ping time-out.
 
 #![forbid(unsafe_code)]
 
@@ -84,7 +85,6 @@ fn assert_contained(mode: &str, report: &Value) {
         report["healthy_after"].as_u64() >= Some(50),
         "{mode}: the healthy plugin stopped delivering: {report}"
     );
-    assert!(report["stopped"].as_bool() == Some(true), "{mode}: {report}");
     assert!(
         report["fds_after"].as_u64() <= report["fds_before"].as_u64(),
         "{mode}: the host's descriptors grew: {report}"
@@ -99,10 +99,8 @@ fn assert_contained(mode: &str, report: &Value) {
     );
 }
 
-/// An attack that leaves an invalid record: the host must report it, naming the culprit.
-fn assert_caught(mode: &str) -> Value {
-    let report = run(mode);
-    assert_contained(mode, &report);
+/// The host reported an error that names plugin, symbol and instance, and says what failed.
+fn assert_names_the_culprit(mode: &str, report: &Value) {
     let error = report["error"]
         .as_str()
         .unwrap_or_else(|| panic!("{mode}: no error reported: {report}"));
@@ -112,12 +110,23 @@ fn assert_caught(mode: &str) -> Value {
         format!("`{mode}`"),
         format!("instance {instance}"),
     ] {
-        assert!(error.contains(&needle), "{mode}: {error:?} lacks {needle:?}");
+        assert!(
+            error.contains(&needle),
+            "{mode}: {error:?} lacks {needle:?}"
+        );
     }
     assert!(
         !error.contains("without error information"),
         "{mode}: the error must say what failed: {error}"
     );
+}
+
+/// An attack that leaves an invalid record: the host must report it, naming the culprit.
+fn assert_caught(mode: &str) -> Value {
+    let report = run(mode);
+    assert_contained(mode, &report);
+    assert_eq!(report["stopped"], Value::Bool(true), "{mode}: {report}");
+    assert_names_the_culprit(mode, &report);
     assert_eq!(
         report["again_same"],
         Value::Bool(true),
@@ -128,14 +137,12 @@ fn assert_caught(mode: &str) -> Value {
 
 #[test]
 fn a_record_rewritten_while_the_host_reads_it_is_contained() {
-    let report = assert_caught("rewrite");
-    eprintln!("rewrite: {report}");
+    assert_caught("rewrite");
 }
 
 #[test]
 fn a_time_of_check_sweep_over_the_field_lengths_is_contained() {
-    let report = assert_caught("toctou");
-    eprintln!("toctou: {report}");
+    assert_caught("toctou");
 }
 
 #[test]
@@ -169,8 +176,23 @@ fn the_seals_refuse_resizing_and_new_seals() {
     for mode in ["truncate-shrink", "truncate-grow", "add-seals"] {
         let report = run(mode);
         assert_contained(mode, &report);
+        assert_eq!(report["stopped"], Value::Bool(true), "{mode}: {report}");
         assert_eq!(report["refused"], Value::Bool(true), "{mode}: {report}");
         assert_eq!(report["ended"], Value::Bool(true), "{mode}: {report}");
         assert_eq!(report["accepted"], 1, "{mode}: {report}");
     }
+}
+
+#[test]
+fn a_plugin_that_stops_itself_is_noticed_within_the_ping_time_out() {
+    let report = run("sigstop");
+    assert_contained("sigstop", &report);
+    assert_names_the_culprit("sigstop", &report);
+    // Pings go out every 200 ms; allow a loaded machine two seconds on top.
+    let limit = report["ping_timeout_ms"].as_u64().expect("time-out") + 200 + 2000;
+    let noticed = report["noticed_ms"].as_u64().expect("noticed");
+    assert!(
+        noticed <= limit,
+        "sigstop: noticed after {noticed} ms, limit {limit} ms: {report}"
+    );
 }

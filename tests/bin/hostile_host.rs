@@ -17,6 +17,8 @@ use shmplug_host::{InstanceSpec, Plugin, PluginSpec, SourceReader, SupervisorCon
 
 /// Healthy tuples to read after the attack.
 const HEALTHY_AFTER: u64 = 50;
+/// How long a plugin may leave a ping unanswered.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on the whole run.
 const BUDGET: Duration = Duration::from_secs(60);
 
@@ -28,6 +30,7 @@ fn main() {
     let deadline = Instant::now() + BUDGET;
     let config = SupervisorConfig {
         ping_interval: Duration::from_millis(200),
+        ping_timeout: PING_TIMEOUT,
         ring_capacity: 1 << 16,
         handle_spin: Duration::from_micros(5),
         max_restarts: Some(0),
@@ -55,11 +58,13 @@ fn main() {
         .source(InstanceSpec::new(mode.as_str()))
         .expect("starting the hostile source");
     let instance = reader.instance_id();
+    let opened = Instant::now();
     let mut accepted = 0u64;
     let mut bad = Vec::new();
     let mut refused = None;
     let mut error = None;
     let mut again_same = false;
+    let mut noticed_ms = None;
     let mut ended = false;
     let mut healthy_during = 0;
     while Instant::now() < deadline {
@@ -94,6 +99,7 @@ fn main() {
                 .iter()
                 .all(|r| r.as_ref().is_err_and(|e| e.to_string() == first));
             error = Some(first);
+            noticed_ms = Some(opened.elapsed().as_millis() as u64);
             break;
         }
         healthy_during += read_healthy_now(&mut healthy);
@@ -120,6 +126,8 @@ fn main() {
         "refused": refused,
         "error": error,
         "again_same": again_same,
+        "noticed_ms": noticed_ms,
+        "ping_timeout_ms": PING_TIMEOUT.as_millis() as u64,
         "ended": ended,
         "stopped": stopped.is_ok(),
         "healthy_during": healthy_during,

@@ -16,6 +16,7 @@
 //! | `tuple-garbage` | publishes a record of valid length and kind whose bytes are garbage |
 //! | `punch-hole` | punches a hole over the whole memfd (zeroes it, positions included) |
 //! | `truncate-shrink`, `truncate-grow`, `add-seals` | tries what the seals forbid, then emits one tuple `{refused: bool}` and ends |
+//! | `sigstop` | a few good records, then stops its own process (never answers a ping again) |
 //!
 //! The modes that end with a corrupt ring leave a final garbage header behind their attack
 //! (see [`poison_tail`]), so the host always meets an invalid record in the end, then wait for
@@ -60,6 +61,7 @@ const SOURCES: &[&str] = &[
     "truncate-shrink",
     "truncate-grow",
     "add-seals",
+    "sigstop",
 ];
 
 fn main() {
@@ -203,6 +205,10 @@ fn scribble(shm: &Shm, emitter: &mut Emitter, mode: &str) -> Result<(), PluginEr
             shm.write(at, &header(48, RECORD_KIND));
             shm.set_u64(WRITE_POSITION_OFFSET, write + record_span(48));
         }
+        "sigstop" => {
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP)
+                .map_err(|e| PluginError::new(format!("stopping myself: {e}")))?;
+        }
         "punch-hole" => {
             rustix::fs::fallocate(
                 &shm.file,
@@ -230,11 +236,7 @@ fn refused(shm: &Shm, emitter: &mut Emitter, mode: &str) -> Result<(), PluginErr
 }
 
 /// Emits `good(n)` and returns the segment offsets of its length fields with their values.
-fn emit_and_find(
-    shm: &Shm,
-    emitter: &mut Emitter,
-    n: i64,
-) -> Result<Vec<(u64, u32)>, PluginError> {
+fn emit_and_find(shm: &Shm, emitter: &mut Emitter, n: i64) -> Result<Vec<(u64, u32)>, PluginError> {
     let before = shm.u64_at(WRITE_POSITION_OFFSET);
     emitter.emit_owned(&good(n))?;
     let after = shm.u64_at(WRITE_POSITION_OFFSET);

@@ -267,7 +267,10 @@ fn a_bad_record_poisons_the_receiver_in_every_mode() {
             "the producer is told"
         );
         // A caller that waits for readiness comes back for the error instead of sleeping.
-        assert!(rx.consumer().is_ready().is_err(), "{mode:?}: poisoned is ready");
+        assert!(
+            rx.consumer().is_ready().is_err(),
+            "{mode:?}: poisoned is ready"
+        );
         let again = rx.try_recv().expect_err("poisoned");
         assert_eq!(again.to_string(), first.to_string());
         let later = rx

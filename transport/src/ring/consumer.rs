@@ -394,7 +394,11 @@ impl Record<'_> {
     /// # Panics
     /// If `dst.len()` differs from the payload's length.
     pub fn copy_to(&self, dst: &mut [u8]) {
-        assert_eq!(dst.len() as u64, self.len, "copy_to needs a buffer of the record's length");
+        assert_eq!(
+            dst.len() as u64,
+            self.len,
+            "copy_to needs a buffer of the record's length"
+        );
         let offset = self.consumer.shared.offset(self.start) + RECORD_ALIGN;
         self.consumer.shared.copy_out(offset, dst);
     }

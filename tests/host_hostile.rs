@@ -6,7 +6,9 @@
 //! harness), every tuple it accepted is exactly what the plugin meant to send, the error names
 //! plugin, symbol and instance and every later receive repeats it, the healthy plugin kept
 //! delivering, and the host's descriptors and resident memory did not grow. A plugin that stops
-//! itself (SIGSTOP) is noticed within the ping time-out.
+//! itself (SIGSTOP) is noticed within the ping time-out; garbage, oversized and wrong-version
+//! control frames end the plugin with an error that says what was wrong; a flood of control
+//! frames carrying descriptors leaves the host's descriptor table as it was.
 
 #![forbid(unsafe_code)]
 
@@ -195,4 +197,29 @@ fn a_plugin_that_stops_itself_is_noticed_within_the_ping_time_out() {
         noticed <= limit,
         "sigstop: noticed after {noticed} ms, limit {limit} ms: {report}"
     );
+}
+
+#[test]
+fn hostile_control_frames_are_contained() {
+    // Each of these ends the plugin's control channel: the host kills the plugin and says why.
+    for mode in [
+        "control-garbage",
+        "control-oversized",
+        "control-wrong-version",
+    ] {
+        let report = run(mode);
+        assert_contained(mode, &report);
+        assert_names_the_culprit(mode, &report);
+        assert_eq!(report["accepted"], 5, "{mode}: the good records first");
+    }
+}
+
+#[test]
+fn thousands_of_control_frames_carrying_descriptors_leak_nothing() {
+    let report = run("control-fds");
+    assert_contained("control-fds", &report);
+    // The flood is answered or refused; either way the stream then ends normally.
+    assert_eq!(report["ended"], Value::Bool(true), "{report}");
+    assert_eq!(report["accepted"], 6, "{report}");
+    assert_eq!(report["sent"], 2000, "the whole flood went out: {report}");
 }

@@ -62,6 +62,7 @@ fn main() {
     let mut accepted = 0u64;
     let mut bad = Vec::new();
     let mut refused = None;
+    let mut sent = None;
     let mut error = None;
     let mut again_same = false;
     let mut noticed_ms = None;
@@ -73,6 +74,9 @@ fn main() {
                 accepted += 1;
                 if let Some(r) = view.get("refused") {
                     refused = r.as_bool();
+                }
+                if let Some(n) = view.get("sent") {
+                    sent = n.as_i64();
                 }
                 if let Err(what) = check(&view) {
                     bad.push(what);
@@ -124,6 +128,7 @@ fn main() {
         "accepted": accepted,
         "bad": bad,
         "refused": refused,
+        "sent": sent,
         "error": error,
         "again_same": again_same,
         "noticed_ms": noticed_ms,

@@ -17,6 +17,8 @@
 //! | `punch-hole` | punches a hole over the whole memfd (zeroes it, positions included) |
 //! | `truncate-shrink`, `truncate-grow`, `add-seals` | tries what the seals forbid, then emits one tuple `{refused: bool}` and ends |
 //! | `sigstop` | a few good records, then stops its own process (never answers a ping again) |
+//! | `control-garbage`, `control-oversized`, `control-wrong-version` | a few good records, then writes 4 KiB of garbage, a frame header announcing 4 GiB, or a frame of another header version into the control socket |
+//! | `control-fds` | a few good records, then sends 2000 pings, each carrying an eventfd, then emits `{sent: frames}` and ends |
 //!
 //! The modes that end with a corrupt ring leave a final garbage header behind their attack
 //! (see [`poison_tail`]), so the host always meets an invalid record in the end, then wait for
@@ -25,9 +27,14 @@
 #![forbid(unsafe_code)]
 
 use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{FallocateFlags, SealFlags};
+use rustix::process::{PidfdFlags, PidfdGetfdFlags};
+use shmplug_sdk::transport::fdpass;
 use shmplug_sdk::transport::layout::{
     HEADER_SIZE, KIND_PADDING, META_CAPACITY_OFFSET, READ_POSITION_OFFSET, SIGNALS_OFFSET,
     WRITE_POSITION_OFFSET, record_span,
@@ -62,6 +69,10 @@ const SOURCES: &[&str] = &[
     "truncate-grow",
     "add-seals",
     "sigstop",
+    "control-garbage",
+    "control-oversized",
+    "control-wrong-version",
+    "control-fds",
 ];
 
 fn main() {
@@ -96,6 +107,10 @@ impl Source for Hostile {
             "toctou" => toctou(&shm, emitter)?,
             "truncate-shrink" | "truncate-grow" | "add-seals" => {
                 return refused(&shm, emitter, self.mode);
+            }
+            "control-fds" => {
+                // Nothing to notice in the ring: end the stream after the flood.
+                return scribble(&shm, emitter, self.mode);
             }
             mode => scribble(&shm, emitter, mode)?,
         }
@@ -209,6 +224,13 @@ fn scribble(shm: &Shm, emitter: &mut Emitter, mode: &str) -> Result<(), PluginEr
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP)
                 .map_err(|e| PluginError::new(format!("stopping myself: {e}")))?;
         }
+        "control-garbage" | "control-oversized" | "control-wrong-version" => {
+            control_attack(mode)?;
+        }
+        "control-fds" => {
+            let sent = control_attack(mode)?;
+            emitter.emit_owned(&good(5).with_field("sent", sent))?;
+        }
         "punch-hole" => {
             rustix::fs::fallocate(
                 &shm.file,
@@ -221,6 +243,56 @@ fn scribble(shm: &Shm, emitter: &mut Emitter, mode: &str) -> Result<(), PluginEr
         other => return Err(PluginError::new(format!("no such attack {other}"))),
     }
     Ok(())
+}
+
+/// Attack (f): writes what `mode` says into a copy of the SDK's control socket (taken with
+/// `pidfd_getfd`, since safe code cannot adopt a descriptor by number).
+/// Returns how many frames went out.
+fn control_attack(mode: &str) -> Result<i64, PluginError> {
+    use shmplug_sdk::transport::control::{
+        CONTROL_FD_ENV, FRAME_MAGIC, FRAME_VERSION, Message, encode_frame,
+    };
+    let number: i32 = std::env::var(CONTROL_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| PluginError::new("no control descriptor number"))?;
+    let me = rustix::process::pidfd_open(rustix::process::getpid(), PidfdFlags::empty())
+        .map_err(|e| PluginError::new(format!("pidfd_open: {e}")))?;
+    let socket: UnixStream = rustix::process::pidfd_getfd(&me, number, PidfdGetfdFlags::empty())
+        .map_err(|e| PluginError::new(format!("pidfd_getfd: {e}")))?
+        .into();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&FRAME_MAGIC);
+    match mode {
+        "control-garbage" => frame = vec![0xa5; 4096],
+        "control-oversized" => {
+            frame.extend_from_slice(&FRAME_VERSION.to_le_bytes());
+            frame.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        "control-wrong-version" => {
+            frame.extend_from_slice(&99u32.to_le_bytes());
+            frame.extend_from_slice(&2u32.to_le_bytes());
+            frame.extend_from_slice(b"{}");
+        }
+        _ => {
+            let ping = encode_frame(&Message::Ping { nonce: 7 })
+                .map_err(|e| PluginError::new(e.to_string()))?;
+            let mut sent = 0;
+            while sent < 2000 {
+                let eventfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+                    .map_err(|e| PluginError::new(format!("eventfd: {e}")))?;
+                if fdpass::send_with_fds(&socket, &ping, &[eventfd.as_fd()]).is_err() {
+                    // The host hung up on us: the attack was noticed.
+                    break;
+                }
+                sent += 1;
+            }
+            return Ok(sent);
+        }
+    }
+    // The host may hang up on the first bytes: a failed write is fine.
+    let _ = (&socket).write_all(&frame);
+    Ok(1)
 }
 
 /// Attack (d): what the seals forbid. Emits `{refused: true}` if the kernel refused it.

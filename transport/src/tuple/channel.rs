@@ -248,7 +248,9 @@ fn accept<'a>(
     copy: &'a mut AlignedVec<16>,
     poison: &mut Option<String>,
 ) -> Result<TupleView<'a>> {
-    if record.len() <= TOUCH_MAX {
+    // A copied record is read once, by the copy; touching it in place first would only read
+    // the producer's memory twice (and through a reference, which a copied record never gets).
+    if validation != Validation::COPY_THEN_VALIDATE && record.payload_len() <= TOUCH_MAX {
         touch(&record);
     }
     TupleView::from_record(record, validation, copy).map_err(|reason| {

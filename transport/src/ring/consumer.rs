@@ -385,9 +385,10 @@ impl Record<'_> {
 }
 
 impl Record<'_> {
-    /// Copies the payload into `dst`, which must be exactly [`len`](<[u8]>::len) bytes long,
-    /// without making a reference to the shared bytes: use this, not the in-place view
-    /// (`Deref`), for a record whose producer may still write it (an untrusted peer). What
+    /// Copies the payload into `dst`, which must be exactly
+    /// [`payload_len`](Self::payload_len) bytes long, without making a reference to the shared
+    /// bytes: use this, not the in-place view (`Deref`), for a record whose producer may still
+    /// write it (an untrusted peer). What
     /// lands in `dst` is private, but may be a mix of what the producer wrote at different
     /// moments: validate it before trusting it.
     ///

@@ -8,7 +8,8 @@
 //! delivering, and the host's descriptors and resident memory did not grow. A plugin that stops
 //! itself (SIGSTOP) is noticed within the ping time-out; garbage, oversized and wrong-version
 //! control frames end the plugin with an error that says what was wrong; a flood of control
-//! frames carrying descriptors leaves the host's descriptor table as it was.
+//! frames carrying descriptors leaves the host's descriptor table as it was; a garbage function
+//! reply fails that call and every later one.
 
 #![forbid(unsafe_code)]
 
@@ -222,4 +223,10 @@ fn thousands_of_control_frames_carrying_descriptors_leak_nothing() {
     assert_eq!(report["ended"], Value::Bool(true), "{report}");
     assert_eq!(report["accepted"], 6, "{report}");
     assert_eq!(report["sent"], 2000, "the whole flood went out: {report}");
+}
+
+#[test]
+fn a_garbage_function_reply_poisons_the_reply_ring() {
+    let report = assert_caught("bad-reply");
+    assert_eq!(report["accepted"], 1, "the first answer is good: {report}");
 }

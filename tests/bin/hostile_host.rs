@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use shmplug_host::transport::{Value, ValueRef};
 use shmplug_host::{InstanceSpec, Plugin, PluginSpec, SourceReader, SupervisorConfig};
 
 /// Healthy tuples to read after the attack.
@@ -54,6 +55,14 @@ fn main() {
     let fds_before = open_fds();
     let rss_before = rss_kib();
 
+    if mode == "bad-reply" {
+        let report = function_attack(&hostile, &mut healthy, deadline, fds_before, rss_before);
+        println!("{report}");
+        drop(healthy);
+        hostile.shutdown();
+        mirror.shutdown();
+        return;
+    }
     let mut reader = hostile
         .source(InstanceSpec::new(mode.as_str()))
         .expect("starting the hostile source");
@@ -146,6 +155,56 @@ fn main() {
     drop(healthy);
     hostile.shutdown();
     mirror.shutdown();
+}
+
+/// Calls the `bad-reply` function three times: the first answer is good, the second meets
+/// the garbage reply, the third must fail the same way (the reply ring is poisoned).
+fn function_attack(
+    hostile: &Plugin,
+    healthy: &mut SourceReader,
+    deadline: Instant,
+    fds_before: usize,
+    rss_before: u64,
+) -> serde_json::Value {
+    let mut client = hostile
+        .function(InstanceSpec::new("bad-reply"))
+        .expect("starting the function");
+    let instance = client.instance_id();
+    let wait = Duration::from_secs(20);
+    let first = client.call_timeout(&[ValueRef::Int(1)], wait);
+    let good =
+        matches!(&first, Ok(Value::Bytes(b)) if b.len() == 700 && b.iter().all(|&x| x == 0x5a));
+    let second = client
+        .call_with(&[ValueRef::Int(2)], wait, |v| v.as_bytes().map(<[u8]>::len))
+        .map_err(|e| e.to_string());
+    let third = client
+        .call_timeout(&[ValueRef::Int(3)], wait)
+        .map_err(|e| e.to_string());
+    let again_same = second.is_err() && third.as_ref().err() == second.as_ref().err();
+    let stopped = client.stop().is_ok();
+    let mut healthy_after = 0;
+    while healthy_after < HEALTHY_AFTER && Instant::now() < deadline {
+        healthy_after += read_healthy(healthy, deadline);
+    }
+    let mut fds_after = open_fds();
+    while fds_after > fds_before && Instant::now() < deadline {
+        std::thread::yield_now();
+        fds_after = open_fds();
+    }
+    json!({
+        "mode": "bad-reply",
+        "instance": instance,
+        "accepted": u64::from(good),
+        "bad": if good { vec![] } else { vec![format!("{first:?}")] },
+        "error": second.err(),
+        "again_same": again_same,
+        "stopped": stopped,
+        "healthy_after": healthy_after,
+        "fds_before": fds_before,
+        "fds_after": fds_after,
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_kib(),
+    })
 }
 
 /// Compares an accepted tuple with the one the hostile plugin means to send.

@@ -20,6 +20,8 @@
 //! | `control-garbage`, `control-oversized`, `control-wrong-version` | a few good records, then writes 4 KiB of garbage, a frame header announcing 4 GiB, or a frame of another header version into the control socket |
 //! | `control-fds` | a few good records, then sends 2000 pings, each carrying an eventfd, then emits `{sent: frames}` and ends |
 //!
+//! Function `bad-reply` answers once, then publishes a garbage record in its reply ring.
+//!
 //! The modes that end with a corrupt ring leave a final garbage header behind their attack
 //! (see [`poison_tail`]), so the host always meets an invalid record in the end, then wait for
 //! the host to close the ring.
@@ -32,6 +34,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use rkyv::util::AlignedVec;
 use rustix::fs::{FallocateFlags, SealFlags};
 use rustix::process::{PidfdFlags, PidfdGetfdFlags};
 use shmplug_sdk::transport::fdpass;
@@ -40,7 +43,10 @@ use shmplug_sdk::transport::layout::{
     WRITE_POSITION_OFFSET, record_span,
 };
 use shmplug_sdk::transport::tuple::RECORD_KIND;
-use shmplug_sdk::{Emitter, PluginConfig, PluginError, Props, Source, SourceContext, Tuple, Value};
+use shmplug_sdk::{
+    Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, Source, SourceContext,
+    Tuple, TupleView, Value, ValueView,
+};
 
 /// Length of the `blob` field.
 const BLOB_LEN: usize = 700;
@@ -80,7 +86,47 @@ fn main() {
     for &symbol in SOURCES {
         config = config.source(symbol, move || Hostile { mode: symbol });
     }
+    config = config.function("bad-reply", || BadReply { calls: 0 });
     shmplug_sdk::start(std::env::args(), config)
+}
+
+/// Function `bad-reply`: answers its first call with `good(0)`'s blob; during the second call
+/// it publishes a garbage record in its reply ring and waits for the host to close the ring
+/// (the SDK's answer would overwrite it), so the host must refuse the reply ring from then on.
+struct BadReply {
+    calls: u64,
+}
+
+impl Function for BadReply {
+    fn exec(
+        &mut self,
+        _ctx: &FunctionContext,
+        _args: &[ValueView<'_>],
+    ) -> Result<Value, PluginError> {
+        self.calls += 1;
+        if self.calls == 2 {
+            let reply = Shm::find_all()
+                .into_iter()
+                .find(|shm| !shm.first_record_has("args"))
+                .ok_or_else(|| PluginError::new("no reply ring"))?;
+            let write = reply.u64_at(WRITE_POSITION_OFFSET);
+            let at = reply.data_offset(write);
+            assert!(
+                at + 64 <= HEADER_SIZE as u64 + reply.capacity,
+                "no wrap here"
+            );
+            reply.write(at + 16, &[0xa5; 48]);
+            reply.write(at, &header(48, RECORD_KIND));
+            reply.set_u64(WRITE_POSITION_OFFSET, write + record_span(48));
+            wake_everything()?;
+            // Let the host meet it before the SDK writes the answer over it.
+            let deadline = Instant::now() + WAIT;
+            while !reply.consumer_closed() && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+        }
+        Ok(Value::Bytes(vec![BLOB_BYTE; BLOB_LEN]))
+    }
 }
 
 /// The valid tuple number `n`.
@@ -295,6 +341,26 @@ fn control_attack(mode: &str) -> Result<i64, PluginError> {
     Ok(1)
 }
 
+/// Signals every eventfd of this process, so a host parked on a ring's eventfd looks at what
+/// was written behind the SDK's back.
+fn wake_everything() -> Result<(), PluginError> {
+    let me = rustix::process::pidfd_open(rustix::process::getpid(), PidfdFlags::empty())
+        .map_err(|e| PluginError::new(format!("pidfd_open: {e}")))?;
+    for entry in std::fs::read_dir("/proc/self/fd").expect("listing descriptors") {
+        let entry = entry.expect("descriptor entry");
+        let is_eventfd = std::fs::read_link(entry.path())
+            .is_ok_and(|link| link.as_os_str() == "anon_inode:[eventfd]");
+        let number = entry.file_name().to_str().and_then(|n| n.parse().ok());
+        if let (true, Some(number)) = (is_eventfd, number) {
+            let fd = rustix::process::pidfd_getfd(&me, number, PidfdGetfdFlags::empty())
+                .map_err(|e| PluginError::new(format!("pidfd_getfd: {e}")))?;
+            // A full counter refuses the write: the other side is awake anyway.
+            let _ = rustix::io::write(&fd, &1u64.to_ne_bytes());
+        }
+    }
+    Ok(())
+}
+
 /// Attack (d): what the seals forbid. Emits `{refused: true}` if the kernel refused it.
 fn refused(shm: &Shm, emitter: &mut Emitter, mode: &str) -> Result<(), PluginError> {
     let size = HEADER_SIZE as u64 + shm.capacity;
@@ -363,7 +429,15 @@ struct Shm {
 }
 
 impl Shm {
+    /// The one ring of a source instance.
     fn find() -> Shm {
+        let mut all = Shm::find_all();
+        assert_eq!(all.len(), 1, "one ring expected");
+        all.remove(0)
+    }
+
+    /// Every ring of this process.
+    fn find_all() -> Vec<Shm> {
         let mut found = Vec::new();
         for entry in std::fs::read_dir("/proc/self/fd").expect("listing descriptors") {
             let path = entry.expect("descriptor entry").path();
@@ -374,15 +448,33 @@ impl Shm {
                 found.push(path);
             }
         }
-        assert_eq!(found.len(), 1, "one ring expected: {found:?}");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&found[0])
-            .expect("opening the ring's memfd");
-        let mut shm = Shm { file, capacity: 0 };
-        shm.capacity = shm.u64_at(META_CAPACITY_OFFSET);
-        shm
+        found
+            .iter()
+            .map(|path| {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .expect("opening a ring's memfd");
+                let mut shm = Shm { file, capacity: 0 };
+                shm.capacity = shm.u64_at(META_CAPACITY_OFFSET);
+                shm
+            })
+            .collect()
+    }
+
+    /// True if the record at position 0 is a tuple with the field `name`.
+    fn first_record_has(&self, name: &str) -> bool {
+        let mut raw = [0u8; 16];
+        self.read(HEADER_SIZE as u64, &mut raw);
+        let len = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize;
+        if len == 0 || len as u64 > self.capacity / 2 {
+            return false;
+        }
+        let mut bytes = AlignedVec::<16>::new();
+        bytes.resize(len, 0);
+        self.read(HEADER_SIZE as u64 + 16, &mut bytes);
+        TupleView::from_bytes(&bytes).is_ok_and(|view| view.get(name).is_some())
     }
 
     fn read(&self, at: u64, buf: &mut [u8]) {

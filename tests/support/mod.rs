@@ -8,6 +8,8 @@
 //! - [`wire`]: one-word messages over the socket, for the few handshakes tests need.
 //! - [`host`]: the host tests' side: the mirror plugin installed as a package, process and
 //!   descriptor checks.
+//! - `memfd.rs` (included by `hostile_plugin.rs` alone, with `#[path]`): a ring's memfd read and
+//!   written with `pread` / `pwrite`, for attacks behind the SDK's back.
 
 // Each test and each child binary uses a different part of this module.
 #![allow(dead_code)]

@@ -257,12 +257,28 @@ fn a_bad_record_poisons_the_receiver_in_every_mode() {
         let mut rx = TupleReceiver::with_validation(ring.consumer(cfg()).expect("consumer"), mode);
         let first = rx.recv_timeout(WAIT).expect_err("invalid");
         assert!(matches!(first, Error::InvalidTuple(_)), "{mode:?}: {first}");
-        let again = rx.try_recv().expect_err("poisoned");
-        assert_eq!(again.to_string(), first.to_string());
+        assert!(
+            !first.to_string().contains("without error information"),
+            "{mode:?}: the message says what failed: {first}"
+        );
+        // Told at once, before the receiver is called again.
         assert!(
             matches!(producer.try_claim(16), Err(Error::Closed)),
             "the producer is told"
         );
+        // A caller that waits for readiness comes back for the error instead of sleeping.
+        assert!(
+            rx.consumer().is_ready().is_err(),
+            "{mode:?}: poisoned is ready"
+        );
+        let again = rx.try_recv().expect_err("poisoned");
+        assert_eq!(again.to_string(), first.to_string());
+        let later = rx
+            .recv_timeout(Duration::from_millis(1))
+            .expect_err("poisoned");
+        assert_eq!(later.to_string(), first.to_string());
+        let blocking = rx.recv().expect_err("poisoned");
+        assert_eq!(blocking.to_string(), first.to_string());
     }
 }
 

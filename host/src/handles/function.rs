@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use shmplug_transport::tuple::call::parse_reply;
 use shmplug_transport::tuple::{Encode, TupleRef, Value, ValueRef, ValueView};
 use shmplug_transport::wait::{self, Room};
-use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleSender};
+use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleSender, Validation};
 
 use super::Binding;
 use super::core::{Core, Endpoints, io_error, spurious};
@@ -61,7 +61,12 @@ impl Endpoints for CallEnds {
         };
         Ok(CallEnds {
             tx: TupleSender::new(request.producer(config)?),
-            rx: TupleReceiver::new(reply.consumer(config)?),
+            // The plugin may rewrite its replies at any moment: copy each one into private memory
+            // before validating and reading it.
+            rx: TupleReceiver::with_validation(
+                reply.consumer(config)?,
+                Validation::COPY_THEN_VALIDATE,
+            ),
         })
     }
 }
@@ -308,6 +313,11 @@ impl FunctionClient {
         if self.core.binding.moved_on(generation) {
             self.core.current = None;
             return Ok(Round::Switch);
+        }
+        if let Some(e) = cur.ends.rx.poisoned() {
+            // An invalid reply poisoned these rings for good: every later call fails with it,
+            // not with the end of stream the plugin's reaction to the closed ring would show.
+            return Err(self.core.binding.ids().data_error(e));
         }
         if batch.generation != Some(generation) {
             // New rings: (re)send every call without an answer.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rkyv::util::AlignedVec;
 use shmplug_transport::tuple::{Encode, Encoder};
 use shmplug_transport::wait;
-use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleView};
+use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleView, Validation};
 
 use super::core::{Core, Endpoints, io_error, spurious};
 use super::reactor::{self, DATA_READY};
@@ -48,7 +48,12 @@ impl Endpoints for TupleReceiver {
     const ASYNC_FDS: &'static [(usize, usize)] = &[(0, DATA_READY)];
 
     fn open(rings: &[Ring], config: EndpointConfig) -> shmplug_transport::Result<Self> {
-        Ok(TupleReceiver::new(rings[0].consumer(config)?))
+        // The plugin may rewrite its records at any moment: copy each one into private memory
+        // before validating and reading it.
+        Ok(TupleReceiver::with_validation(
+            rings[0].consumer(config)?,
+            Validation::COPY_THEN_VALIDATE,
+        ))
     }
 }
 

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use shmplug_transport::tuple::call;
-use shmplug_transport::{Consumer, Error, Producer, TupleReceiver, TupleSender, Value, ValueView};
+use shmplug_transport::{
+    Consumer, Error, Producer, TupleReceiver, TupleSender, Validation, Value, ValueView,
+};
 
 use crate::api::{Function, Sink, Source};
 use crate::context::{FunctionContext, StreamContext};
@@ -54,7 +56,8 @@ pub(crate) fn run_sink(
     consumer: Consumer,
     on_error: &mut dyn FnMut(PluginError),
 ) -> Result<(), PluginError> {
-    let mut receiver = TupleReceiver::new(consumer);
+    // The host is trusted by its plugins: its records are validated and read in place.
+    let mut receiver = TupleReceiver::with_validation(consumer, Validation::VALIDATED);
     let mut collect = |view: &shmplug_transport::TupleView<'_>| {
         let result = catch(
             || method("sink", ctx.symbol(), "collect"),
@@ -99,7 +102,8 @@ pub(crate) fn run_function(
     replies: Producer,
     on_panic: &mut dyn FnMut(&PluginError),
 ) -> Result<(), PluginError> {
-    let mut receiver = TupleReceiver::new(requests);
+    // The host is trusted by its plugins: its records are validated and read in place.
+    let mut receiver = TupleReceiver::with_validation(requests, Validation::VALIDATED);
     let mut sender = TupleSender::new(replies);
     // Reused for every call's argument views (their lifetime is the call's record).
     let mut spare: Vec<ValueView<'static>> = Vec::new();

@@ -352,6 +352,40 @@ impl Record<'_> {
     }
 }
 
+impl Record<'_> {
+    /// Copies the payload into `dst`, which must be exactly
+    /// [`payload_len`](Self::payload_len) bytes long, without making a reference to the shared
+    /// bytes: use this, not the in-place view (`Deref`), for a record whose producer may still
+    /// write it (an untrusted peer). What
+    /// lands in `dst` is private, but may be a mix of what the producer wrote at different
+    /// moments: validate it before trusting it.
+    ///
+    /// # Panics
+    /// If `dst.len()` differs from the payload's length.
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        assert_eq!(
+            dst.len() as u64,
+            self.len,
+            "copy_to needs a buffer of the record's length"
+        );
+        let offset = self.consumer.shared.offset(self.start) + RECORD_ALIGN;
+        self.consumer.shared.copy_out(offset, dst);
+    }
+
+    /// The payload's length in bytes, from the header checked when the record was read (never
+    /// re-read from shared memory).
+    pub fn payload_len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Rejects this record: the consumer is poisoned (every later read fails with
+    /// [`Error::Corrupt`] carrying `what` and `detail`) and the ring is closed for the
+    /// producer, which sees [`Error::Closed`] at its next claim.
+    pub fn reject(self, what: &'static str, detail: String) -> Error {
+        self.consumer.corrupt(what, detail)
+    }
+}
+
 impl Deref for Record<'_> {
     type Target = [u8];
 

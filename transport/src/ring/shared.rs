@@ -120,6 +120,36 @@ impl RingMemory {
         RecordHeader::from_bytes(raw)
     }
 
+    /// Copies the data region's bytes `offset .. offset + dst.len()` into `dst`, private memory.
+    ///
+    /// This is how a consumer reads a record whose producer it does not trust: the producer may
+    /// write these bytes while they are copied, and nothing it does can change `dst` afterwards.
+    #[inline]
+    pub fn copy_out(&self, offset: u64, dst: &mut [u8]) {
+        assert!(
+            offset + dst.len() as u64 <= self.capacity,
+            "read outside the data region"
+        );
+        self.granules.read(offset, dst.len() as u64);
+        // SAFETY: the source range is inside the data region (asserted above against the
+        // private, checked capacity), which is mapped for the lifetime of `self`; `dst` is
+        // private memory, so the ranges do not overlap. The other process may write the source
+        // bytes during the copy. The copy goes through raw pointers only (no reference to the
+        // shared bytes is made, so nothing tells the compiler they are immutable), reads each
+        // byte once, and `u8` has no invalid values: a concurrent write can only leave `dst`
+        // holding a mix of old and new bytes, which the caller validates as untrusted input.
+        // The memory model does not describe another process's writes; like `header_at` and
+        // `Ring::from_fds`, we treat the mapping as memory that changes under us and never
+        // read the same shared bytes twice expecting the same value.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.data.as_ptr().add(offset as usize),
+                dst.as_mut_ptr(),
+                dst.len(),
+            );
+        }
+    }
+
     /// The data region's bytes `offset .. offset + len`, mutable.
     ///
     /// # Safety
@@ -244,7 +274,7 @@ impl Ring {
             rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
         let space_ready =
             rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
-        Self::from_segment(segment, data_ready, space_ready)
+        Self::from_segment(segment, capacity, data_ready, space_ready)
     }
 
     /// Opens a ring from descriptors received from another process, checking everything: the
@@ -289,14 +319,20 @@ impl Ring {
                 meta.capacity
             )));
         }
-        Self::from_segment(segment, fds.data_ready, fds.space_ready)
+        Self::from_segment(segment, meta.capacity, fds.data_ready, fds.space_ready)
     }
 
-    fn from_segment(segment: Segment, data_ready: OwnedFd, space_ready: OwnedFd) -> Result<Ring> {
+    /// Wraps a segment whose size is `HEADER_SIZE + capacity`. `capacity` is the caller's
+    /// private, checked value: the header in the mapping is never read again, since the other
+    /// process may rewrite it at any moment.
+    fn from_segment(
+        segment: Segment,
+        capacity: u64,
+        data_ready: OwnedFd,
+        space_ready: OwnedFd,
+    ) -> Result<Ring> {
+        debug_assert_eq!(segment.len() as u64, HEADER_SIZE as u64 + capacity);
         let base = segment.base();
-        // SAFETY: reading the capacity field of the Meta written by `create` or validated by
-        // `from_fds` just above; it is inside the mapping.
-        let capacity = unsafe { base.cast::<Meta>().as_ref().capacity };
         // SAFETY: HEADER_SIZE is inside the mapping (the segment is HEADER_SIZE + capacity).
         let data = unsafe { base.add(HEADER_SIZE) };
         Ok(Ring {

@@ -115,9 +115,9 @@ impl TupleSender {
 ///
 /// Every record in the ring must be a tuple record ([`RECORD_KIND`](super::RECORD_KIND)). A
 /// record that is not, or that fails validation, yields [`Error::InvalidTuple`] and poisons the
-/// receiver: every later call returns the same error, and the ring is closed for the producer
-/// at the next call or when the receiver is dropped (whichever is first), as a ring that sees
-/// corrupt shared state does.
+/// receiver: every later call returns the same error, its consumer reports itself ready (so a
+/// caller waiting for readiness comes back for the error instead of waiting), and the ring is
+/// closed for the producer at once, as a ring that sees corrupt shared state does.
 #[derive(Debug)]
 pub struct TupleReceiver {
     consumer: Consumer,
@@ -128,7 +128,8 @@ pub struct TupleReceiver {
 }
 
 impl TupleReceiver {
-    /// Receives from `consumer`, validating every record in place ([`Validation::VALIDATED`]).
+    /// Receives from `consumer`, copying every record into a private buffer and validating the
+    /// copy ([`Validation::COPY_THEN_VALIDATE`], the default: safe against any producer).
     pub fn new(consumer: Consumer) -> TupleReceiver {
         TupleReceiver::with_validation(consumer, Validation::default())
     }
@@ -201,6 +202,12 @@ impl TupleReceiver {
         accept(record, *validation, copy, poison)
     }
 
+    /// The error that poisoned this receiver, if a record failed its checks: every later
+    /// receive returns it too.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.poison.clone().map(Error::InvalidTuple)
+    }
+
     /// The ring's consumer, for event-loop waiting ([`Consumer::prepare_park`]).
     pub fn consumer(&mut self) -> &mut Consumer {
         &mut self.consumer
@@ -241,7 +248,9 @@ fn accept<'a>(
     copy: &'a mut AlignedVec<16>,
     poison: &mut Option<String>,
 ) -> Result<TupleView<'a>> {
-    if record.len() <= TOUCH_MAX {
+    // A copied record is read once, by the copy; touching it in place first would only read
+    // the producer's memory twice (and through a reference, which a copied record never gets).
+    if validation != Validation::COPY_THEN_VALIDATE && record.payload_len() <= TOUCH_MAX {
         touch(&record);
     }
     TupleView::from_record(record, validation, copy).map_err(|reason| {

@@ -52,7 +52,10 @@ const _: () = assert!(VEC_IN_VALUE == 4 && VALUE_SIZE == 16 && ENTRY_SIZE == 24)
 /// Checks `bytes` (a record payload, aligned to 16 bytes) and returns the archived tuple.
 pub(crate) fn validate(bytes: &[u8]) -> Result<&ArchivedTuple, String> {
     check_depth(bytes)?;
-    rkyv::api::low::access::<ArchivedTuple, rancor::Error>(bytes).map_err(|e| e.to_string())
+    // `BoxedError`, not `rancor::Error`: the latter keeps no message in builds without debug
+    // assertions ("failed without error information"), and the reason must reach the user.
+    rkyv::api::low::access::<ArchivedTuple, rancor::BoxedError>(bytes)
+        .map_err(|e| format!("the tuple's bytes fail validation: {e}"))
 }
 
 /// The checks that even a trusted record gets: long enough, root aligned. Enough for

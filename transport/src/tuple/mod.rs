@@ -16,7 +16,7 @@
 //!   released when the view is dropped. [`TupleView::to_owned`] copies a tuple out, and
 //!   [`Tuple::to_json`] / [`Tuple::from_json`] convert to and from `serde_json` ([JSON](#json)).
 //! - **Trust.** Records come from another process. Each receiver checks them as its
-//!   [`Validation`] mode says: validated in place (default), copied then validated, or trusted
+//!   [`Validation`] mode says: copied then validated (default), validated in place, or trusted
 //!   (unchecked, chosen with an `unsafe` constructor). A record that fails yields
 //!   [`Error::InvalidTuple`](crate::Error::InvalidTuple) and poisons the receiver.
 //! - **Depth.** Lists and maps nest at most [`MAX_DEPTH`] levels. Writers refuse deeper

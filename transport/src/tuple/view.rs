@@ -18,34 +18,35 @@ use super::value_view::{MapIter, MapView, ValueView};
 ///
 /// | mode | checks | cost | for a peer that |
 /// | --- | --- | --- | --- |
-/// | [`VALIDATED`](Self::VALIDATED) (default) | depth pre-check and bytecheck, in place | ~100 ns per small tuple | may be buggy (the design's trust model) |
-/// | [`COPY_THEN_VALIDATE`](Self::COPY_THEN_VALIDATE) | copies the record into a local aligned buffer, releases it, then validates the copy | plus a copy | might rewrite a record while it is read |
+/// | [`COPY_THEN_VALIDATE`](Self::COPY_THEN_VALIDATE) (default) | copies the record into a reused, private aligned buffer, releases it, then validates the copy | ~100 ns per small tuple plus a copy | is untrusted, hostile included: may rewrite a record while it is read (how the host reads every plugin-written ring) |
+/// | [`VALIDATED`](Self::VALIDATED) | depth pre-check and bytecheck, in place | ~100 ns per small tuple | is trusted not to rewrite committed records but may be buggy (how a plugin reads host-written rings) |
 /// | [`trusted`](Self::trusted) (`unsafe`) | record kind, length and alignment only | none | is known to write only valid tuples |
 ///
-/// In every mode a record that fails its checks yields [`Error::InvalidTuple`] and poisons the
-/// receiver. Only `trusted` can turn a bad record into undefined behaviour, which is why it is
+/// In every mode a record that fails its checks yields [`Error::InvalidTuple`], poisons the
+/// receiver for good and closes the ring for the producer at once. Only `trusted` can turn a bad record into undefined behaviour, which is why it is
 /// `unsafe` to choose.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Validation(pub(crate) Mode);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Mode {
-    #[default]
     Validated,
+    #[default]
     CopyThenValidate,
     Trusted,
 }
 
 impl Validation {
-    /// Validate each record in place (the default): the record's bytes are checked once, then
+    /// Validate each record in place: the record's bytes are checked once, then
     /// read where they are. Sound as long as the peer does not modify a record after committing
     /// it, which the ring's protocol guarantees for a peer that follows it; a peer that rewrites
     /// a record while it is checked or read could defeat the checks.
     pub const VALIDATED: Validation = Validation(Mode::Validated);
 
     /// Copy each record into a buffer owned by the receiver (reused, 16-byte aligned), release
-    /// the record, then validate the copy. For a peer that might keep writing into records it
-    /// has committed: nothing it does afterwards can change what was validated.
+    /// the record, then validate the copy (the default). For a peer that might keep writing
+    /// into records it has committed: nothing it does afterwards can change what was validated,
+    /// and every string and byte slice read from the view lies in the private copy.
     pub const COPY_THEN_VALIDATE: Validation = Validation(Mode::CopyThenValidate);
 
     /// Skip validation: records are read with rkyv's `access_unchecked`. Only the record kind,
@@ -119,28 +120,38 @@ impl<'a> TupleView<'a> {
         copy: &'a mut AlignedVec<16>,
     ) -> Result<TupleView<'a>, String> {
         if record.kind() != RECORD_KIND {
-            return Err(format!(
+            let reason = format!(
                 "record kind {:#x} is not a tuple record ({RECORD_KIND:#x})",
                 record.kind()
-            ));
+            );
+            return Err(reject(record, reason));
         }
-        match validation.0 {
-            Mode::Validated => check::validate(&record).map(|_| ())?,
-            Mode::Trusted => check::check_shape(&record)?,
+        let checked = match validation.0 {
+            Mode::Validated => check::validate(&record).map(|_| ()),
+            Mode::Trusted => check::check_shape(&record),
             Mode::CopyThenValidate => {
-                copy.clear();
-                copy.extend_from_slice(&record);
-                drop(record);
+                // Only the bytes that differ in length are touched: a reused buffer of the
+                // right size is overwritten, not cleared and refilled.
+                copy.resize(record.payload_len(), 0);
+                record.copy_to(copy);
                 let copy: &'a AlignedVec<16> = copy;
-                let root = check::validate(copy)?;
-                return Ok(TupleView {
-                    inner: Inner::Archived(root),
-                });
+                return match check::validate(copy) {
+                    Ok(root) => {
+                        drop(record);
+                        Ok(TupleView {
+                            inner: Inner::Archived(root),
+                        })
+                    }
+                    Err(reason) => Err(reject(record, reason)),
+                };
             }
+        };
+        match checked {
+            Ok(()) => Ok(TupleView {
+                inner: Inner::Record(record),
+            }),
+            Err(reason) => Err(reject(record, reason)),
         }
-        Ok(TupleView {
-            inner: Inner::Record(record),
-        })
     }
 
     /// The archived tuple.
@@ -223,4 +234,11 @@ impl<'v> IntoIterator for &'v TupleView<'_> {
     fn into_iter(self) -> MapIter<'v> {
         self.iter()
     }
+}
+
+/// Poisons the record's consumer and closes the ring for the producer (it sees the ring closed
+/// at its next claim); returns `reason`.
+fn reject(record: Record<'_>, reason: String) -> String {
+    drop(record.reject("tuple", reason.clone()));
+    reason
 }

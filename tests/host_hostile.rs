@@ -26,6 +26,7 @@ use serde_json::Value;
 const HOST: &str = env!("CARGO_BIN_EXE_hostile-host");
 const HOSTILE: &str = env!("CARGO_BIN_EXE_hostile-plugin");
 const MIRROR: &str = env!("CARGO_BIN_EXE_mirror-plugin");
+const FLOODER: &str = env!("CARGO_BIN_EXE_ping-flooder");
 
 /// Bound on one host run (the host bounds itself at 60 s).
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -35,9 +36,14 @@ const RSS_SLACK_KIB: u64 = 16 * 1024;
 
 /// Runs the host with attack `mode`, asserts it exited with status 0, returns its report.
 fn run(mode: &str) -> Value {
+    let plugin = if mode == "ping-flood" {
+        FLOODER
+    } else {
+        HOSTILE
+    };
     let mut out = tempfile::tempfile().expect("temporary file");
     let mut child = Command::new(HOST)
-        .args([HOSTILE, MIRROR, mode])
+        .args([plugin, MIRROR, mode])
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("cloning the file"))
         .spawn()
@@ -229,4 +235,23 @@ fn thousands_of_control_frames_carrying_descriptors_leak_nothing() {
 fn a_garbage_function_reply_poisons_the_reply_ring() {
     let report = assert_caught("bad-reply");
     assert_eq!(report["accepted"], 1, "the first answer is good: {report}");
+}
+
+#[test]
+fn a_plugin_that_floods_pings_and_never_reads_is_noticed_within_the_ping_time_out() {
+    let report = run("ping-flood");
+    assert_contained("ping-flood", &report);
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("it does not read its control socket: sending it a p"),
+        "ping-flood: {report}"
+    );
+    // The send that blocks gives up after the ping time-out; allow a loaded machine two
+    // seconds on top (it took 15 s when the host's sends could block for ever).
+    let limit = report["ping_timeout_ms"].as_u64().expect("time-out") + 2000;
+    let noticed = report["noticed_ms"].as_u64().expect("noticed");
+    assert!(
+        noticed <= limit,
+        "ping-flood: noticed after {noticed} ms, limit {limit} ms: {report}"
+    );
 }

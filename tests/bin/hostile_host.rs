@@ -55,6 +55,14 @@ fn main() {
     let fds_before = open_fds();
     let rss_before = rss_kib();
 
+    if mode == "ping-flood" {
+        let report = ping_flood(&hostile, &mut healthy, deadline, fds_before, rss_before);
+        println!("{report}");
+        drop(healthy);
+        hostile.shutdown();
+        mirror.shutdown();
+        return;
+    }
     if mode == "bad-reply" {
         let report = function_attack(&hostile, &mut healthy, deadline, fds_before, rss_before);
         println!("{report}");
@@ -155,6 +163,53 @@ fn main() {
     drop(healthy);
     hostile.shutdown();
     mirror.shutdown();
+}
+
+/// Waits for the supervisor to give up on a plugin that floods it with pings and never reads
+/// the answers (`ping-flooder`), and reports how long that took and what it said.
+fn ping_flood(
+    hostile: &Plugin,
+    healthy: &mut SourceReader,
+    deadline: Instant,
+    fds_before: usize,
+    rss_before: u64,
+) -> serde_json::Value {
+    let flooding = Instant::now();
+    let mut noticed_ms = None;
+    let mut error = None;
+    let mut healthy_during = 0;
+    while Instant::now() < deadline {
+        let status = hostile.status();
+        if status.restarts > 0 || status.pid.is_none() {
+            noticed_ms = Some(flooding.elapsed().as_millis() as u64);
+            error = status.last_error;
+            break;
+        }
+        healthy_during += read_healthy_now(healthy);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut healthy_after = 0;
+    while healthy_after < HEALTHY_AFTER && Instant::now() < deadline {
+        healthy_after += read_healthy(healthy, deadline);
+    }
+    let mut fds_after = open_fds();
+    while fds_after > fds_before && Instant::now() < deadline {
+        std::thread::yield_now();
+        fds_after = open_fds();
+    }
+    json!({
+        "mode": "ping-flood",
+        "bad": Vec::<String>::new(),
+        "error": error,
+        "noticed_ms": noticed_ms,
+        "ping_timeout_ms": PING_TIMEOUT.as_millis() as u64,
+        "healthy_during": healthy_during,
+        "healthy_after": healthy_after,
+        "fds_before": fds_before,
+        "fds_after": fds_after,
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_kib(),
+    })
 }
 
 /// Calls the `bad-reply` function three times: the first answer is good, the second meets

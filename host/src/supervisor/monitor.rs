@@ -192,7 +192,8 @@ impl Monitor {
                         nonce += 1;
                         let ping = Message::Ping { nonce };
                         if let Err(e) = running.process.channel.send(&ping, &[]) {
-                            return self.recover(running, format!("a ping failed: {e}"));
+                            let reason = state::send_failure("a ping", &e, config.ping_timeout);
+                            return self.recover(running, reason);
                         }
                         outstanding = Some((nonce, Instant::now()));
                     }
@@ -298,8 +299,8 @@ impl Monitor {
             let mut state = self.shared.lock();
             state.phase = Phase::Failed;
             let reason = format!(
-                "the plugin failed {} times in a row (last error: {}); fix it and update it",
-                self.attempt,
+                "the plugin failed {} time(s) in a row (last error: {}); fix it and update it",
+                self.attempt + 1,
                 state.last_error.as_deref().unwrap_or("unknown")
             );
             tracing::error!(plugin = %self.shared.name, "{reason}");

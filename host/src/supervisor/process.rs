@@ -16,6 +16,9 @@ use shmplug_transport::control::{CONTROL_FD_ENV, ControlChannel, ControlError, H
 use super::{PluginSpec, SupervisorConfig, log};
 use crate::error::{Error, Result};
 
+/// Shortest send time-out on a control socket (a zero ping time-out would mean none at all).
+const MIN_SEND_TIMEOUT: Duration = Duration::from_millis(10);
+
 /// Held while a child is spawned: the child's end of the control socket is inheritable for that
 /// moment, and another spawn from this crate must not pick it up (its child would keep the
 /// socket open and hide our plugin's exit).
@@ -117,6 +120,18 @@ pub(crate) fn launch(
     }
     if let Some(err) = child.stderr.take() {
         forward_output(&spec.name, "stderr", err);
+    }
+    // A plugin that stops reading its control socket must not block the host's sends (a pong,
+    // a ping, a start) for longer than a ping may stay unanswered: past that, a send fails
+    // and the plugin is treated as wedged.
+    if let Err(e) = host_end.set_write_timeout(Some(config.ping_timeout.max(MIN_SEND_TIMEOUT))) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::Io {
+            context: "setting the control socket's send time-out",
+            path: spec.executable.clone(),
+            source: e,
+        });
     }
     let channel = match ControlChannel::new(host_end) {
         Ok(channel) => Arc::new(channel),

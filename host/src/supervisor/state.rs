@@ -316,8 +316,14 @@ impl Supervision {
         }
     }
 
-    /// Handles one message from process `generation`'s control channel.
-    pub(crate) fn on_message(&self, generation: u64, channel: &ControlChannel, message: Message) {
+    /// Handles one message from process `generation`'s control channel. `Err` says why the
+    /// channel can no longer be used (the plugin does not read what the host sends it).
+    pub(crate) fn on_message(
+        &self,
+        generation: u64,
+        channel: &ControlChannel,
+        message: Message,
+    ) -> Result<(), String> {
         match message {
             Message::Started { instance_id } => {
                 let mut state = self.lock();
@@ -350,7 +356,11 @@ impl Supervision {
             }
             Message::Pong { nonce } => self.send_event(Event::Pong { generation, nonce }),
             Message::Ping { nonce } => {
-                let _ = channel.send(&Message::Pong { nonce }, &[]);
+                // The send fails after the socket's send time-out if the plugin does not read
+                // (a ping flood that never takes its pongs): that plugin is wedged.
+                if let Err(e) = channel.send(&Message::Pong { nonce }, &[]) {
+                    return Err(send_failure("a pong", &e, self.config.ping_timeout));
+                }
             }
             Message::Log(entry) => log::forward(&self.name, &entry),
             Message::Error { message } => {
@@ -363,7 +373,29 @@ impl Supervision {
                     other.type_name()
                 );
             }
+        };
+        Ok(())
+    }
+}
+
+/// Why a plugin is given up on after sending it `what` failed with `error`: a send that timed
+/// out (the socket's send time-out is the ping time-out) means it does not read its control
+/// socket.
+pub(crate) fn send_failure(
+    what: &str,
+    error: &shmplug_transport::Error,
+    limit: Duration,
+) -> String {
+    match error {
+        shmplug_transport::Error::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            format!(
+                "it does not read its control socket: sending it {what} waited longer than \
+                 {limit:?}"
+            )
         }
+        _ => format!("sending it {what} failed: {error}"),
     }
 }
 
@@ -375,7 +407,11 @@ pub(crate) fn read_control(
 ) {
     let reason = loop {
         match channel.recv_timeout(None) {
-            Ok((message, _rings)) => shared.on_message(generation, &channel, message),
+            Ok((message, _rings)) => {
+                if let Err(reason) = shared.on_message(generation, &channel, message) {
+                    break reason;
+                }
+            }
             Err(shmplug_transport::Error::Control(e)) if !e.is_fatal() => {
                 tracing::warn!(plugin = %shared.name, "bad control message from the plugin: {e}");
             }

@@ -33,7 +33,7 @@ use crate::error::Result;
 use crate::supervisor::slot::{Ids, Slot, SlotState};
 use crate::supervisor::state::Shared;
 
-pub use function::FunctionClient;
+pub use function::{Calls, FunctionClient};
 pub use sink::SinkWriter;
 pub use source::SourceReader;
 

@@ -5,7 +5,9 @@ use rkyv::util::AlignedVec;
 use crate::error::{Error, Result};
 
 use super::check;
+use super::encode::{Encode, Encoder};
 use super::value::ArchivedTuple;
+use super::value_view::MapView;
 use super::view::TupleView;
 
 /// Where each record starts in the buffer: payloads are aligned to 16 bytes, as in a ring.
@@ -84,8 +86,53 @@ impl TupleBatch {
         Ok(())
     }
 
+    /// Writes `tuple` into the batch with `encoder` (no allocation once the encoder's scratch
+    /// space and the batch have grown), and validates what was written.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTuple`] if the tuple nests too deep or does not validate once written;
+    /// nothing is added then.
+    pub fn push_encoded<T: Encode + ?Sized>(
+        &mut self,
+        encoder: &mut Encoder,
+        tuple: &T,
+    ) -> Result<()> {
+        let start = self.bytes.len().next_multiple_of(ALIGN);
+        let bound = tuple.size_bound()?;
+        self.bytes.resize(start + bound, 0);
+        let written = encoder.encode_into(tuple, &mut self.bytes[start..]);
+        let checked = written.and_then(|len| {
+            check::validate(&self.bytes[start..start + len])
+                .map(|_| len)
+                .map_err(Error::InvalidTuple)
+        });
+        match checked {
+            Ok(len) => {
+                self.bytes.resize(start + len, 0);
+                self.spans.push((start, len));
+                Ok(())
+            }
+            Err(e) => {
+                self.bytes.resize(start, 0);
+                Err(e)
+            }
+        }
+    }
+
     /// The tuple pushed `index`th.
     pub fn get(&self, index: usize) -> Option<TupleView<'_>> {
+        let (root, bytes) = self.root(index)?;
+        Some(TupleView::from_checked(root, bytes))
+    }
+
+    /// The fields of the tuple pushed `index`th, borrowed from the batch (where
+    /// [`get`](Self::get)`(index)?.fields()` would borrow the view).
+    pub fn fields(&self, index: usize) -> Option<MapView<'_>> {
+        let (root, _) = self.root(index)?;
+        Some(MapView::new(&root.fields))
+    }
+
+    fn root(&self, index: usize) -> Option<(&ArchivedTuple, &[u8])> {
         let &(start, len) = self.spans.get(index)?;
         let bytes = &self.bytes[start..start + len];
         // SAFETY: `spans` holds only ranges whose bytes were validated as an `ArchivedTuple`
@@ -93,9 +140,9 @@ impl TupleBatch {
         // copied unchanged from a validated private view (an rkyv archive reads the same at any
         // address of its alignment: its pointers are relative). The buffer is not written
         // again until `clear` or a `push` past the end, both of which need `&mut self`, while
-        // the view borrows `&self`.
+        // the result borrows `&self`.
         let root = unsafe { rkyv::access_unchecked::<ArchivedTuple>(bytes) };
-        Some(TupleView::from_checked(root, bytes))
+        Some((root, bytes))
     }
 
     /// The tuples, in the order they were pushed.

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ring::{Claim, Producer};
 
 use super::borrowed::{MapRef, TupleRef, ValueRef};
-use super::relay::{FieldValue, TupleWith, WithEnc};
+use super::relay::{FieldValue, TupleFields, TupleWith, WithEnc};
 use super::value::{ArchivedTuple, ArchivedValue, Tuple, Value};
 use super::value_view::{MapView, ValueView};
 use super::view::TupleView;
@@ -131,7 +131,29 @@ impl sealed::Sealed for TupleWith<'_> {
         buf: Buffer<'b>,
         arena: rkyv::ser::allocator::ArenaHandle<'_>,
     ) -> Result<Buffer<'b>, rancor::Error> {
-        to_bytes_in_with_alloc(&WithEnc { with: *self }, buf, arena)
+        to_bytes_in_with_alloc(&WithEnc::from(*self), buf, arena)
+    }
+}
+
+impl sealed::Sealed for TupleFields<'_> {
+    fn serialize_into<'b>(
+        &self,
+        buf: Buffer<'b>,
+        arena: rkyv::ser::allocator::ArenaHandle<'_>,
+    ) -> Result<Buffer<'b>, rancor::Error> {
+        to_bytes_in_with_alloc(&WithEnc::from(*self), buf, arena)
+    }
+}
+
+impl Encode for TupleFields<'_> {
+    fn size_bound(&self) -> Result<usize> {
+        let mut total = (ROOT + PAD + PAD).saturating_add(ENTRY.saturating_mul(self.fields.len()));
+        for (key, value) in self.fields {
+            total = total
+                .saturating_add(key.len())
+                .saturating_add(field_bound(value, 0)?);
+        }
+        Ok(total)
     }
 }
 

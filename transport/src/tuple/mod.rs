@@ -94,7 +94,7 @@ pub use batch::TupleBatch;
 pub use borrowed::{MapRef, TupleRef, ValueRef};
 pub use channel::{TupleReceiver, TupleSender};
 pub use encode::{Encode, Encoder};
-pub use relay::{FieldValue, FieldValueResolver, TupleWith};
+pub use relay::{FieldValue, FieldValueResolver, TupleFields, TupleWith};
 pub use value::{ArchivedTuple, ArchivedValue, Tuple, Value};
 pub use value_view::{ListIter, ListView, MapIter, MapView, ValueView};
 pub use view::{TupleView, Validation};

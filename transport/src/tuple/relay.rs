@@ -88,6 +88,27 @@ impl<'a> TupleWith<'a> {
     }
 }
 
+/// A tuple whose fields are borrowed or viewed values ([`FieldValue`]), with no metadata:
+/// what a caller writes to keep values read from several records (a function's answers, say).
+///
+/// # Examples
+/// ```
+/// use shmplug_transport::tuple::{Encoder, FieldValue, TupleBatch, TupleFields, ValueRef};
+///
+/// let mut batch = TupleBatch::new();
+/// let fields = [("answer", FieldValue::from(ValueRef::Int(42)))];
+/// batch.push_encoded(&mut Encoder::new(), &TupleFields { timestamp: 0, fields: &fields })?;
+/// assert_eq!(batch.get(0).and_then(|t| t.get("answer")?.as_i64()), Some(42));
+/// # Ok::<(), shmplug_transport::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct TupleFields<'a> {
+    /// The event time: nanoseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The fields, written in this order.
+    pub fields: &'a [(&'a str, FieldValue<'a>)],
+}
+
 /// A string key, archived as [`ArchivedString`].
 #[derive(Clone, Copy)]
 pub(crate) struct KeyEnc<'a>(pub(crate) &'a str);
@@ -236,9 +257,31 @@ where
     }
 }
 
-/// The root of a [`TupleWith`] record.
+/// The root of a [`TupleWith`] or [`TupleFields`] record: `base` (if any) plus `fields`.
 pub(crate) struct WithEnc<'a> {
-    pub(crate) with: TupleWith<'a>,
+    pub(crate) timestamp: i64,
+    pub(crate) base: Option<&'a TupleView<'a>>,
+    pub(crate) fields: &'a [(&'a str, FieldValue<'a>)],
+}
+
+impl<'a> From<TupleWith<'a>> for WithEnc<'a> {
+    fn from(with: TupleWith<'a>) -> WithEnc<'a> {
+        WithEnc {
+            timestamp: with.base.timestamp(),
+            base: Some(with.base),
+            fields: with.fields,
+        }
+    }
+}
+
+impl<'a> From<TupleFields<'a>> for WithEnc<'a> {
+    fn from(t: TupleFields<'a>) -> WithEnc<'a> {
+        WithEnc {
+            timestamp: t.timestamp,
+            base: None,
+            fields: t.fields,
+        }
+    }
 }
 
 /// The resolver of a [`WithEnc`].
@@ -250,18 +293,21 @@ pub(crate) struct WithResolver {
 impl WithEnc<'_> {
     /// Number of fields written: the view's not overridden, plus the added ones.
     fn field_count(&self) -> usize {
-        let kept = self
-            .with
-            .base
-            .fields()
-            .iter()
-            .filter(|(k, _)| !self.overridden(k))
-            .count();
-        kept + self.with.fields.len()
+        let kept = self.base.map_or(0, |base| {
+            base.fields()
+                .iter()
+                .filter(|(k, _)| !self.overridden(k))
+                .count()
+        });
+        kept + self.fields.len()
     }
 
     fn overridden(&self, key: &str) -> bool {
-        self.with.fields.iter().any(|(name, _)| *name == key)
+        self.fields.iter().any(|(name, _)| *name == key)
+    }
+
+    fn base_fields(&self) -> &[rkyv::collections::util::Entry<ArchivedString, ArchivedValue>] {
+        self.base.map_or(&[], |base| base.fields().as_archived())
     }
 }
 
@@ -271,8 +317,9 @@ impl Archive for WithEnc<'_> {
 
     fn resolve(&self, resolver: WithResolver, out: Place<ArchivedTuple>) {
         rkyv::munge::munge!(let ArchivedTuple { timestamp, meta, fields } = out);
-        self.with.base.timestamp().resolve((), timestamp);
-        ArchivedVec::resolve_from_len(self.with.base.meta().len(), resolver.meta, meta);
+        self.timestamp.resolve((), timestamp);
+        let meta_len = self.base.map_or(0, |base| base.meta().len());
+        ArchivedVec::resolve_from_len(meta_len, resolver.meta, meta);
         ArchivedVec::resolve_from_len(self.field_count(), resolver.fields, fields);
     }
 }
@@ -284,7 +331,6 @@ struct WithFields<'w, 'a> {
     /// Next index into the view's fields, then (past them) into the added ones.
     next: usize,
     left: usize,
-    view_fields: MapView<'w>,
 }
 
 type FieldEntry<'a> = EntryAdapter<KeyEnc<'a>, FieldValue<'a>, KeyEnc<'a>, FieldValue<'a>>;
@@ -293,7 +339,7 @@ impl<'w, 'a: 'w> Iterator for WithFields<'w, 'a> {
     type Item = FieldEntry<'w>;
 
     fn next(&mut self) -> Option<FieldEntry<'w>> {
-        let base = self.view_fields.as_archived();
+        let base = self.with.base_fields();
         while self.next < base.len() {
             let entry = &base[self.next];
             self.next += 1;
@@ -306,7 +352,7 @@ impl<'w, 'a: 'w> Iterator for WithFields<'w, 'a> {
                 ));
             }
         }
-        let (key, value) = self.with.with.fields.get(self.next - base.len())?;
+        let (key, value) = self.with.fields.get(self.next - base.len())?;
         self.next += 1;
         self.left -= 1;
         Some(EntryAdapter::new(KeyEnc(key), *value))
@@ -325,12 +371,14 @@ where
     S::Error: Source,
 {
     fn serialize(&self, serializer: &mut S) -> Result<WithResolver, S::Error> {
-        let meta = MapItems::serialize_with(&self.with.base.meta(), serializer)?;
+        let meta = match self.base {
+            Some(base) => MapItems::serialize_with(&base.meta(), serializer)?,
+            None => MapItems::serialize_with(&MapView::EMPTY, serializer)?,
+        };
         let iter = WithFields {
             with: self,
             next: 0,
             left: self.field_count(),
-            view_fields: self.with.base.fields(),
         };
         let fields = ArchivedVec::serialize_from_iter::<FieldEntry<'_>, _, _>(iter, serializer)?;
         Ok(WithResolver { meta, fields })

@@ -180,9 +180,9 @@ impl Pump {
                 extra.push((step.output.as_str(), FieldValue::View(answer)));
             }
             let written = if extra.is_empty() {
-                sink.send(&tuple)
+                sink.send_deferred(&tuple)
             } else {
-                sink.send(&TupleWith::new(&tuple, &extra))
+                sink.send_deferred(&TupleWith::new(&tuple, &extra))
             };
             match written {
                 Ok(()) => sent += 1,
@@ -196,6 +196,7 @@ impl Pump {
                 }
             }
         }
+        sink.flush();
         extra.clear();
         self.extra = recycle(extra);
         let done = Instant::now();

@@ -447,7 +447,7 @@ impl FunctionClient {
                 len: calls.arity(call),
                 arg: &arg,
             };
-            match cur.tx.try_send(&record) {
+            match cur.tx.try_send_deferred(&record) {
                 Ok(true) => {
                     batch.sent += 1;
                     progress = true;
@@ -461,6 +461,8 @@ impl FunctionClient {
                 Err(e) => return Err(ids.data_error(e)),
             }
         }
+        // Publish the calls written above at once (one wake-up for the plugin, if it sleeps).
+        cur.tx.flush();
         let mut closed = false;
         while batch.answered < batch.sent {
             let expected = batch.base;

@@ -109,6 +109,11 @@ pub(crate) fn run_function(
         if ctx.is_cancelled() {
             return Ok(());
         }
+        // Replies are published in batches: while calls are waiting, the next one is answered
+        // first; before waiting for more, every reply is published.
+        if !matches!(receiver.consumer().is_ready(), Ok(true)) {
+            sender.flush();
+        }
         let view = match receiver.recv_timeout(POLL) {
             Ok(view) => view,
             Err(Error::TimedOut(_)) => continue,
@@ -147,10 +152,10 @@ pub(crate) fn run_function(
         }
         let sent = match reply {
             Ok(answer) => match answer.as_field() {
-                Some(field) => call::send_reply_ref(&mut sender, seq, Ok(field)),
+                Some(field) => call::send_reply_deferred(&mut sender, seq, Ok(field)),
                 None => call::send_reply(&mut sender, seq, Ok(answer.to_owned())),
             },
-            Err(message) => call::send_reply_ref(&mut sender, seq, Err(message)),
+            Err(message) => call::send_reply_deferred(&mut sender, seq, Err(message)),
         };
         drop(result);
         spare = recycle(args);

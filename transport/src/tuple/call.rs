@@ -314,22 +314,62 @@ pub fn send_reply_ref(
     seq: u64,
     result: Result<FieldValue<'_>, &str>,
 ) -> Result<()> {
+    write_reply(sender, seq, result, false)
+}
+
+/// As [`send_reply_ref`], but publishes the reply later, with others
+/// ([`TupleSender::send_deferred`]); call [`TupleSender::flush`] before waiting for the next
+/// call.
+///
+/// # Errors
+/// As [`TupleSender::send`].
+pub fn send_reply_deferred(
+    sender: &mut TupleSender,
+    seq: u64,
+    result: Result<FieldValue<'_>, &str>,
+) -> Result<()> {
+    write_reply(sender, seq, result, true)
+}
+
+fn write_reply(
+    sender: &mut TupleSender,
+    seq: u64,
+    result: Result<FieldValue<'_>, &str>,
+    deferred: bool,
+) -> Result<()> {
     let timestamp = seq as i64;
-    match result {
+    let meta;
+    let error;
+    let record: &dyn Fn(&mut TupleSender) -> Result<()> = match result {
         Err(message) => {
-            let meta = [("error", ValueRef::String(message))];
-            sender.send(&TupleRef {
+            meta = [("error", ValueRef::String(message))];
+            error = TupleRef {
                 timestamp,
                 meta: &meta,
                 fields: &[],
-            })
+            };
+            &|s: &mut TupleSender| {
+                if deferred {
+                    s.send_deferred(&error)
+                } else {
+                    s.send(&error)
+                }
+            }
         }
-        Ok(value) => sender.send(&OneField {
-            timestamp,
-            key: "result",
-            value: Payload::Value(value),
-        }),
-    }
+        Ok(value) => {
+            let one = OneField {
+                timestamp,
+                key: "result",
+                value: Payload::Value(value),
+            };
+            return if deferred {
+                sender.send_deferred(&one)
+            } else {
+                sender.send(&one)
+            };
+        }
+    };
+    record(sender)
 }
 
 /// The parts of a call record.

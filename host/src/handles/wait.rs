@@ -148,11 +148,19 @@ pub(crate) fn block(
             return false;
         }
         let timespec = timeout.and_then(|t| rustix::time::Timespec::try_from(t).ok());
-        let mut fds: Vec<PollFd<'_>> = parks
-            .iter()
-            .map(|(_, fd)| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
-            .collect();
-        let _ = rustix::event::poll(&mut fds, timespec.as_ref());
+        // At most two endpoints (as `waiting` above): a fixed array, so that waiting allocates
+        // nothing.
+        debug_assert!(parks.len() <= 2, "wait::block takes one or two endpoints");
+        let Some(first) = parks.first().map(|(_, fd)| *fd) else {
+            return false;
+        };
+        let second = parks.get(1).map_or(first, |(_, fd)| *fd);
+        let mut fds = [
+            PollFd::from_borrowed_fd(first, PollFlags::IN),
+            PollFd::from_borrowed_fd(second, PollFlags::IN),
+        ];
+        let n = parks.len().min(fds.len());
+        let _ = rustix::event::poll(&mut fds[..n], timespec.as_ref());
         finish_all(parks);
     }
 }

@@ -72,9 +72,8 @@ struct Current {
 ///         2
 ///     }
 ///     fn arg(&self, call: usize, index: usize) -> FieldValue<'_> {
-///         let tuple = self.0.get(call).expect("call < count");
-///         let value = tuple.fields().get(["x", "y"][index]).unwrap_or(ValueView::Null);
-///         FieldValue::View(value)
+///         let fields = self.0.fields(call).expect("call < count");
+///         FieldValue::View(fields.get(["x", "y"][index]).unwrap_or(ValueView::Null))
 ///     }
 /// }
 /// ```

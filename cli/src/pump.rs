@@ -87,8 +87,8 @@ pub struct Pump {
 
 impl Pump {
     pub fn new(functions: usize) -> Pump {
-        let latency = Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
-            .expect("valid histogram bounds");
+        let latency =
+            Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds");
         Pump {
             tuples: TupleBatch::new(),
             encoder: Encoder::new(),
@@ -152,10 +152,9 @@ impl Pump {
         let mut mark = Instant::now();
         self.stats.source += mark - started;
 
-        for k in 0..functions.len() {
+        for (k, (client, step)) in functions.iter_mut().enumerate() {
             let (done, rest) = self.answers.split_at_mut(k);
             let answers = &mut rest[0];
-            let (client, step) = &mut functions[k];
             let calls = Args {
                 tuples: &self.tuples,
                 earlier: done,
@@ -203,10 +202,10 @@ impl Pump {
         self.stats.sink += done - mark;
         self.stats.tuples += sent;
         let latency = u64::try_from((done - received).as_nanos()).unwrap_or(u64::MAX);
-        let _ = self.stats.latency.record_n(
-            latency.clamp(1, MAX_LATENCY_NS),
-            self.tuples.len() as u64,
-        );
+        let _ = self
+            .stats
+            .latency
+            .record_n(latency.clamp(1, MAX_LATENCY_NS), self.tuples.len() as u64);
         match sink_end.or(source_end) {
             Some(end) => end,
             None => Outcome::Moved,
@@ -248,16 +247,22 @@ fn call(
 /// Adds `value` to `answers` (null if it cannot be kept).
 fn keep(answers: &mut TupleBatch, encoder: &mut Encoder, value: ValueView<'_>) {
     let fields = [(ANSWER, FieldValue::View(value))];
-    if let Err(e) = answers.push_encoded(encoder, &TupleFields {
-        timestamp: 0,
-        fields: &fields,
-    }) {
-        tracing::warn!("{e}");
-        let fields = [(ANSWER, FieldValue::View(ValueView::Null))];
-        let _ = answers.push_encoded(encoder, &TupleFields {
+    if let Err(e) = answers.push_encoded(
+        encoder,
+        &TupleFields {
             timestamp: 0,
             fields: &fields,
-        });
+        },
+    ) {
+        tracing::warn!("{e}");
+        let fields = [(ANSWER, FieldValue::View(ValueView::Null))];
+        let _ = answers.push_encoded(
+            encoder,
+            &TupleFields {
+                timestamp: 0,
+                fields: &fields,
+            },
+        );
     }
 }
 

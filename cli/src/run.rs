@@ -181,13 +181,7 @@ fn run_loop(
     }
 }
 
-fn print_summary(
-    end: &End,
-    elapsed: Duration,
-    stats: &Stats,
-    functions: &[String],
-    restarts: u64,
-) {
+fn print_summary(end: &End, elapsed: Duration, stats: &Stats, functions: &[String], restarts: u64) {
     let tuples = stats.tuples;
     let rate = if elapsed.is_zero() {
         0.0

@@ -89,7 +89,10 @@ fn the_pump_allocates_nothing_per_tuple_and_memory_stays_flat() {
         .source(InstanceSpec::new("counter").property("count", TOTAL))
         .expect("source");
     let step = Step::new(vec!["n".into()], "echoed".into(), &[]);
-    let mut functions = vec![(plugin.function(InstanceSpec::new("echo")).expect("echo"), step)];
+    let mut functions = vec![(
+        plugin.function(InstanceSpec::new("echo")).expect("echo"),
+        step,
+    )];
     let mut sink = plugin.sink(InstanceSpec::new("collect")).expect("sink");
 
     let mut pump = Pump::new(functions.len());
@@ -97,7 +100,10 @@ fn the_pump_allocates_nothing_per_tuple_and_memory_stays_flat() {
     let mut counted_from = None;
     let mut rss_at_start = 0;
     loop {
-        assert!(Instant::now() < deadline, "the pipeline did not finish in time");
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline did not finish in time"
+        );
         if counted_from.is_none() && pump.stats.tuples >= WARM_UP {
             counted_from = Some(pump.stats.tuples);
             rss_at_start = rss_kb();

@@ -214,11 +214,7 @@ impl FunctionClient {
         let mut answer = |answer: Result<ValueView<'_>>| {
             result = Some(answer.map(|view| read.take().map(|read| read(view))));
         };
-        self.batch_until(
-            &&[args][..],
-            Some(Instant::now() + timeout),
-            &mut answer,
-        )?;
+        self.batch_until(&&[args][..], Some(Instant::now() + timeout), &mut answer)?;
         match result {
             Some(Ok(Some(value))) => Ok(value),
             Some(Err(e)) => Err(e),
@@ -312,10 +308,7 @@ impl FunctionClient {
                 self.current = Some(self.open(generation, &rings)?);
             }
             let need = match self.round(&mut batch)? {
-                Round::Done => {
-                    drop(batch);
-                    return Ok(results);
-                }
+                Round::Done => return Ok(results),
                 Round::Progress | Round::Switch => continue,
                 Round::Stalled(need) => need,
             };

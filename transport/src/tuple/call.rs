@@ -23,9 +23,7 @@ use rkyv::{Archive, Place, Serialize};
 use super::encode::{Encode, field_bound, fields_list_bound, one_field_root, sealed};
 use super::relay::{Indexed, KeyEnc, MapItems};
 use super::value::{ArchivedTuple, ArchivedValue};
-use super::{
-    FieldValue, MapView, TupleRef, TupleSender, TupleView, Value, ValueRef, ValueView,
-};
+use super::{FieldValue, MapView, TupleRef, TupleSender, TupleView, Value, ValueRef, ValueView};
 use crate::error::{Error, Result};
 
 /// Writes a call record with sequence number `seq` and `args`.

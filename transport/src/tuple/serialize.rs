@@ -105,7 +105,10 @@ mod tests {
     #[test]
     fn serializes_as_to_json() {
         let mut nested = BTreeMap::new();
-        nested.insert("a".to_owned(), Value::List(vec![Value::Int(1), Value::Null]));
+        nested.insert(
+            "a".to_owned(),
+            Value::List(vec![Value::Int(1), Value::Null]),
+        );
         let tuple = Tuple::new(1_700_000_000_500_000_000)
             .with_field("i", -3i64)
             .with_field("f", 1.5)

@@ -57,7 +57,8 @@ pub struct Stats {
     pub source: Duration,
     /// Time spent in each function's batch of calls.
     pub functions: Vec<Duration>,
-    /// Time spent writing to the sink (waiting for room included).
+    /// Time spent writing to the sink (waiting for room included) that did not overlap the
+    /// last function's calls (with a function, tuples go on to the sink as they are answered).
     pub sink: Duration,
 }
 
@@ -80,6 +81,8 @@ pub struct Pump {
     answers: Vec<TupleBatch>,
     /// Writes the answers into their batches.
     encoder: Encoder,
+    /// The functions' output fields, in order.
+    outputs: Vec<String>,
     /// Spare room for the fields added to each tuple (recycled across batches).
     extra: Vec<(&'static str, FieldValue<'static>)>,
     pub stats: Stats,
@@ -92,6 +95,7 @@ impl Pump {
         Pump {
             tuples: TupleBatch::new(),
             encoder: Encoder::new(),
+            outputs: Vec::new(),
             answers: (0..functions).map(|_| TupleBatch::new()).collect(),
             extra: Vec::with_capacity(functions),
             stats: Stats {
@@ -152,52 +156,83 @@ impl Pump {
         let mut mark = Instant::now();
         self.stats.source += mark - started;
 
+        if self.outputs.len() != functions.len() {
+            self.outputs = functions.iter().map(|(_, s)| s.output.clone()).collect();
+        }
+        let mut sink_end = None;
+        let mut sent = 0;
+        let mut errors = 0;
+        let mut note =
+            |written: shmplug_host::Result<()>, sink_end: &mut Option<Outcome>| match written {
+                Ok(()) => sent += 1,
+                Err(e) if e.is_end_of_stream() => {
+                    if sink_end.is_none() {
+                        *sink_end = Some(Outcome::Failed(e.to_string()));
+                    }
+                }
+                Err(e) => {
+                    errors += 1;
+                    tracing::warn!("{e}");
+                }
+            };
+        let functions_count = functions.len();
         for (k, (client, step)) in functions.iter_mut().enumerate() {
             let (done, rest) = self.answers.split_at_mut(k);
-            let answers = &mut rest[0];
             let calls = Args {
                 tuples: &self.tuples,
                 earlier: done,
                 step,
             };
-            self.stats.errors += call(client, &calls, answers, &mut self.encoder);
+            if k + 1 < functions_count {
+                self.stats.errors += call(client, &calls, &mut rest[0], &mut self.encoder);
+            } else {
+                // The last function: each tuple goes on to the sink as soon as its answer
+                // is in, so the sink works while the function answers the rest.
+                let tuples = &self.tuples;
+                let outputs = &self.outputs[..];
+                let spare = &mut self.extra;
+                let mut answered = 0;
+                let mut failed = 0;
+                let result = client.call_each(&calls, None, |i, answer| {
+                    let value = answer.unwrap_or_else(|e| {
+                        failed += 1;
+                        tracing::warn!("{e}");
+                        ValueView::Null
+                    });
+                    answered = i + 1;
+                    if sink_end.is_none() {
+                        let written = write(sink, tuples, done, outputs, Some(value), i, spare);
+                        note(written, &mut sink_end);
+                    }
+                });
+                if let Err(e) = result {
+                    tracing::warn!("{e}");
+                    failed += (calls.count() - answered) as u64;
+                    for i in answered..calls.count() {
+                        if sink_end.is_none() {
+                            let null = Some(ValueView::Null);
+                            let written = write(sink, tuples, done, outputs, null, i, spare);
+                            note(written, &mut sink_end);
+                        }
+                    }
+                }
+                self.stats.errors += failed;
+            }
             let now = Instant::now();
             self.stats.functions[k] += now - mark;
             mark = now;
         }
-
-        let mut extra = recycle(std::mem::take(&mut self.extra));
-        let mut sink_end = None;
-        let mut sent = 0;
-        for (i, tuple) in self.tuples.iter().enumerate() {
-            extra.clear();
-            for (k, (_, step)) in functions.iter().enumerate() {
-                let answer = self.answers[k]
-                    .fields(i)
-                    .and_then(|f| f.get(ANSWER))
-                    .unwrap_or(ValueView::Null);
-                extra.push((step.output.as_str(), FieldValue::View(answer)));
-            }
-            let written = if extra.is_empty() {
-                sink.send_deferred(&tuple)
-            } else {
-                sink.send_deferred(&TupleWith::new(&tuple, &extra))
-            };
-            match written {
-                Ok(()) => sent += 1,
-                Err(e) if e.is_end_of_stream() => {
-                    sink_end = Some(Outcome::Failed(e.to_string()));
-                    break;
-                }
-                Err(e) => {
-                    self.stats.errors += 1;
-                    tracing::warn!("{e}");
+        if functions_count == 0 {
+            // No function: each received record is relayed as it is.
+            for i in 0..self.tuples.len() {
+                if sink_end.is_none() {
+                    let written = write(sink, &self.tuples, &[], &[], None, i, &mut self.extra);
+                    note(written, &mut sink_end);
                 }
             }
         }
         sink.flush();
-        extra.clear();
-        self.extra = recycle(extra);
+        self.stats.errors += errors;
         let done = Instant::now();
         self.stats.sink += done - mark;
         self.stats.tuples += sent;
@@ -211,6 +246,41 @@ impl Pump {
             None => Outcome::Moved,
         }
     }
+}
+
+/// Writes tuple `i` of `tuples` to the sink, with the answers of the functions named
+/// `outputs` (kept in `answers`) and, if given, the last function's answer (named
+/// `outputs.last()`), or as it was received when there is no function.
+fn write(
+    sink: &mut SinkWriter,
+    tuples: &TupleBatch,
+    answers: &[TupleBatch],
+    outputs: &[String],
+    last: Option<ValueView<'_>>,
+    i: usize,
+    spare: &mut Vec<(&'static str, FieldValue<'static>)>,
+) -> shmplug_host::Result<()> {
+    let Some(tuple) = tuples.get(i) else {
+        return Ok(());
+    };
+    let mut extra = recycle(std::mem::take(spare));
+    for (kept, name) in answers.iter().zip(outputs) {
+        let answer = kept.fields(i).and_then(|f| f.get(ANSWER));
+        extra.push((
+            name.as_str(),
+            FieldValue::View(answer.unwrap_or(ValueView::Null)),
+        ));
+    }
+    if let (Some(value), Some(name)) = (last, outputs.last()) {
+        extra.push((name.as_str(), FieldValue::View(value)));
+    }
+    let written = if extra.is_empty() {
+        sink.send_deferred(&tuple)
+    } else {
+        sink.send_deferred(&TupleWith::new(&tuple, &extra))
+    };
+    *spare = recycle(extra);
+    written
 }
 
 /// Calls `client` once per tuple, pipelined, and keeps each answer (null for a failed call) in

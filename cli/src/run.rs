@@ -214,7 +214,10 @@ fn print_summary(end: &End, elapsed: Duration, stats: &Stats, functions: &[Strin
         };
         println!("  {name:<24} {time:>10.3?}  {share:>5.1}%  {per_tuple:>9.1?}/tuple");
     };
-    println!("time:       by stage (host's view: waiting on a plugin counts for its stage)");
+    println!(
+        "time:       by stage (host's view: waiting on a plugin counts for its stage; the last \
+         function's includes writing to the sink, which overlaps it)"
+    );
     stage("source", stats.source);
     for (name, time) in functions.iter().zip(&stats.functions) {
         stage(&format!("function {name}"), *time);

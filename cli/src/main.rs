@@ -7,6 +7,7 @@ mod live;
 mod observer;
 mod pipeline;
 mod plugins;
+mod pump;
 mod run;
 mod status;
 

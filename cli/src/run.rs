@@ -1,17 +1,16 @@
-//! `shmplug run PIPELINE`: source -> functions -> sink, with a summary at the end. While it
-//! runs, an [`Observer`] thread answers `shmplug status` and draws the progress line; the loop
-//! only publishes its counters once per batch.
+//! `shmplug run PIPELINE`: source -> functions -> sink, with a summary at the end. The data
+//! path is the [`Pump`]; while it runs, an [`Observer`] thread answers `shmplug status` and
+//! draws the progress line; the loop only publishes its counters once per batch.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use shmplug_host::registry::Registry;
-use shmplug_host::transport::{Tuple, Value, ValueRef};
 use shmplug_host::{
     FunctionClient, Plugin, PluginSpec, SinkWriter, SourceReader, SupervisorConfig,
 };
@@ -19,6 +18,7 @@ use shmplug_host::{
 use crate::live::{self, Live};
 use crate::observer::{Observer, Server};
 use crate::pipeline::Pipeline;
+use crate::pump::{Outcome, Pump, Stats, Step};
 
 /// Most tuples taken from the source at once (and sent through each function as one pipelined
 /// batch of calls).
@@ -66,10 +66,18 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         plugins.insert(name.clone(), plugin);
     }
     let plugin = |name: &str| &plugins[name];
-    let mut calls: Vec<(FunctionClient, &crate::pipeline::Call)> = Vec::new();
+    let mut calls: Vec<(FunctionClient, Step)> = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
     for call in &pipeline.functions {
-        calls.push((plugin(&call.plugin).function(call.spec())?, call));
+        let step = Step::new(call.args.clone(), call.output.clone(), &steps);
+        steps.push(step.clone());
+        calls.push((plugin(&call.plugin).function(call.spec())?, step));
     }
+    let names_of_functions: Vec<String> = pipeline
+        .functions
+        .iter()
+        .map(|c| format!("{} ({})", c.symbol, c.output))
+        .collect();
     let mut sink = plugin(&pipeline.sink.plugin).sink(pipeline.sink.spec())?;
     let mut source = plugin(&pipeline.source.plugin).source(pipeline.source.spec())?;
 
@@ -86,7 +94,7 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
     };
     let in_order: Vec<&Plugin> = names.iter().map(|n| plugin(n)).collect();
     let progress = std::io::stderr().is_terminal();
-    let (end, elapsed, mut latencies, tuples, errors) = std::thread::scope(|scope| {
+    let (end, elapsed, stats) = std::thread::scope(|scope| {
         let observer = match Observer::start(scope, &live, in_order, server, progress) {
             Ok(observer) => observer,
             Err(e) => {
@@ -94,30 +102,33 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
                 None
             }
         };
-        let mut pump = Pump {
-            live: &live,
-            latencies: Vec::new(),
-            tuples: 0,
-            errors: 0,
-        };
-        let end = pump.run(&mut source, &mut calls, &mut sink, &limits, &interrupted);
+        let mut pump = Pump::new(calls.len());
+        let end = run_loop(
+            &mut pump,
+            &live,
+            &mut source,
+            &mut calls,
+            &mut sink,
+            &limits,
+            &interrupted,
+        );
         let elapsed = live.uptime();
         drop(source);
         // End the sink's stream and wait for the plugin to confirm it has written and closed
         // everything, so the run's output is complete when the command returns.
         if let Err(e) = sink.stop() {
             tracing::warn!("the sink did not confirm its stop: {e}");
-            pump.errors += 1;
+            pump.stats.errors += 1;
         }
         if let Some(observer) = observer {
             observer.finish();
         }
-        (end, elapsed, pump.latencies, pump.tuples, pump.errors)
+        (end, elapsed, pump.stats)
     });
     drop(calls);
     let restarts: u64 = plugins.values().map(|p| p.status().restarts).sum();
     drop(plugins);
-    print_summary(&end, tuples, elapsed, &mut latencies, errors, restarts);
+    print_summary(&end, elapsed, &stats, &names_of_functions, restarts);
     match end {
         End::Failed(reason) => Err(crate::error::Error::Pipeline {
             path: args.pipeline.clone(),
@@ -133,152 +144,51 @@ struct Limits {
     duration: Option<Duration>,
 }
 
-/// The loop's totals; published to [`Live`] once per batch.
-struct Pump<'a> {
-    live: &'a Live,
-    latencies: Vec<Duration>,
-    tuples: u64,
-    errors: u64,
-}
-
-impl Pump<'_> {
-    fn run(
-        &mut self,
-        source: &mut SourceReader,
-        calls: &mut [(FunctionClient, &crate::pipeline::Call)],
-        sink: &mut SinkWriter,
-        limits: &Limits,
-        interrupted: &AtomicBool,
-    ) -> End {
-        loop {
-            if interrupted.load(Ordering::SeqCst) {
-                return End::Interrupted;
-            }
-            if limits.count.is_some_and(|c| self.tuples >= c) {
-                return End::Count;
-            }
-            if limits.duration.is_some_and(|d| self.live.uptime() >= d) {
-                return End::Duration;
-            }
-            // Take what the source has ready, up to a batch, so that function calls are
-            // pipelined and the plugin's threads wake once per batch rather than once per tuple.
-            let limit = limits
-                .count
-                .map_or(BATCH, |c| BATCH.min((c - self.tuples) as usize));
-            let mut batch: Vec<Tuple> = Vec::with_capacity(limit);
-            match source.recv_timeout(Duration::from_millis(100)) {
-                Ok(Some(view)) => batch.push(view.to_owned()),
-                Ok(None) => continue,
-                Err(e) if e.is_end_of_stream() => return End::SourceEnded,
-                Err(e) => return End::Failed(e.to_string()),
-            }
-            let received = Instant::now();
-            let mut source_end = None;
-            while batch.len() < limit {
-                match source.try_recv() {
-                    Ok(Some(view)) => batch.push(view.to_owned()),
-                    Ok(None) => break,
-                    Err(e) if e.is_end_of_stream() => break,
-                    Err(e) => {
-                        source_end = Some(End::Failed(e.to_string()));
-                        break;
-                    }
-                }
-            }
-            for (client, call) in calls.iter_mut() {
-                self.errors += apply(client, call, &mut batch);
-            }
-            let mut sink_end = None;
-            for tuple in &batch {
-                match sink.send(tuple) {
-                    Ok(()) => self.tuples += 1,
-                    Err(e) if e.is_end_of_stream() => {
-                        sink_end = Some(End::Failed(e.to_string()));
-                        break;
-                    }
-                    Err(e) => {
-                        self.errors += 1;
-                        tracing::warn!("{e}");
-                    }
-                }
-            }
-            let done = received.elapsed();
-            self.latencies
-                .extend(std::iter::repeat_n(done, batch.len()));
-            self.live.publish(self.tuples, self.errors);
-            if let Some(end) = sink_end.or(source_end) {
-                return end;
-            }
+/// Moves batches until the source ends, a limit is reached, Ctrl-C or a failure; publishes
+/// the counters to [`Live`] once per batch.
+fn run_loop(
+    pump: &mut Pump,
+    live: &Live,
+    source: &mut SourceReader,
+    calls: &mut [(FunctionClient, Step)],
+    sink: &mut SinkWriter,
+    limits: &Limits,
+    interrupted: &AtomicBool,
+) -> End {
+    loop {
+        if interrupted.load(Ordering::SeqCst) {
+            return End::Interrupted;
+        }
+        let tuples = pump.stats.tuples;
+        if limits.count.is_some_and(|c| tuples >= c) {
+            return End::Count;
+        }
+        if limits.duration.is_some_and(|d| live.uptime() >= d) {
+            return End::Duration;
+        }
+        // Take what the source has ready, up to a batch, so that function calls are
+        // pipelined and the plugin's threads wake once per batch rather than once per tuple.
+        let limit = limits
+            .count
+            .map_or(BATCH, |c| BATCH.min((c - tuples) as usize));
+        let outcome = pump.step(source, calls, sink, limit, Duration::from_millis(100));
+        live.publish(pump.stats.tuples, pump.stats.errors);
+        match outcome {
+            Outcome::Moved | Outcome::Idle => {}
+            Outcome::SourceEnded => return End::SourceEnded,
+            Outcome::Failed(reason) => return End::Failed(reason),
         }
     }
 }
 
-/// Calls `call` on every tuple of `batch` as one pipelined batch of calls and stores each
-/// result in the call's output field (null on error). Returns the number of errors.
-fn apply(client: &mut FunctionClient, call: &crate::pipeline::Call, batch: &mut [Tuple]) -> u64 {
-    let mut errors = 0;
-    let values: Vec<Vec<Value>> = batch
-        .iter()
-        .map(|tuple| {
-            let field = |name: &String| tuple.fields.get(name).cloned();
-            call.args
-                .iter()
-                .map(|n| field(n).unwrap_or(Value::Null))
-                .collect()
-        })
-        .collect();
-    let refs: Vec<Vec<ValueRef<'_>>> = values
-        .iter()
-        .map(|args| args.iter().map(value_ref).collect())
-        .collect();
-    let arg_lists: Vec<&[ValueRef<'_>]> = refs.iter().map(Vec::as_slice).collect();
-    let results = match client.call_batch(&arg_lists) {
-        Ok(results) => results,
-        Err(e) => {
-            tracing::warn!("{e}");
-            errors += batch.len() as u64;
-            batch.iter().map(|_| Ok(Value::Null)).collect()
-        }
-    };
-    for (tuple, result) in batch.iter_mut().zip(results) {
-        let value = result.unwrap_or_else(|e| {
-            errors += 1;
-            tracing::warn!("{e}");
-            Value::Null
-        });
-        tuple.fields.insert(call.output.clone(), value);
-    }
-    errors
-}
-
-/// Borrows an owned value as the transport's borrowed form, for a call's arguments.
-fn value_ref(value: &Value) -> ValueRef<'_> {
-    // A list or map argument would need its items borrowed as `ValueRef`s too; the
-    // command-line runner passes null (functions taking collections need an engine).
-    value.as_ref().unwrap_or(ValueRef::Null)
-}
-
-fn print_summary(
-    end: &End,
-    tuples: u64,
-    elapsed: Duration,
-    latencies: &mut [Duration],
-    errors: u64,
-    restarts: u64,
-) {
-    latencies.sort_unstable();
-    let percentile = |p: f64| -> Duration {
-        if latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[index.min(latencies.len() - 1)]
-    };
+fn print_summary(end: &End, elapsed: Duration, stats: &Stats, functions: &[String], restarts: u64) {
+    let tuples = stats.tuples;
     let rate = if elapsed.is_zero() {
         0.0
     } else {
         tuples as f64 / elapsed.as_secs_f64()
     };
+    let latency = |q: f64| Duration::from_nanos(stats.latency.value_at_quantile(q));
     println!("ended:      {}", describe(end));
     println!(
         "tuples:     {tuples} in {:.3?} ({rate:.0} tuples/s)",
@@ -286,12 +196,34 @@ fn print_summary(
     );
     println!(
         "latency:    p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}  (batch received to sent on to the sink)",
-        percentile(0.50),
-        percentile(0.90),
-        percentile(0.99),
-        latencies.last().copied().unwrap_or_default()
+        latency(0.50),
+        latency(0.90),
+        latency(0.99),
+        Duration::from_nanos(stats.latency.max())
     );
-    println!("errors:     {errors}");
+    let stage = |name: &str, time: Duration| {
+        let share = if elapsed.is_zero() {
+            0.0
+        } else {
+            100.0 * time.as_secs_f64() / elapsed.as_secs_f64()
+        };
+        let per_tuple = if tuples == 0 {
+            Duration::ZERO
+        } else {
+            time / u32::try_from(tuples).unwrap_or(u32::MAX)
+        };
+        println!("  {name:<24} {time:>10.3?}  {share:>5.1}%  {per_tuple:>9.1?}/tuple");
+    };
+    println!(
+        "time:       by stage (host's view: waiting on a plugin counts for its stage; the last \
+         function's includes writing to the sink, which overlaps it)"
+    );
+    stage("source", stats.source);
+    for (name, time) in functions.iter().zip(&stats.functions) {
+        stage(&format!("function {name}"), *time);
+    }
+    stage("sink", stats.sink);
+    println!("errors:     {}", stats.errors);
     println!("restarts:   {restarts}");
 }
 

@@ -1,7 +1,8 @@
 //! The plugin traits, in the shape of eKuiper's portable plugin API: [`Source`], [`Sink`],
 //! [`Function`].
 
-use shmplug_transport::{TupleView, Value, ValueView};
+use shmplug_transport::tuple::FieldValue;
+use shmplug_transport::{TupleView, Value, ValueRef, ValueView};
 
 use crate::context::{FunctionContext, SinkContext, SourceContext};
 use crate::emitter::Emitter;
@@ -107,14 +108,106 @@ pub trait Function {
 
     /// Computes the result. The arguments are read in place from shared memory.
     ///
+    /// Implement this or [`exec_ref`](Self::exec_ref) (each defaults to the other; a function
+    /// that implements neither recurses until its stack overflows).
+    ///
     /// # Errors
     /// Any [`PluginError`]: the call fails with its text.
-    fn exec(&mut self, ctx: &FunctionContext, args: &[ValueView<'_>])
-    -> Result<Value, PluginError>;
+    fn exec(
+        &mut self,
+        ctx: &FunctionContext,
+        args: &[ValueView<'_>],
+    ) -> Result<Value, PluginError> {
+        self.exec_ref(ctx, args).map(|answer| answer.to_owned())
+    }
+
+    /// As [`exec`](Self::exec), but the answer may borrow from the arguments or from the
+    /// function itself (a buffer it keeps): the runtime writes it into the reply record from
+    /// where it lies, so answering allocates nothing. This is what the runtime calls.
+    ///
+    /// # Errors
+    /// As [`exec`](Self::exec).
+    ///
+    /// # Examples
+    /// ```
+    /// use shmplug_sdk::{Answer, Function, FunctionContext, PluginError, ValueView};
+    ///
+    /// /// `first(list)`: the first item of a list, or null.
+    /// struct First;
+    ///
+    /// impl Function for First {
+    ///     fn exec_ref<'a>(
+    ///         &'a mut self,
+    ///         _: &FunctionContext,
+    ///         args: &[ValueView<'a>],
+    ///     ) -> Result<Answer<'a>, PluginError> {
+    ///         let first = args.first().and_then(|l| l.as_list()).and_then(|l| l.get(0));
+    ///         Ok(Answer::View(first.unwrap_or(ValueView::Null)))
+    ///     }
+    /// }
+    /// ```
+    fn exec_ref<'a>(
+        &'a mut self,
+        ctx: &FunctionContext,
+        args: &[ValueView<'a>],
+    ) -> Result<Answer<'a>, PluginError> {
+        self.exec(ctx, args).map(Answer::Value)
+    }
 
     /// True for an aggregate function (one that takes a whole window's values).
     fn is_aggregate(&self) -> bool {
         false
+    }
+}
+
+/// A function's answer ([`Function::exec_ref`]): an owned value, or one borrowed from the
+/// arguments or from the function.
+#[derive(Clone, Debug)]
+pub enum Answer<'a> {
+    /// An owned value.
+    Value(Value),
+    /// A value read from the arguments (or any other received tuple).
+    View(ValueView<'a>),
+    /// A borrowed value (from a buffer the function keeps, say).
+    Ref(ValueRef<'a>),
+}
+
+impl Answer<'_> {
+    /// The answer as an owned value.
+    pub fn to_owned(&self) -> Value {
+        match self {
+            Answer::Value(v) => v.clone(),
+            Answer::View(v) => v.to_owned(),
+            Answer::Ref(v) => ref_to_owned(v),
+        }
+    }
+
+    /// The answer as the transport writes it, unless it is owned.
+    pub(crate) fn as_field(&self) -> Option<FieldValue<'_>> {
+        match self {
+            Answer::Value(_) => None,
+            Answer::View(v) => Some(FieldValue::View(*v)),
+            Answer::Ref(v) => Some(FieldValue::Ref(*v)),
+        }
+    }
+}
+
+fn ref_to_owned(v: &ValueRef<'_>) -> Value {
+    match *v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Bool(b) => Value::Bool(b),
+        ValueRef::Int(i) => Value::Int(i),
+        ValueRef::Float(f) => Value::Float(f),
+        ValueRef::String(s) => Value::from(s),
+        ValueRef::Bytes(b) => Value::from(b),
+        ValueRef::List(items) => Value::List(items.iter().map(ref_to_owned).collect()),
+        ValueRef::Map(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), ref_to_owned(v)))
+                .collect(),
+        ),
+        ValueRef::Timestamp(t) => Value::Timestamp(t),
     }
 }
 
@@ -198,6 +291,14 @@ impl<F: Function + ?Sized> Function for &mut F {
         (**self).exec(ctx, args)
     }
 
+    fn exec_ref<'a>(
+        &'a mut self,
+        ctx: &FunctionContext,
+        args: &[ValueView<'a>],
+    ) -> Result<Answer<'a>, PluginError> {
+        (**self).exec_ref(ctx, args)
+    }
+
     fn is_aggregate(&self) -> bool {
         (**self).is_aggregate()
     }
@@ -214,6 +315,14 @@ impl<F: Function + ?Sized> Function for Box<F> {
         args: &[ValueView<'_>],
     ) -> Result<Value, PluginError> {
         (**self).exec(ctx, args)
+    }
+
+    fn exec_ref<'a>(
+        &'a mut self,
+        ctx: &FunctionContext,
+        args: &[ValueView<'a>],
+    ) -> Result<Answer<'a>, PluginError> {
+        (**self).exec_ref(ctx, args)
     }
 
     fn is_aggregate(&self) -> bool {

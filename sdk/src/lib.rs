@@ -108,7 +108,7 @@ mod error;
 mod runtime;
 pub mod testing;
 
-pub use api::{Function, Props, Sink, Source};
+pub use api::{Answer, Function, Props, Sink, Source};
 pub use config::{DEFAULT_SPIN, FunctionFactory, PluginConfig, SinkFactory, SourceFactory};
 pub use context::{FunctionContext, SinkContext, SourceContext, StreamContext};
 pub use emitter::Emitter;

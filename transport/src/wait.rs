@@ -342,6 +342,10 @@ impl Readiness for Room<'_> {
 /// for `spin` on the plain checks, then park in `poll(2)` on the eventfds). Each entry pairs an
 /// endpoint with the eventfd it sleeps on ([`Ring::fds`](crate::Ring::fds)`[1]` for data,
 /// `[2]` for space). A deadline that has passed is a try: one look. Returns false on time-out.
+///
+/// # Panics
+/// If `waits` has more than two entries (a handle waits on at most two rings; a fixed set of
+/// poll entries keeps waiting free of allocation).
 pub fn block(
     waits: &mut [(&mut dyn Readiness, BorrowedFd<'_>)],
     spin: Duration,
@@ -350,6 +354,7 @@ pub fn block(
     // Spin on the plain checks: setting the waiting flags (and the fence that goes with
     // them) on every call would move the ring's signal line between the cores once per
     // record, which costs the other side as much as it costs us.
+    assert!(waits.len() <= 2, "wait::block takes one or two endpoints");
     let mut waiter = Waiter::until(spin, deadline);
     loop {
         if waits.iter_mut().any(|(wait, _)| wait.ready()) {
@@ -373,13 +378,14 @@ pub fn block(
             let timeout = waiter
                 .deadline()
                 .map(|d| timespec(d.saturating_duration_since(Instant::now())));
-            let mut fds: Vec<rustix::event::PollFd<'_>> = waits
-                .iter()
-                .map(|(_, fd)| {
-                    rustix::event::PollFd::from_borrowed_fd(*fd, rustix::event::PollFlags::IN)
-                })
-                .collect();
-            let _ = rustix::event::poll(&mut fds, timeout.as_ref());
+            let Some(first) = waits.first().map(|(_, fd)| *fd) else {
+                return false;
+            };
+            let second = waits.get(1).map_or(first, |(_, fd)| *fd);
+            let mut fds = [first, second].map(|fd| {
+                rustix::event::PollFd::from_borrowed_fd(fd, rustix::event::PollFlags::IN)
+            });
+            let _ = rustix::event::poll(&mut fds[..waits.len()], timeout.as_ref());
         }
         // A ready endpoint cleared its own flag; only the others need finishing.
         for (i, (wait, _)) in waits.iter_mut().enumerate() {

@@ -1,6 +1,6 @@
 //! The `echo` function.
 
-use shmplug_sdk::{Function, FunctionContext, PluginError, Value, ValueView};
+use shmplug_sdk::{Answer, Function, FunctionContext, PluginError, ValueView};
 
 /// `echo(x)`: returns its one argument unchanged, whatever its type.
 #[derive(Clone, Copy, Debug, Default)]
@@ -17,8 +17,13 @@ impl Function for Echo {
         Ok(())
     }
 
-    fn exec(&mut self, _: &FunctionContext, args: &[ValueView<'_>]) -> Result<Value, PluginError> {
-        Ok(args[0].to_owned())
+    /// Answers with the argument where it lies, in the call's record: nothing is copied out.
+    fn exec_ref<'a>(
+        &'a mut self,
+        _: &FunctionContext,
+        args: &[ValueView<'a>],
+    ) -> Result<Answer<'a>, PluginError> {
+        Ok(Answer::View(args[0]))
     }
 }
 
@@ -29,6 +34,7 @@ mod tests {
     use shmplug_sdk::testing::call_function;
 
     use super::*;
+    use shmplug_sdk::Value;
 
     #[test]
     fn echo_returns_its_argument() {

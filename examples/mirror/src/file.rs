@@ -71,7 +71,7 @@ impl Sink for FileSink {
             .out
             .as_mut()
             .ok_or_else(|| PluginError::new("the file sink collected before open"))?;
-        let written = serde_json::to_writer(&mut *out, &tuple.to_json_message())
+        let written = serde_json::to_writer(&mut *out, &tuple.fields())
             .map_err(std::io::Error::from)
             .and_then(|()| out.write_all(b"\n"));
         if let Err(e) = written {

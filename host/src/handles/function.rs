@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shmplug_transport::tuple::call::parse_reply;
-use shmplug_transport::tuple::{Encode, TupleRef, Value, ValueRef, ValueView};
+use shmplug_transport::tuple::call::{CallRecord, parse_reply};
+use shmplug_transport::tuple::{Encode, FieldValue, Value, ValueRef, ValueView};
 use shmplug_transport::wait::{self, Room};
 use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleSender, Validation};
 
@@ -71,25 +71,76 @@ impl Endpoints for CallEnds {
     }
 }
 
-/// What a batch makes of each answer, read in place from the reply ring.
-type Answer<'f, T> = &'f mut (dyn FnMut(ValueView<'_>) -> T + Send);
+/// The arguments of a batch of calls, read where they lie: borrowed values, or fields of
+/// received tuples ([`FieldValue::View`]), so a caller passes a tuple's fields to a function
+/// without copying them out.
+///
+/// # Examples
+/// ```
+/// use shmplug_host::handles::Calls;
+/// use shmplug_host::transport::tuple::{FieldValue, TupleBatch, ValueView};
+///
+/// /// Calls `f(tuple.x, tuple.y)` once per tuple of a batch.
+/// struct XY<'b>(&'b TupleBatch);
+///
+/// impl Calls for XY<'_> {
+///     fn count(&self) -> usize {
+///         self.0.len()
+///     }
+///     fn arity(&self, _call: usize) -> usize {
+///         2
+///     }
+///     fn arg(&self, call: usize, index: usize) -> FieldValue<'_> {
+///         let fields = self.0.fields(call).expect("call < count");
+///         FieldValue::View(fields.get(["x", "y"][index]).unwrap_or(ValueView::Null))
+///     }
+/// }
+/// ```
+pub trait Calls {
+    /// Number of calls.
+    fn count(&self) -> usize;
+    /// Number of arguments of call `call`.
+    fn arity(&self, call: usize) -> usize;
+    /// Argument `index` of call `call`.
+    fn arg(&self, call: usize, index: usize) -> FieldValue<'_>;
+}
+
+/// A list of argument lists.
+impl Calls for &[&[ValueRef<'_>]] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn arity(&self, call: usize) -> usize {
+        self[call].len()
+    }
+
+    fn arg(&self, call: usize, index: usize) -> FieldValue<'_> {
+        FieldValue::Ref(self[call][index])
+    }
+}
+
+/// What a batch does with each answer, in order: the value read in place from the reply ring,
+/// or the error.
+type Answer<'f> = &'f mut (dyn FnMut(Result<ValueView<'_>>) + Send);
 
 /// A batch in progress.
-struct Batch<'c, 'v, 'f, T> {
-    calls: &'c [&'c [ValueRef<'v>]],
-    answer: Answer<'f, T>,
-    results: Vec<Result<T>>,
-    /// Calls written to the current rings: `results.len() .. sent` are in flight.
+struct Batch<'c, 'f> {
+    calls: &'c (dyn Calls + Sync),
+    answer: Answer<'f>,
+    /// Calls answered, in order.
+    answered: usize,
+    /// Calls written to the current rings: `answered .. sent` are in flight.
     sent: usize,
-    /// Sequence number of call `results.len()` on the current rings.
+    /// Sequence number of call `answered` on the current rings.
     base: u64,
     /// The rings these calls went to.
     generation: Option<u64>,
 }
 
 /// One record from the reply ring.
-enum Reply<T> {
-    Answer(Result<T>),
+enum Reply {
+    Answer,
     /// The answer to a call that timed out earlier.
     Stale,
     Closed,
@@ -129,7 +180,7 @@ impl FunctionClient {
     /// [`Error::InstanceGone`], [`Error::EndOfStream`] (the plugin closed the instance's
     /// rings), [`Error::Data`].
     pub fn call(&mut self, args: &[ValueRef<'_>]) -> Result<Value> {
-        let results = self.batch_until(&[args], None, &mut copy_out)?;
+        let results = self.collect_until(&[args], None)?;
         self.only(results)
     }
 
@@ -139,7 +190,7 @@ impl FunctionClient {
     /// As [`call`](Self::call), and [`Error::TimedOut`]. A late answer to a timed-out call is
     /// discarded.
     pub fn call_timeout(&mut self, args: &[ValueRef<'_>], timeout: Duration) -> Result<Value> {
-        let results = self.batch_until(&[args], Some(Instant::now() + timeout), &mut copy_out)?;
+        let results = self.collect_until(&[args], Some(Instant::now() + timeout))?;
         self.only(results)
     }
 
@@ -168,11 +219,19 @@ impl FunctionClient {
         read: impl FnOnce(ValueView<'_>) -> R + Send,
     ) -> Result<R> {
         let mut read = Some(read);
-        let mut answer = |view: ValueView<'_>| read.take().map(|read| read(view));
-        let results = self.batch_until(&[args], Some(Instant::now() + timeout), &mut answer)?;
+        let mut result = None;
+        let mut answered = 0;
+        let mut answer = |answer: Result<ValueView<'_>>| {
+            answered += 1;
+            result = Some(answer.map(|view| read.take().map(|read| read(view))));
+        };
+        self.batch_until(&&[args][..], Some(Instant::now() + timeout), &mut answer)?;
         // One call has one answer: anything else is a broken plugin or ring.
-        self.only(results)?
-            .ok_or_else(|| self.core.binding.ids().data_error(spurious()))
+        match (result, answered) {
+            (Some(Ok(Some(value))), 1) => Ok(value),
+            (Some(Err(e)), 1) => Err(e),
+            _ => Err(self.core.binding.ids().data_error(spurious())),
+        }
     }
 
     /// Calls the function once per entry of `calls`, pipelined, and returns the results in
@@ -181,7 +240,43 @@ impl FunctionClient {
     /// # Errors
     /// As [`call`](Self::call), for the batch as a whole.
     pub fn call_batch(&mut self, calls: &[&[ValueRef<'_>]]) -> Result<Vec<Result<Value>>> {
-        self.batch_until(calls, None, &mut copy_out)
+        self.collect_until(calls, None)
+    }
+
+    /// Calls the function once per call of `calls`, pipelined, with arguments read where they
+    /// lie, and hands each answer to `answer` with the call's index, in order, where it lies in
+    /// the reply ring: no copy and no allocation, for arguments and answers alike. `timeout`
+    /// bounds the whole batch (`None`: wait as long as it takes).
+    ///
+    /// # Errors
+    /// As [`call_batch_timeout`](Self::call_batch_timeout), for the batch as a whole; a call
+    /// the function failed is answered with [`Error::FunctionFailed`].
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn demo(echo: &mut shmplug_host::FunctionClient) -> shmplug_host::Result<()> {
+    /// use shmplug_host::transport::ValueRef;
+    ///
+    /// let calls: &[&[ValueRef]] = &[&[ValueRef::Int(1)], &[ValueRef::Int(2)]];
+    /// let mut sum = 0;
+    /// echo.call_each(&calls, None, |_, answer| {
+    ///     sum += answer.ok().and_then(|v| v.as_i64()).unwrap_or(0);
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn call_each(
+        &mut self,
+        calls: &(dyn Calls + Sync),
+        timeout: Option<Duration>,
+        mut answer: impl FnMut(usize, Result<ValueView<'_>>) + Send,
+    ) -> Result<()> {
+        let mut index = 0;
+        let mut each = |result: Result<ValueView<'_>>| {
+            answer(index, result);
+            index += 1;
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.batch_until(calls, deadline, &mut each)
     }
 
     /// As [`call_batch`](Self::call_batch), giving up after `timeout` for the whole batch.
@@ -193,7 +288,7 @@ impl FunctionClient {
         calls: &[&[ValueRef<'_>]],
         timeout: Duration,
     ) -> Result<Vec<Result<Value>>> {
-        self.batch_until(calls, Some(Instant::now() + timeout), &mut copy_out)
+        self.collect_until(calls, Some(Instant::now() + timeout))
     }
 
     /// As [`call`](Self::call), awaiting in the tokio reactor instead of blocking a thread.
@@ -213,12 +308,13 @@ impl FunctionClient {
         &mut self,
         calls: &[&[ValueRef<'_>]],
     ) -> Result<Vec<Result<Value>>> {
-        let mut copy = copy_out;
-        let mut batch = Batch::new(calls, &mut copy);
+        let mut results = Vec::with_capacity(calls.len());
+        let mut copy = |result: Result<ValueView<'_>>| results.push(result.map(copy_out));
+        let mut batch = Batch::new(&calls, &mut copy);
         loop {
             self.core.attach_async().await?;
             let need = match self.round(&mut batch)? {
-                Round::Done => return Ok(batch.results),
+                Round::Done => return Ok(results),
                 Round::Progress | Round::Switch => continue,
                 Round::Stalled(need) => need,
             };
@@ -259,12 +355,24 @@ impl FunctionClient {
         }
     }
 
-    fn batch_until<T>(
+    /// The answers of a batch, copied out.
+    fn collect_until(
         &mut self,
         calls: &[&[ValueRef<'_>]],
         deadline: Option<Instant>,
-        answer: Answer<'_, T>,
-    ) -> Result<Vec<Result<T>>> {
+    ) -> Result<Vec<Result<Value>>> {
+        let mut results = Vec::with_capacity(calls.len());
+        let mut copy = |result: Result<ValueView<'_>>| results.push(result.map(copy_out));
+        self.batch_until(&calls, deadline, &mut copy)?;
+        Ok(results)
+    }
+
+    fn batch_until(
+        &mut self,
+        calls: &(dyn Calls + Sync),
+        deadline: Option<Instant>,
+        answer: Answer<'_>,
+    ) -> Result<()> {
         let mut batch = Batch::new(calls, answer);
         let started = Instant::now();
         let timed_out = |binding: &Binding| {
@@ -276,7 +384,7 @@ impl FunctionClient {
                 return Err(timed_out(&self.core.binding));
             }
             let need = match self.round(&mut batch)? {
-                Round::Done => return Ok(batch.results),
+                Round::Done => return Ok(()),
                 Round::Progress | Round::Switch => continue,
                 Round::Stalled(need) => need,
             };
@@ -305,7 +413,7 @@ impl FunctionClient {
     }
 
     /// Writes what fits, reads what has been answered.
-    fn round<T>(&mut self, batch: &mut Batch<'_, '_, '_, T>) -> Result<Round> {
+    fn round(&mut self, batch: &mut Batch<'_, '_>) -> Result<Round> {
         let Some(cur) = self.core.current.as_mut() else {
             return Ok(Round::Switch);
         };
@@ -322,22 +430,23 @@ impl FunctionClient {
         if batch.generation != Some(generation) {
             // New rings: (re)send every call without an answer.
             batch.generation = Some(generation);
-            batch.sent = batch.results.len();
+            batch.sent = batch.answered;
             batch.base = self.next_seq;
-            self.next_seq += (batch.calls.len() - batch.results.len()) as u64;
+            self.next_seq += (batch.calls.count() - batch.answered) as u64;
         }
         let ids = self.core.binding.ids();
         let mut progress = false;
         let mut need = None;
-        while batch.sent < batch.calls.len() {
-            let seq = batch.base + (batch.sent - batch.results.len()) as u64;
-            let fields = [("args", ValueRef::List(batch.calls[batch.sent]))];
-            let record = TupleRef {
-                timestamp: seq as i64,
-                meta: &[],
-                fields: &fields,
+        while batch.sent < batch.calls.count() {
+            let seq = batch.base + (batch.sent - batch.answered) as u64;
+            let (calls, call) = (batch.calls, batch.sent);
+            let arg = move |index: usize| -> FieldValue<'_> { calls.arg(call, index) };
+            let record = CallRecord {
+                seq,
+                len: calls.arity(call),
+                arg: &arg,
             };
-            match cur.ends.tx.try_send(&record) {
+            match cur.ends.tx.try_send_deferred(&record) {
                 Ok(true) => {
                     batch.sent += 1;
                     progress = true;
@@ -351,22 +460,23 @@ impl FunctionClient {
                 Err(e) => return Err(ids.data_error(e)),
             }
         }
+        // Publish the calls written above at once (one wake-up for the plugin, if it sleeps).
+        cur.ends.tx.flush();
         let mut closed = false;
-        while batch.results.len() < batch.sent {
+        while batch.answered < batch.sent {
             let expected = batch.base;
             let outcome = match cur.ends.rx.try_recv() {
                 Ok(Some(view)) => {
                     match parse_reply(&view) {
                         Ok((seq, _)) if seq < expected => Reply::Stale,
                         Ok((seq, result)) if seq == expected => {
-                            Reply::Answer(result.map(&mut *batch.answer).map_err(|message| {
-                                Error::FunctionFailed {
-                                    plugin: ids.plugin.clone(),
-                                    symbol: ids.symbol.clone(),
-                                    instance: ids.instance,
-                                    message: message.to_owned(),
-                                }
-                            }))
+                            (batch.answer)(result.map_err(|message| Error::FunctionFailed {
+                                plugin: ids.plugin.clone(),
+                                symbol: ids.symbol.clone(),
+                                instance: ids.instance,
+                                message: message.to_owned(),
+                            }));
+                            Reply::Answer
                         }
                         Ok((seq, _)) => {
                             return Err(ids.data_error(shmplug_transport::Error::InvalidTuple(format!(
@@ -382,8 +492,8 @@ impl FunctionClient {
                 Err(e) => return Err(ids.data_error(e)),
             };
             match outcome {
-                Reply::Answer(result) => {
-                    batch.results.push(result);
+                Reply::Answer => {
+                    batch.answered += 1;
                     batch.base += 1;
                 }
                 Reply::Stale => {}
@@ -397,7 +507,7 @@ impl FunctionClient {
         if closed {
             return self.closed(generation);
         }
-        if batch.results.len() == batch.calls.len() {
+        if batch.answered == batch.calls.count() {
             return Ok(Round::Done);
         }
         if progress {
@@ -423,12 +533,12 @@ fn copy_out(view: ValueView<'_>) -> Value {
     view.to_owned()
 }
 
-impl<'c, 'v, 'f, T> Batch<'c, 'v, 'f, T> {
-    fn new(calls: &'c [&'c [ValueRef<'v>]], answer: Answer<'f, T>) -> Batch<'c, 'v, 'f, T> {
+impl<'c, 'f> Batch<'c, 'f> {
+    fn new(calls: &'c (dyn Calls + Sync), answer: Answer<'f>) -> Batch<'c, 'f> {
         Batch {
             calls,
             answer,
-            results: Vec::with_capacity(calls.len()),
+            answered: 0,
             sent: 0,
             base: 0,
             generation: None,

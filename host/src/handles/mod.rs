@@ -34,7 +34,7 @@ use crate::error::Result;
 use crate::supervisor::slot::{Ids, Slot, SlotState};
 use crate::supervisor::state::Supervision;
 
-pub use function::FunctionClient;
+pub use function::{Calls, FunctionClient};
 pub use sink::SinkWriter;
 pub use source::SourceReader;
 

@@ -33,6 +33,8 @@ use crate::supervisor::state::Supervision;
 #[derive(Debug)]
 pub struct SinkWriter {
     core: Core<TupleSender>,
+    /// The write in progress publishes later ([`SinkWriter::send_deferred`]).
+    deferred: bool,
 }
 
 impl Endpoints for TupleSender {
@@ -56,6 +58,7 @@ impl SinkWriter {
     pub(crate) fn new(supervision: Arc<Supervision>, slot: Arc<Slot>) -> SinkWriter {
         SinkWriter {
             core: Core::new(supervision, slot),
+            deferred: false,
         }
     }
 
@@ -79,6 +82,27 @@ impl SinkWriter {
     /// corrupt ring.
     pub fn send<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<()> {
         self.send_until(tuple, None).map(drop)
+    }
+
+    /// As [`send`](Self::send), but publishes the tuple later, with others: when a batch of
+    /// bytes has accumulated, when the writer has to wait for room, or on
+    /// [`flush`](Self::flush). Call `flush` after the last tuple of a burst. Saves the plugin a
+    /// wake-up and a cache-line transfer per tuple.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_deferred<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<()> {
+        self.deferred = true;
+        let sent = self.send_until(tuple, None).map(drop);
+        self.deferred = false;
+        sent
+    }
+
+    /// Publishes every tuple written with [`send_deferred`](Self::send_deferred).
+    pub fn flush(&mut self) {
+        if let Some(cur) = self.core.current.as_mut() {
+            cur.ends.flush();
+        }
     }
 
     /// Sends if there is room now; `Ok(false)` (nothing written) if the ring is full.
@@ -173,7 +197,12 @@ impl SinkWriter {
             self.core.current = None;
             return Ok(Attempt::Switch);
         }
-        match cur.ends.try_send(tuple) {
+        let sent = if self.deferred {
+            cur.ends.try_send_deferred(tuple)
+        } else {
+            cur.ends.try_send(tuple)
+        };
+        match sent {
             Ok(true) => Ok(Attempt::Sent),
             Ok(false) => {
                 let bound = tuple

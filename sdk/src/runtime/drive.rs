@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use shmplug_transport::tuple::call;
 use shmplug_transport::{
-    Consumer, Error, Producer, TupleReceiver, TupleSender, Validation, Value, ValueView,
+    Consumer, Error, Producer, TupleReceiver, TupleSender, Validation, Value, ValueRef, ValueView,
 };
 
-use crate::api::{Function, Sink, Source};
+use crate::api::{Answer, Function, Sink, Source};
 use crate::context::{FunctionContext, StreamContext};
 use crate::emitter::{Emitter, wait_for_space};
 use crate::error::{PluginError, catch};
@@ -111,6 +111,11 @@ pub(crate) fn run_function(
         if ctx.is_cancelled() {
             return Ok(());
         }
+        // Replies are published in batches: while calls are waiting, the next one is answered
+        // first; before waiting for more, every reply is published.
+        if !matches!(receiver.consumer().is_ready(), Ok(true)) {
+            sender.flush();
+        }
         let view = match receiver.recv_timeout(POLL) {
             Ok(view) => view,
             Err(Error::TimedOut(_)) => continue,
@@ -124,32 +129,40 @@ pub(crate) fn run_function(
                 args.extend(parsed.args.iter());
                 let what = |name| method("function", ctx.symbol(), name);
                 catch(|| what("validate"), || function.validate(&args))
-                    .and_then(|()| catch(|| what("exec"), || function.exec(ctx, &args)))
+                    .and_then(|()| catch(|| what("exec"), || function.exec_ref(ctx, &args)))
             }
             // Not a call (a host bug): answer it with the reason rather than leave it unanswered.
             Err(e) => Err(PluginError::from(e)),
         };
-        spare = recycle(args);
-        // The call's record is no longer needed: give its space back to the host.
-        drop(view);
         if let Err(e @ PluginError::Panicked { .. }) = &result {
             on_panic(e);
         }
         let text;
-        let reply = match result {
-            Ok(value) => Ok(value),
+        let reply = match &result {
+            Ok(answer) => Ok(answer),
             Err(e) => {
                 text = e.to_string();
                 Err(text.as_str())
             }
         };
+        // The answer may borrow the call's record: it is released once the reply is written.
         let room = reply_bound(&reply).min(sender.max_tuple_len());
         match wait_for_space(sender.producer(), room, ctx.cancel()) {
             Ok(()) => {}
             Err(e) if e.is_stop() => return Ok(()),
             Err(e) => return Err(e),
         }
-        match call::send_reply(&mut sender, seq, reply) {
+        let sent = match reply {
+            Ok(answer) => match answer.as_field() {
+                Some(field) => call::send_reply_deferred(&mut sender, seq, Ok(field)),
+                None => call::send_reply(&mut sender, seq, Ok(answer.to_owned())),
+            },
+            Err(message) => call::send_reply_deferred(&mut sender, seq, Err(message)),
+        };
+        drop(result);
+        spare = recycle(args);
+        drop(view);
+        match sent {
             Ok(()) => {}
             Err(e) if e.is_closed() => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -166,16 +179,19 @@ fn recycle<'b>(mut v: Vec<ValueView<'_>>) -> Vec<ValueView<'b>> {
 
 /// A generous estimate of a reply record's size, so that the wait for room before it is
 /// (almost always) enough for the write not to wait.
-fn reply_bound(reply: &Result<Value, &str>) -> usize {
+fn reply_bound(reply: &Result<&Answer<'_>, &str>) -> usize {
     const RECORD: usize = 128;
     match reply {
-        Ok(value) => RECORD + value_bound(value),
+        Ok(Answer::Value(value)) => RECORD + value_bound(value),
+        Ok(Answer::View(value)) => RECORD + view_bound(value),
+        Ok(Answer::Ref(value)) => RECORD + ref_bound(value),
         Err(text) => RECORD + text.len(),
     }
 }
 
+const SLOT: usize = 32;
+
 fn value_bound(value: &Value) -> usize {
-    const SLOT: usize = 32;
     match value {
         Value::String(s) => SLOT + s.len(),
         Value::Bytes(b) => SLOT + b.len(),
@@ -184,6 +200,36 @@ fn value_bound(value: &Value) -> usize {
             SLOT + map
                 .iter()
                 .map(|(k, v)| SLOT + k.len() + value_bound(v))
+                .sum::<usize>()
+        }
+        _ => SLOT,
+    }
+}
+
+fn view_bound(value: &ValueView<'_>) -> usize {
+    match value {
+        ValueView::String(s) => SLOT + s.len(),
+        ValueView::Bytes(b) => SLOT + b.len(),
+        ValueView::List(items) => SLOT + items.iter().map(|v| view_bound(&v)).sum::<usize>(),
+        ValueView::Map(map) => {
+            SLOT + map
+                .iter()
+                .map(|(k, v)| SLOT + k.len() + view_bound(&v))
+                .sum::<usize>()
+        }
+        _ => SLOT,
+    }
+}
+
+fn ref_bound(value: &ValueRef<'_>) -> usize {
+    match value {
+        ValueRef::String(s) => SLOT + s.len(),
+        ValueRef::Bytes(b) => SLOT + b.len(),
+        ValueRef::List(items) => SLOT + items.iter().map(ref_bound).sum::<usize>(),
+        ValueRef::Map(map) => {
+            SLOT + map
+                .iter()
+                .map(|(k, v)| SLOT + k.len() + ref_bound(v))
                 .sum::<usize>()
         }
         _ => SLOT,

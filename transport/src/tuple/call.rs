@@ -13,7 +13,17 @@
 //! Sequence numbers let the caller pipeline calls and check that each reply answers the call
 //! it expects.
 
-use super::{MapView, TupleRef, TupleSender, TupleView, Value, ValueRef, ValueView};
+use rkyv::collections::util::EntryAdapter;
+use rkyv::rancor::{self, Fallible, Source};
+use rkyv::ser::{Allocator, Writer};
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::with::{ArchiveWith, AsString, AsVec, SerializeWith};
+use rkyv::{Archive, Place, Serialize};
+
+use super::encode::{Encode, field_bound, fields_list_bound, one_field_root, sealed};
+use super::relay::{Indexed, KeyEnc, MapItems};
+use super::value::{ArchivedTuple, ArchivedValue};
+use super::{FieldValue, MapView, TupleRef, TupleSender, TupleView, Value, ValueRef, ValueView};
 use crate::error::{Error, Result};
 
 /// Writes a call record with sequence number `seq` and `args`.
@@ -58,6 +68,297 @@ pub fn send_reply(sender: &mut TupleSender, seq: u64, result: Result<Value, &str
         meta: &[],
         fields: &fields,
     })
+}
+
+/// A call record whose arguments are made one at a time by `arg(0 .. len)`: borrowed values,
+/// or values read in place from received tuples, so a caller relays a tuple's fields as a
+/// call's arguments without copying them out. Writes the same bytes as [`send_call`].
+///
+/// # Examples
+/// ```
+/// use shmplug_transport::tuple::call::{CallRecord, parse_call};
+/// use shmplug_transport::tuple::{Encoder, FieldValue, TupleView, ValueRef};
+///
+/// let arg = |i: usize| FieldValue::from(ValueRef::Int(i as i64));
+/// let record = CallRecord { seq: 9, len: 2, arg: &arg };
+/// let mut buf = rkyv::util::AlignedVec::<16>::new();
+/// buf.resize(256, 0);
+/// let len = Encoder::new().encode_into(&record, &mut buf)?;
+/// let view = TupleView::from_bytes(&buf[..len])?;
+/// assert_eq!(parse_call(&view)?.args.len(), 2);
+/// # Ok::<(), shmplug_transport::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct CallRecord<'a> {
+    /// The call's sequence number.
+    pub seq: u64,
+    /// Number of arguments.
+    pub len: usize,
+    /// Argument `i`, for `i` in `0 .. len`.
+    pub arg: &'a dyn Fn(usize) -> FieldValue<'a>,
+}
+
+impl std::fmt::Debug for CallRecord<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallRecord")
+            .field("seq", &self.seq)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl sealed::Sealed for CallRecord<'_> {
+    fn serialize_into<'b>(
+        &self,
+        buf: rkyv::ser::writer::Buffer<'b>,
+        arena: rkyv::ser::allocator::ArenaHandle<'_>,
+    ) -> Result<rkyv::ser::writer::Buffer<'b>, rancor::Error> {
+        OneField {
+            timestamp: self.seq as i64,
+            key: "args",
+            value: Payload::Args(*self),
+        }
+        .serialize_into(buf, arena)
+    }
+}
+
+impl Encode for CallRecord<'_> {
+    fn size_bound(&self) -> Result<usize> {
+        Ok(one_field_root("args").saturating_add(fields_list_bound(self.len, self.arg, 0)?))
+    }
+}
+
+/// A record of one field: a call (`args`) or a successful reply (`result`).
+struct OneField<'a> {
+    timestamp: i64,
+    key: &'a str,
+    value: Payload<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    /// The arguments of a call, as a list.
+    Args(CallRecord<'a>),
+    /// A reply's value.
+    Value(FieldValue<'a>),
+}
+
+impl sealed::Sealed for OneField<'_> {
+    fn serialize_into<'b>(
+        &self,
+        buf: rkyv::ser::writer::Buffer<'b>,
+        arena: rkyv::ser::allocator::ArenaHandle<'_>,
+    ) -> Result<rkyv::ser::writer::Buffer<'b>, rancor::Error> {
+        rkyv::api::low::to_bytes_in_with_alloc(self, buf, arena)
+    }
+}
+
+impl Encode for OneField<'_> {
+    fn size_bound(&self) -> Result<usize> {
+        let root = one_field_root(self.key);
+        Ok(match self.value {
+            Payload::Args(call) => root.saturating_add(fields_list_bound(call.len, call.arg, 0)?),
+            Payload::Value(value) => root.saturating_add(field_bound(&value, 0)?),
+        })
+    }
+}
+
+/// The arguments of a [`CallRecord`], archived as a list.
+#[derive(Clone, Copy)]
+struct Args<'a>(CallRecord<'a>);
+
+/// A value that is only ever a list of arguments (a private mirror of
+/// [`Value`]'s variants, for rkyv's `as`).
+#[derive(Archive, Serialize)]
+#[rkyv(as = ArchivedValue)]
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    __S::Error: rkyv::rancor::Source,
+))]
+#[allow(dead_code)] // only `List` is made
+enum ArgsValue<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(#[rkyv(with = AsString)] &'a str),
+    Bytes(#[rkyv(with = AsVec)] &'a [u8]),
+    List(#[rkyv(with = ArgItems, omit_bounds)] Args<'a>),
+    Map(#[rkyv(with = MapItems, omit_bounds)] MapView<'a>),
+    Timestamp(i64),
+}
+
+struct ArgItems;
+
+impl<'a> ArchiveWith<Args<'a>> for ArgItems {
+    type Archived = ArchivedVec<ArchivedValue>;
+    type Resolver = VecResolver;
+
+    fn resolve_with(field: &Args<'a>, resolver: VecResolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_len(field.0.len, resolver, out);
+    }
+}
+
+impl<'a, S> SerializeWith<Args<'a>, S> for ArgItems
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize_with(field: &Args<'a>, serializer: &mut S) -> Result<VecResolver, S::Error> {
+        let items = Indexed {
+            next: 0,
+            len: field.0.len,
+            item: field.0.arg,
+        };
+        ArchivedVec::serialize_from_iter::<FieldValue<'a>, _, _>(items, serializer)
+    }
+}
+
+enum PayloadResolver<'a> {
+    Args(<ArgsValue<'a> as Archive>::Resolver),
+    Value(<FieldValue<'a> as Archive>::Resolver),
+}
+
+impl<'a> Archive for Payload<'a> {
+    type Archived = ArchivedValue;
+    type Resolver = PayloadResolver<'a>;
+
+    fn resolve(&self, resolver: PayloadResolver<'a>, out: Place<ArchivedValue>) {
+        match (self, resolver) {
+            (Payload::Args(call), PayloadResolver::Args(r)) => {
+                ArgsValue::List(Args(*call)).resolve(r, out);
+            }
+            (Payload::Value(v), PayloadResolver::Value(r)) => v.resolve(r, out),
+            // `serialize` made the resolver from this same payload.
+            _ => unreachable!("a payload resolved with another payload's resolver"),
+        }
+    }
+}
+
+impl<'a, S> Serialize<S> for Payload<'a>
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<PayloadResolver<'a>, S::Error> {
+        Ok(match self {
+            Payload::Args(call) => {
+                PayloadResolver::Args(ArgsValue::List(Args(*call)).serialize(serializer)?)
+            }
+            Payload::Value(v) => PayloadResolver::Value(v.serialize(serializer)?),
+        })
+    }
+}
+
+struct OneFieldResolver {
+    meta: VecResolver,
+    fields: VecResolver,
+}
+
+type PayloadEntry<'a> = EntryAdapter<KeyEnc<'a>, Payload<'a>, KeyEnc<'a>, Payload<'a>>;
+
+impl Archive for OneField<'_> {
+    type Archived = ArchivedTuple;
+    type Resolver = OneFieldResolver;
+
+    fn resolve(&self, resolver: OneFieldResolver, out: Place<ArchivedTuple>) {
+        rkyv::munge::munge!(let ArchivedTuple { timestamp, meta, fields } = out);
+        self.timestamp.resolve((), timestamp);
+        ArchivedVec::resolve_from_len(0, resolver.meta, meta);
+        ArchivedVec::resolve_from_len(1, resolver.fields, fields);
+    }
+}
+
+impl<S> Serialize<S> for OneField<'_>
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<OneFieldResolver, S::Error> {
+        let none = Indexed {
+            next: 0,
+            len: 0,
+            item: |_| -> PayloadEntry<'_> { unreachable!("an empty map has no entries") },
+        };
+        let meta = ArchivedVec::serialize_from_iter::<PayloadEntry<'_>, _, _>(none, serializer)?;
+        let (key, value) = (self.key, self.value);
+        let entry = Indexed {
+            next: 0,
+            len: 1,
+            item: move |_| EntryAdapter::new(KeyEnc(key), value),
+        };
+        let fields = ArchivedVec::serialize_from_iter::<PayloadEntry<'_>, _, _>(entry, serializer)?;
+        Ok(OneFieldResolver { meta, fields })
+    }
+}
+
+/// Writes a reply record answering call `seq` with a borrowed or viewed `result` (read in
+/// place from the call's arguments, say), or an error message: nothing is copied out or
+/// allocated.
+///
+/// # Errors
+/// As [`TupleSender::send`].
+pub fn send_reply_ref(
+    sender: &mut TupleSender,
+    seq: u64,
+    result: Result<FieldValue<'_>, &str>,
+) -> Result<()> {
+    write_reply(sender, seq, result, false)
+}
+
+/// As [`send_reply_ref`], but publishes the reply later, with others
+/// ([`TupleSender::send_deferred`]); call [`TupleSender::flush`] before waiting for the next
+/// call.
+///
+/// # Errors
+/// As [`TupleSender::send`].
+pub fn send_reply_deferred(
+    sender: &mut TupleSender,
+    seq: u64,
+    result: Result<FieldValue<'_>, &str>,
+) -> Result<()> {
+    write_reply(sender, seq, result, true)
+}
+
+fn write_reply(
+    sender: &mut TupleSender,
+    seq: u64,
+    result: Result<FieldValue<'_>, &str>,
+    deferred: bool,
+) -> Result<()> {
+    let timestamp = seq as i64;
+    let meta;
+    let error;
+    let record: &dyn Fn(&mut TupleSender) -> Result<()> = match result {
+        Err(message) => {
+            meta = [("error", ValueRef::String(message))];
+            error = TupleRef {
+                timestamp,
+                meta: &meta,
+                fields: &[],
+            };
+            &|s: &mut TupleSender| {
+                if deferred {
+                    s.send_deferred(&error)
+                } else {
+                    s.send(&error)
+                }
+            }
+        }
+        Ok(value) => {
+            let one = OneField {
+                timestamp,
+                key: "result",
+                value: Payload::Value(value),
+            };
+            return if deferred {
+                sender.send_deferred(&one)
+            } else {
+                sender.send(&one)
+            };
+        }
+    };
+    record(sender)
 }
 
 /// The parts of a call record.

@@ -17,7 +17,10 @@ use crate::error::{Error, Result};
 use crate::ring::{Claim, Producer};
 
 use super::borrowed::{MapRef, TupleRef, ValueRef};
+use super::relay::{FieldValue, TupleFields, TupleWith, WithEnc};
 use super::value::{ArchivedTuple, ArchivedValue, Tuple, Value};
+use super::value_view::{MapView, ValueView};
+use super::view::TupleView;
 use super::{MAX_DEPTH, RECORD_KIND};
 
 /// Bytes of one value inside a list.
@@ -30,7 +33,7 @@ const ROOT: usize = size_of::<ArchivedTuple>();
 /// 8 bytes, so 7 would do; 15 leaves room.
 const PAD: usize = 15;
 
-mod sealed {
+pub(crate) mod sealed {
     use rkyv::rancor;
     use rkyv::ser::allocator::ArenaHandle;
     use rkyv::ser::writer::Buffer;
@@ -45,7 +48,9 @@ mod sealed {
     }
 }
 
-/// A tuple that can be written to a ring: [`Tuple`] or [`TupleRef`] (sealed).
+/// A tuple that can be written to a ring (sealed): [`Tuple`], [`TupleRef`], a received
+/// [`TupleView`] (relayed: its bytes are copied), a [`TupleWith`] (a view plus fields) or a
+/// function [`CallRecord`](super::call::CallRecord).
 pub trait Encode: sealed::Sealed {
     /// An upper bound of the archived size in bytes, computed without serializing (one pass over
     /// the tuple's maps and lists).
@@ -99,6 +104,134 @@ impl Encode for TupleRef<'_> {
             .saturating_add(entries(self.meta)?)
             .saturating_add(entries(self.fields)?))
     }
+}
+
+impl sealed::Sealed for TupleView<'_> {
+    fn serialize_into<'b>(
+        &self,
+        mut buf: Buffer<'b>,
+        _: rkyv::ser::allocator::ArenaHandle<'_>,
+    ) -> Result<Buffer<'b>, rancor::Error> {
+        rkyv::ser::Writer::<rancor::Error>::write(&mut buf, self.as_bytes())?;
+        Ok(buf)
+    }
+}
+
+/// Relays the view: its archived bytes are copied as they are (the archive reads the same at
+/// any address aligned to 16 bytes).
+impl Encode for TupleView<'_> {
+    fn size_bound(&self) -> Result<usize> {
+        Ok(self.as_bytes().len())
+    }
+}
+
+impl sealed::Sealed for TupleWith<'_> {
+    fn serialize_into<'b>(
+        &self,
+        buf: Buffer<'b>,
+        arena: rkyv::ser::allocator::ArenaHandle<'_>,
+    ) -> Result<Buffer<'b>, rancor::Error> {
+        to_bytes_in_with_alloc(&WithEnc::from(*self), buf, arena)
+    }
+}
+
+impl sealed::Sealed for TupleFields<'_> {
+    fn serialize_into<'b>(
+        &self,
+        buf: Buffer<'b>,
+        arena: rkyv::ser::allocator::ArenaHandle<'_>,
+    ) -> Result<Buffer<'b>, rancor::Error> {
+        to_bytes_in_with_alloc(&WithEnc::from(*self), buf, arena)
+    }
+}
+
+impl Encode for TupleFields<'_> {
+    fn size_bound(&self) -> Result<usize> {
+        let mut total = (ROOT + PAD + PAD).saturating_add(ENTRY.saturating_mul(self.fields.len()));
+        for (key, value) in self.fields {
+            total = total
+                .saturating_add(key.len())
+                .saturating_add(field_bound(value, 0)?);
+        }
+        Ok(total)
+    }
+}
+
+impl Encode for TupleWith<'_> {
+    fn size_bound(&self) -> Result<usize> {
+        let fields = self.base.fields();
+        let mut total = (ROOT + PAD)
+            .saturating_add(view_map_bound(self.base.meta(), 0)?)
+            .saturating_add(view_map_bound(fields, 0)?)
+            .saturating_add(ENTRY.saturating_mul(self.fields.len()));
+        for (key, value) in self.fields {
+            total = total
+                .saturating_add(key.len())
+                .saturating_add(field_bound(value, 0)?);
+        }
+        Ok(total)
+    }
+}
+
+/// Out-of-line bytes of a [`FieldValue`].
+pub(crate) fn field_bound(v: &FieldValue<'_>, level: usize) -> Result<usize> {
+    match v {
+        FieldValue::Ref(v) => ref_bound(v, level),
+        FieldValue::View(v) => view_bound(v, level),
+    }
+}
+
+/// Out-of-line bytes of a map read from a view.
+fn view_map_bound(m: MapView<'_>, level: usize) -> Result<usize> {
+    let mut total = PAD.saturating_add(ENTRY.saturating_mul(m.len()));
+    for (key, v) in m.iter() {
+        total = total
+            .saturating_add(key.len())
+            .saturating_add(view_bound(&v, level)?);
+    }
+    Ok(total)
+}
+
+/// Out-of-line bytes of a value read from a view.
+fn view_bound(v: &ValueView<'_>, level: usize) -> Result<usize> {
+    Ok(match v {
+        ValueView::String(s) => s.len(),
+        ValueView::Bytes(b) => b.len(),
+        ValueView::List(items) => {
+            let level = deeper(level)?;
+            let mut total = PAD.saturating_add(VALUE.saturating_mul(items.len()));
+            for item in items.iter() {
+                total = total.saturating_add(view_bound(&item, level)?);
+            }
+            total
+        }
+        ValueView::Map(m) => view_map_bound(*m, deeper(level)?)?,
+        ValueView::Null
+        | ValueView::Bool(_)
+        | ValueView::Int(_)
+        | ValueView::Float(_)
+        | ValueView::Timestamp(_) => 0,
+    })
+}
+
+/// Out-of-line bytes of a list of `len` values made by `item`, `level` containers deep (for
+/// call records).
+pub(crate) fn fields_list_bound<'a>(
+    len: usize,
+    item: impl Fn(usize) -> FieldValue<'a>,
+    level: usize,
+) -> Result<usize> {
+    let level = deeper(level)?;
+    let mut total = PAD.saturating_add(VALUE.saturating_mul(len));
+    for i in 0..len {
+        total = total.saturating_add(field_bound(&item(i), level)?);
+    }
+    Ok(total)
+}
+
+/// Bytes of a root with one field named `key` (`PAD` for each of its maps).
+pub(crate) const fn one_field_root(key: &str) -> usize {
+    ROOT + PAD + PAD + PAD + ENTRY + key.len()
 }
 
 /// Out-of-line bytes of a map whose values sit `level` containers deep.

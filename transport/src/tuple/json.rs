@@ -217,23 +217,35 @@ fn base64(bytes: &[u8]) -> String {
 
 /// RFC 3339 in UTC with the fraction's trailing zeros trimmed, as Go's `time.RFC3339Nano`.
 pub(crate) fn rfc3339(ns: i64) -> String {
+    let mut out = String::new();
+    // Writing into a `String` cannot fail.
+    let _ = write_rfc3339(&mut out, ns);
+    out
+}
+
+/// Writes what [`rfc3339`] returns.
+pub(crate) fn write_rfc3339(out: &mut impl std::fmt::Write, ns: i64) -> std::fmt::Result {
     let secs = ns.div_euclid(1_000_000_000);
     let nanos = ns.rem_euclid(1_000_000_000);
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
-    let mut out = format!(
+    write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         s / 3600,
         s / 60 % 60,
         s % 60
-    );
+    )?;
     if nanos != 0 {
-        let fraction = format!("{nanos:09}");
-        out.push('.');
-        out.push_str(fraction.trim_end_matches('0'));
+        let mut digits = 9;
+        let mut fraction = nanos;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            digits -= 1;
+        }
+        write!(out, ".{fraction:0digits$}")?;
     }
-    out.push('Z');
-    out
+    out.write_char('Z')
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01. Counts in 400-year eras that start on

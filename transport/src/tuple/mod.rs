@@ -77,19 +77,24 @@
 //! # Ok::<(), shmplug_transport::Error>(())
 //! ```
 
+mod batch;
 mod borrowed;
 pub mod call;
 mod channel;
 mod check;
 mod encode;
 mod json;
+mod relay;
+mod serialize;
 mod value;
 mod value_view;
 mod view;
 
+pub use batch::TupleBatch;
 pub use borrowed::{MapRef, TupleRef, ValueRef};
 pub use channel::{TupleReceiver, TupleSender};
 pub use encode::{Encode, Encoder};
+pub use relay::{FieldValue, FieldValueResolver, TupleFields, TupleWith};
 pub use value::{ArchivedTuple, ArchivedValue, Tuple, Value};
 pub use value_view::{ListIter, ListView, MapIter, MapView, ValueView};
 pub use view::{TupleView, Validation};

@@ -269,6 +269,9 @@ impl FusedIterator for ListIter<'_> {}
 pub struct MapView<'a>(&'a [Entry<ArchivedString, ArchivedValue>]);
 
 impl<'a> MapView<'a> {
+    /// A map with no entries.
+    pub(crate) const EMPTY: MapView<'static> = MapView(&[]);
+
     pub(crate) fn new(map: &'a ArchivedMap) -> MapView<'a> {
         MapView(map.as_slice())
     }

@@ -95,8 +95,8 @@ pub struct TupleView<'a> {
 enum Inner<'a> {
     /// A record whose bytes were checked when the view was made (or whose peer is trusted).
     Record(Record<'a>),
-    /// An archive validated in memory the view borrows.
-    Archived(&'a ArchivedTuple),
+    /// An archive validated in memory the view borrows, and its bytes.
+    Archived(&'a ArchivedTuple, &'a [u8]),
 }
 
 impl<'a> TupleView<'a> {
@@ -108,7 +108,7 @@ impl<'a> TupleView<'a> {
     pub fn from_bytes(bytes: &'a [u8]) -> Result<TupleView<'a>> {
         let root = check::validate(bytes).map_err(Error::InvalidTuple)?;
         Ok(TupleView {
-            inner: Inner::Archived(root),
+            inner: Inner::Archived(root, bytes),
         })
     }
 
@@ -139,7 +139,7 @@ impl<'a> TupleView<'a> {
                     Ok(root) => {
                         drop(record);
                         Ok(TupleView {
-                            inner: Inner::Archived(root),
+                            inner: Inner::Archived(root, copy),
                         })
                     }
                     Err(reason) => Err(reject(record, reason)),
@@ -157,7 +157,7 @@ impl<'a> TupleView<'a> {
     /// The archived tuple.
     pub fn archived(&self) -> &ArchivedTuple {
         match &self.inner {
-            Inner::Archived(root) => root,
+            Inner::Archived(root, _) => root,
             Inner::Record(record) => {
                 // SAFETY: a view holds a record only if `from_record` checked its bytes with
                 // `check::validate` (bytecheck), or the receiver's mode came from the `unsafe`
@@ -170,6 +170,29 @@ impl<'a> TupleView<'a> {
                 unsafe { rkyv::access_unchecked::<ArchivedTuple>(record) }
             }
         }
+    }
+
+    /// A view of `bytes`, whose archived tuple `root` was validated when they were copied into
+    /// memory the caller owns and does not change while borrowed.
+    pub(crate) fn from_checked(root: &'a ArchivedTuple, bytes: &'a [u8]) -> TupleView<'a> {
+        TupleView {
+            inner: Inner::Archived(root, bytes),
+        }
+    }
+
+    /// The archived tuple's bytes: what a relay copies into another record (they read the same
+    /// wherever they are put, at an address aligned to 16 bytes).
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.inner {
+            Inner::Archived(_, bytes) => bytes,
+            Inner::Record(record) => record,
+        }
+    }
+
+    /// True if the view reads memory the receiving process owns (not the shared ring), so
+    /// that its bytes cannot change while it is borrowed.
+    pub(crate) fn is_private(&self) -> bool {
+        matches!(self.inner, Inner::Archived(..))
     }
 
     /// The event time: nanoseconds since the Unix epoch.

@@ -1,0 +1,568 @@
+//! Writing what was received without materialising it: a [`TupleView`] relayed by copying its
+//! bytes, a tuple written as "this view plus (or overriding) these fields" ([`TupleWith`]), and
+//! [`FieldValue`], a value to write that is either borrowed ([`ValueRef`]) or read in place from
+//! a received tuple ([`ValueView`]).
+//!
+//! Values read from a view are archived again by a private mirror of [`ValueView`] whose
+//! archived type *is* [`ArchivedValue`] (as [`ValueRef`] does for borrowed values), so the
+//! record written is exactly what the owned tuple would have produced, without building it.
+
+use rkyv::collections::util::EntryAdapter;
+use rkyv::rancor::{Fallible, Source};
+use rkyv::ser::{Allocator, Writer};
+use rkyv::string::{ArchivedString, StringResolver};
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::with::{ArchiveWith, AsString, AsVec, SerializeWith};
+use rkyv::{Archive, Place, Serialize};
+
+use super::borrowed::{ArchivedMap, ValueRef};
+use super::value::{ArchivedTuple, ArchivedValue};
+use super::value_view::{ListView, MapView, ValueView};
+use super::view::TupleView;
+
+/// A value to write: borrowed from the writer, or read in place from a received tuple. Archives
+/// to the same bytes as the owned [`Value`](super::Value) it stands for.
+///
+/// # Examples
+/// ```
+/// use shmplug_transport::tuple::{FieldValue, ValueRef, ValueView};
+///
+/// let written = FieldValue::from(ValueRef::Int(3));
+/// let relayed = FieldValue::from(ValueView::String("kitchen"));
+/// # let _ = (written, relayed);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub enum FieldValue<'a> {
+    /// A borrowed value.
+    Ref(ValueRef<'a>),
+    /// A value read from a received tuple.
+    View(ValueView<'a>),
+}
+
+impl<'a> From<ValueRef<'a>> for FieldValue<'a> {
+    fn from(v: ValueRef<'a>) -> FieldValue<'a> {
+        FieldValue::Ref(v)
+    }
+}
+
+impl<'a> From<ValueView<'a>> for FieldValue<'a> {
+    fn from(v: ValueView<'a>) -> FieldValue<'a> {
+        FieldValue::View(v)
+    }
+}
+
+/// A received tuple plus (or overriding) some fields: written with the view's timestamp, its
+/// metadata, its fields except those named in `fields`, then `fields`, without building an
+/// owned [`Tuple`](super::Tuple).
+///
+/// # Examples
+/// ```
+/// use shmplug_transport::tuple::{Encoder, FieldValue, Tuple, TupleView, TupleWith, ValueRef};
+///
+/// let mut buf = rkyv::util::AlignedVec::<16>::new();
+/// buf.resize(512, 0);
+/// let mut encoder = Encoder::new();
+/// let len = encoder.encode_into(&Tuple::new(1).with_field("x", 1i64), &mut buf)?;
+/// let received = TupleView::from_bytes(&buf[..len])?;
+///
+/// let extra = [("y", FieldValue::from(ValueRef::Int(2)))];
+/// let mut out = rkyv::util::AlignedVec::<16>::new();
+/// out.resize(512, 0);
+/// let len = encoder.encode_into(&TupleWith::new(&received, &extra), &mut out)?;
+/// let written = TupleView::from_bytes(&out[..len])?;
+/// assert_eq!(written.to_owned(), Tuple::new(1).with_field("x", 1i64).with_field("y", 2i64));
+/// # Ok::<(), shmplug_transport::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct TupleWith<'a> {
+    /// The received tuple.
+    pub base: &'a TupleView<'a>,
+    /// Fields added after the view's, replacing any of the view's of the same name.
+    pub fields: &'a [(&'a str, FieldValue<'a>)],
+}
+
+impl<'a> TupleWith<'a> {
+    /// `base` plus (or overriding) `fields`.
+    pub fn new(base: &'a TupleView<'a>, fields: &'a [(&'a str, FieldValue<'a>)]) -> TupleWith<'a> {
+        TupleWith { base, fields }
+    }
+}
+
+/// A tuple whose fields are borrowed or viewed values ([`FieldValue`]), with no metadata:
+/// what a caller writes to keep values read from several records (a function's answers, say).
+///
+/// # Examples
+/// ```
+/// use shmplug_transport::tuple::{Encoder, FieldValue, TupleBatch, TupleFields, ValueRef};
+///
+/// let mut batch = TupleBatch::new();
+/// let fields = [("answer", FieldValue::from(ValueRef::Int(42)))];
+/// batch.push_encoded(&mut Encoder::new(), &TupleFields { timestamp: 0, fields: &fields })?;
+/// assert_eq!(batch.get(0).and_then(|t| t.get("answer")?.as_i64()), Some(42));
+/// # Ok::<(), shmplug_transport::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct TupleFields<'a> {
+    /// The event time: nanoseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The fields, written in this order.
+    pub fields: &'a [(&'a str, FieldValue<'a>)],
+}
+
+/// A string key, archived as [`ArchivedString`].
+#[derive(Clone, Copy)]
+pub(crate) struct KeyEnc<'a>(pub(crate) &'a str);
+
+impl Archive for KeyEnc<'_> {
+    type Archived = ArchivedString;
+    type Resolver = StringResolver;
+
+    fn resolve(&self, resolver: StringResolver, out: Place<ArchivedString>) {
+        ArchivedString::resolve_from_str(self.0, resolver, out);
+    }
+}
+
+impl<S> Serialize<S> for KeyEnc<'_>
+where
+    S: Fallible + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<StringResolver, S::Error> {
+        ArchivedString::serialize_from_str(self.0, serializer)
+    }
+}
+
+/// A [`ValueView`] archived again as [`ArchivedValue`] (private mirror; the variants must match
+/// [`Value`](super::Value)'s).
+#[derive(Archive, Serialize, Clone, Copy)]
+#[rkyv(as = ArchivedValue)]
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    __S::Error: rkyv::rancor::Source,
+))]
+pub(crate) enum ViewEnc<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(#[rkyv(with = AsString)] &'a str),
+    Bytes(#[rkyv(with = AsVec)] &'a [u8]),
+    List(#[rkyv(with = ListItems, omit_bounds)] ListView<'a>),
+    Map(#[rkyv(with = MapItems, omit_bounds)] MapView<'a>),
+    Timestamp(i64),
+}
+
+impl<'a> From<ValueView<'a>> for ViewEnc<'a> {
+    fn from(v: ValueView<'a>) -> ViewEnc<'a> {
+        match v {
+            ValueView::Null => ViewEnc::Null,
+            ValueView::Bool(b) => ViewEnc::Bool(b),
+            ValueView::Int(i) => ViewEnc::Int(i),
+            ValueView::Float(f) => ViewEnc::Float(f),
+            ValueView::String(s) => ViewEnc::String(s),
+            ValueView::Bytes(b) => ViewEnc::Bytes(b),
+            ValueView::List(l) => ViewEnc::List(l),
+            ValueView::Map(m) => ViewEnc::Map(m),
+            ValueView::Timestamp(t) => ViewEnc::Timestamp(t),
+        }
+    }
+}
+
+/// rkyv wrapper: a [`ListView`] archived as the owned list.
+pub(crate) struct ListItems;
+
+impl<'a> ArchiveWith<ListView<'a>> for ListItems {
+    type Archived = ArchivedVec<ArchivedValue>;
+    type Resolver = VecResolver;
+
+    fn resolve_with(field: &ListView<'a>, resolver: VecResolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_len(field.len(), resolver, out);
+    }
+}
+
+impl<'a, S> SerializeWith<ListView<'a>, S> for ListItems
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize_with(field: &ListView<'a>, serializer: &mut S) -> Result<VecResolver, S::Error> {
+        ArchivedVec::serialize_from_iter::<ViewEnc<'a>, _, _>(
+            field.iter().map(ViewEnc::from),
+            serializer,
+        )
+    }
+}
+
+/// rkyv wrapper: a [`MapView`] archived as the owned map (its entries, in order).
+pub(crate) struct MapItems;
+
+impl<'a> ArchiveWith<MapView<'a>> for MapItems {
+    type Archived = ArchivedMap;
+    type Resolver = VecResolver;
+
+    fn resolve_with(field: &MapView<'a>, resolver: VecResolver, out: Place<ArchivedMap>) {
+        ArchivedVec::resolve_from_len(field.len(), resolver, out);
+    }
+}
+
+impl<'a, S> SerializeWith<MapView<'a>, S> for MapItems
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize_with(field: &MapView<'a>, serializer: &mut S) -> Result<VecResolver, S::Error> {
+        let entries = field
+            .iter()
+            .map(|(key, value)| EntryAdapter::new(KeyEnc(key), ViewEnc::from(value)));
+        ArchivedVec::serialize_from_iter::<
+            EntryAdapter<KeyEnc<'a>, ViewEnc<'a>, KeyEnc<'a>, ViewEnc<'a>>,
+            _,
+            _,
+        >(entries, serializer)
+    }
+}
+
+/// The resolver of a [`FieldValue`].
+pub struct FieldValueResolver<'a>(Resolver<'a>);
+
+enum Resolver<'a> {
+    Ref(<ValueRef<'a> as Archive>::Resolver),
+    View(<ViewEnc<'a> as Archive>::Resolver),
+}
+
+impl<'a> Archive for FieldValue<'a> {
+    type Archived = ArchivedValue;
+    type Resolver = FieldValueResolver<'a>;
+
+    fn resolve(&self, resolver: FieldValueResolver<'a>, out: Place<ArchivedValue>) {
+        match (self, resolver.0) {
+            (FieldValue::Ref(v), Resolver::Ref(r)) => v.resolve(r, out),
+            (FieldValue::View(v), Resolver::View(r)) => ViewEnc::from(*v).resolve(r, out),
+            // `serialize` made the resolver from this same value.
+            _ => unreachable!("a FieldValue resolved with another value's resolver"),
+        }
+    }
+}
+
+impl<'a, S> Serialize<S> for FieldValue<'a>
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<FieldValueResolver<'a>, S::Error> {
+        Ok(FieldValueResolver(match self {
+            FieldValue::Ref(v) => Resolver::Ref(v.serialize(serializer)?),
+            FieldValue::View(v) => Resolver::View(ViewEnc::from(*v).serialize(serializer)?),
+        }))
+    }
+}
+
+/// The root of a [`TupleWith`] or [`TupleFields`] record: `base` (if any) plus `fields`.
+pub(crate) struct WithEnc<'a> {
+    pub(crate) timestamp: i64,
+    pub(crate) base: Option<&'a TupleView<'a>>,
+    pub(crate) fields: &'a [(&'a str, FieldValue<'a>)],
+}
+
+impl<'a> From<TupleWith<'a>> for WithEnc<'a> {
+    fn from(with: TupleWith<'a>) -> WithEnc<'a> {
+        WithEnc {
+            timestamp: with.base.timestamp(),
+            base: Some(with.base),
+            fields: with.fields,
+        }
+    }
+}
+
+impl<'a> From<TupleFields<'a>> for WithEnc<'a> {
+    fn from(t: TupleFields<'a>) -> WithEnc<'a> {
+        WithEnc {
+            timestamp: t.timestamp,
+            base: None,
+            fields: t.fields,
+        }
+    }
+}
+
+/// The resolver of a [`WithEnc`].
+pub(crate) struct WithResolver {
+    meta: VecResolver,
+    fields: VecResolver,
+}
+
+impl WithEnc<'_> {
+    /// Number of fields written: the view's not overridden, plus the added ones.
+    fn field_count(&self) -> usize {
+        let kept = self.base.map_or(0, |base| {
+            base.fields()
+                .iter()
+                .filter(|(k, _)| !self.overridden(k))
+                .count()
+        });
+        kept + self.fields.len()
+    }
+
+    fn overridden(&self, key: &str) -> bool {
+        self.fields.iter().any(|(name, _)| *name == key)
+    }
+
+    fn base_fields(&self) -> &[rkyv::collections::util::Entry<ArchivedString, ArchivedValue>] {
+        self.base.map_or(&[], |base| base.fields().as_archived())
+    }
+}
+
+impl Archive for WithEnc<'_> {
+    type Archived = ArchivedTuple;
+    type Resolver = WithResolver;
+
+    fn resolve(&self, resolver: WithResolver, out: Place<ArchivedTuple>) {
+        rkyv::munge::munge!(let ArchivedTuple { timestamp, meta, fields } = out);
+        self.timestamp.resolve((), timestamp);
+        let meta_len = self.base.map_or(0, |base| base.meta().len());
+        ArchivedVec::resolve_from_len(meta_len, resolver.meta, meta);
+        ArchivedVec::resolve_from_len(self.field_count(), resolver.fields, fields);
+    }
+}
+
+/// The entries of a [`TupleWith`]'s fields: the view's not overridden, then the added ones.
+#[derive(Clone)]
+struct WithFields<'w, 'a> {
+    with: &'w WithEnc<'a>,
+    /// Next index into the view's fields, then (past them) into the added ones.
+    next: usize,
+    left: usize,
+}
+
+type FieldEntry<'a> = EntryAdapter<KeyEnc<'a>, FieldValue<'a>, KeyEnc<'a>, FieldValue<'a>>;
+
+impl<'w, 'a: 'w> Iterator for WithFields<'w, 'a> {
+    type Item = FieldEntry<'w>;
+
+    fn next(&mut self) -> Option<FieldEntry<'w>> {
+        let base = self.with.base_fields();
+        while self.next < base.len() {
+            let entry = &base[self.next];
+            self.next += 1;
+            let key = entry.key.as_str();
+            if !self.with.overridden(key) {
+                self.left -= 1;
+                return Some(EntryAdapter::new(
+                    KeyEnc(key),
+                    FieldValue::View(ValueView::new(&entry.value)),
+                ));
+            }
+        }
+        let (key, value) = self.with.fields.get(self.next - base.len())?;
+        self.next += 1;
+        self.left -= 1;
+        Some(EntryAdapter::new(KeyEnc(key), *value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for WithFields<'_, '_> {}
+
+impl<S> Serialize<S> for WithEnc<'_>
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<WithResolver, S::Error> {
+        let meta = match self.base {
+            Some(base) => MapItems::serialize_with(&base.meta(), serializer)?,
+            None => MapItems::serialize_with(&MapView::EMPTY, serializer)?,
+        };
+        let iter = WithFields {
+            with: self,
+            next: 0,
+            left: self.field_count(),
+        };
+        let fields = ArchivedVec::serialize_from_iter::<FieldEntry<'_>, _, _>(iter, serializer)?;
+        Ok(WithResolver { meta, fields })
+    }
+}
+
+/// An [`ExactSizeIterator`] of `len` items made by `item(index)`; cloneable, as rkyv's
+/// `serialize_from_iter` walks it twice.
+#[derive(Clone)]
+pub(crate) struct Indexed<F> {
+    pub(crate) next: usize,
+    pub(crate) len: usize,
+    pub(crate) item: F,
+}
+
+impl<T, F: Fn(usize) -> T> Iterator for Indexed<F> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.next >= self.len {
+            return None;
+        }
+        self.next += 1;
+        Some((self.item)(self.next - 1))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.len - self.next;
+        (left, Some(left))
+    }
+}
+
+impl<T, F: Fn(usize) -> T> ExactSizeIterator for Indexed<F> {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::call::{self, CallRecord};
+    use super::super::{Encoder, Tuple, TupleBatch, TupleReceiver, TupleRef, TupleSender, Value};
+    use super::*;
+    use crate::{EndpointConfig, Ring};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn channel() -> (TupleSender, TupleReceiver) {
+        let ring = Ring::create(1 << 16).unwrap();
+        let config = EndpointConfig::default().with_spin(Duration::from_micros(5));
+        (
+            TupleSender::new(ring.producer(config).unwrap()),
+            TupleReceiver::new(ring.consumer(config).unwrap()),
+        )
+    }
+
+    fn encode(e: &impl super::super::Encode) -> Vec<u8> {
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.resize(4096, 0);
+        let len = Encoder::new().encode_into(e, &mut buf).unwrap();
+        buf[..len].to_vec()
+    }
+
+    fn sample() -> Tuple {
+        let list = Value::List(vec![Value::Int(1), Value::from("a long string value")]);
+        Tuple::new(42)
+            .with_meta("topic", "room/1")
+            .with_field("a", 1i64)
+            .with_field("device_identifier", "sensor-7")
+            .with_field("raw", vec![1u8, 2, 3])
+            .with_field("list", list)
+            .with_field("z", 2.5)
+    }
+
+    #[test]
+    fn a_view_is_relayed_by_its_bytes() {
+        let (mut tx, mut rx) = channel();
+        let (mut tx2, mut rx2) = channel();
+        tx.send(&sample()).unwrap();
+        let view = rx.recv_timeout(WAIT).unwrap();
+        tx2.send(&view).unwrap();
+        let bytes = view.as_bytes().to_vec();
+        drop(view);
+        let relayed = rx2.recv_timeout(WAIT).unwrap();
+        assert_eq!(relayed.as_bytes(), &bytes[..]);
+        assert_eq!(relayed.to_owned(), sample());
+    }
+
+    #[test]
+    fn a_view_plus_fields_is_the_tuple_with_them() {
+        let (mut tx, mut rx) = channel();
+        let (mut tx2, mut rx2) = channel();
+        tx.send(&sample()).unwrap();
+        let view = rx.recv_timeout(WAIT).unwrap();
+        let list = view.get("list").unwrap();
+        let extra = [
+            ("a", FieldValue::from(ValueRef::String("replaced"))),
+            ("copied", FieldValue::from(list)),
+            ("n", FieldValue::from(ValueRef::Int(-1))),
+        ];
+        let with = TupleWith::new(&view, &extra);
+        tx2.send(&with).unwrap();
+        let got = rx2.recv_timeout(WAIT).unwrap().to_owned();
+        let expected = sample()
+            .with_field("a", "replaced")
+            .with_field("copied", list.to_owned())
+            .with_field("n", -1i64);
+        assert_eq!(got, expected);
+
+        // The same bytes as a borrowed tuple with those entries, in that order.
+        let raw = [1u8, 2, 3];
+        let items = [ValueRef::Int(1), ValueRef::String("a long string value")];
+        let fields = [
+            ("device_identifier", ValueRef::String("sensor-7")),
+            ("list", ValueRef::List(&items)),
+            ("raw", ValueRef::Bytes(&raw)),
+            ("z", ValueRef::Float(2.5)),
+            ("a", ValueRef::String("replaced")),
+            ("copied", ValueRef::List(&items)),
+            ("n", ValueRef::Int(-1)),
+        ];
+        let meta = [("topic", ValueRef::String("room/1"))];
+        let by_ref = TupleRef {
+            timestamp: 42,
+            meta: &meta,
+            fields: &fields,
+        };
+        assert_eq!(encode(&with), encode(&by_ref));
+    }
+
+    #[test]
+    fn call_records_and_replies_match_the_borrowed_forms() {
+        let (mut tx, mut rx) = channel();
+        tx.send(&sample()).unwrap();
+        let view = rx.recv_timeout(WAIT).unwrap();
+        let names = ["device_identifier", "missing", "list"];
+        let arg = |i: usize| FieldValue::from(view.get(names[i]).unwrap_or(ValueView::Null));
+        let record = CallRecord {
+            seq: 5,
+            len: names.len(),
+            arg: &arg,
+        };
+        let items = [ValueRef::Int(1), ValueRef::String("a long string value")];
+        let args = [
+            ValueRef::String("sensor-7"),
+            ValueRef::Null,
+            ValueRef::List(&items),
+        ];
+        let fields = [("args", ValueRef::List(&args))];
+        assert_eq!(encode(&record), encode(&TupleRef::new(5, &fields)));
+
+        let (mut tx2, mut rx2) = channel();
+        let list = view.get("list").unwrap();
+        call::send_reply_ref(&mut tx2, 9, Ok(FieldValue::from(list))).unwrap();
+        call::send_reply_ref(&mut tx2, 10, Err("no")).unwrap();
+        let reply = rx2.recv_timeout(WAIT).unwrap();
+        let (seq, value) = call::parse_reply(&reply).unwrap();
+        assert_eq!((seq, value.unwrap().to_owned()), (9, list.to_owned()));
+        drop(reply);
+        let reply = rx2.recv_timeout(WAIT).unwrap();
+        assert_eq!(call::parse_reply(&reply).unwrap().1.unwrap_err(), "no");
+    }
+
+    #[test]
+    fn a_batch_keeps_tuples_past_their_records() {
+        let (mut tx, mut rx) = channel();
+        let mut batch = TupleBatch::new();
+        for round in 0..3 {
+            batch.clear();
+            for i in 0..5i64 {
+                tx.send(&sample().with_field("i", i + round)).unwrap();
+                let view = rx.recv_timeout(WAIT).unwrap();
+                batch.push(&view).unwrap();
+            }
+            assert_eq!(batch.len(), 5);
+            for (i, t) in batch.iter().enumerate() {
+                assert_eq!(t.to_owned(), sample().with_field("i", i as i64 + round));
+            }
+        }
+        // A private view is copied as it is.
+        let bytes = encode(&sample());
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes);
+        let view = TupleView::from_bytes(&aligned).unwrap();
+        batch.push(&view).unwrap();
+        assert_eq!(batch.get(5).unwrap().to_owned(), sample());
+        assert!(batch.get(6).is_none());
+    }
+}

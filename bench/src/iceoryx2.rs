@@ -102,6 +102,9 @@ type PubSub = publish_subscribe::PortFactory<ipc::Service, [u8], u64>;
 type ReqRes = request_response::PortFactory<ipc::Service, [u8], u64, [u8], u64>;
 
 pub(super) fn measure(case: Case, n: u64, launcher: &Launcher) -> Result<Measurement, BenchError> {
+    if case == Case::Pipeline {
+        return Err(BenchError::Protocol("iceoryx2 has no pipeline".into()));
+    }
     let workload = Workload::new();
     let rendezvous = Rendezvous::new()?;
     // Declared before the peer, so dropped after it: a killed peer's resources are removed
@@ -181,6 +184,7 @@ pub(super) fn measure(case: Case, n: u64, launcher: &Launcher) -> Result<Measure
             }
             (child, stream, Measurement::throughput(n, elapsed, 0))
         }
+        Case::Pipeline => unreachable!("refused above"),
         Case::FunctionRtt => {
             let service = req_res(&node, &name, true)?;
             let client = service
@@ -227,6 +231,9 @@ pub(super) fn measure(case: Case, n: u64, launcher: &Launcher) -> Result<Measure
 pub(super) fn peer(args: &[String]) -> Result<(), BenchError> {
     let (case, path, n) = peer::case_args(args)?;
     let stream = peer::connect(path)?;
+    if case == Case::Pipeline {
+        return Err(BenchError::Protocol("iceoryx2 has no pipeline".into()));
+    }
     let (node, name) = open_node(path.as_ref())?;
     let workload = Workload::new();
     match case {
@@ -269,6 +276,7 @@ pub(super) fn peer(args: &[String]) -> Result<(), BenchError> {
                 .map_err(BenchError::io("writing the count"))?;
             await_byte(&stream, DONE, "the bench's end")?;
         }
+        Case::Pipeline => unreachable!("refused above"),
         Case::FunctionRtt => {
             let service = req_res(&node, &name, false)?;
             let server = service

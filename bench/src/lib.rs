@@ -3,12 +3,14 @@
 //!
 //! Cases ([`Case`]): a plugin source sending small tuples to the host, the host sending small
 //! tuples to a plugin sink, the host calling an echo function and waiting for each answer, and
-//! a source sending tuples with a 1 MiB bytes field. Implementations ([`Impl`]): shmplug itself
+//! a source sending tuples with a 1 MiB bytes field, and a pipeline (a 20-field source, one
+//! function on two fields, a sink checking every field and the answer). Implementations ([`Impl`]): shmplug itself
 //! (a real [`Plugin`](shmplug_host::Plugin) process under the real host), owned tuples through `rtrb`
 //! between two threads (what a native in-process plugin pays), length-prefixed JSON over a Unix
 //! socket between two processes (how eKuiper's portable plugins move data), iceoryx2
 //! publish-subscribe and request-response between two processes, and the physical references
-//! `memcpy` and `pingpong` (a cache-line round trip between two processes).
+//! `memcpy` and `pingpong` (a cache-line round trip between two processes); for the pipeline,
+//! the same source, function and sink code called directly in one thread (`native`).
 //!
 //! Every implementation moves the same tuples ([`workload`]) and its reader checks every field
 //! of every tuple, so that no implementation wins by not looking at the data. Throughput is
@@ -26,6 +28,7 @@ use std::time::Duration;
 mod json_uds;
 mod peer;
 mod physical;
+pub mod pipeline;
 mod plugin;
 mod rtrb_threads;
 mod shmplug;
@@ -50,15 +53,20 @@ pub enum Case {
     /// A plugin source sends tuples with a 1 MiB bytes field to the host
     /// ([`workload::Workload::with_large`]).
     Large1Mib,
+    /// A plugin source sends 20-field tuples, the host calls a function on two fields of each
+    /// and sends the tuple plus the answer to a plugin sink that checks them
+    /// ([`pipeline`]).
+    Pipeline,
 }
 
 impl Case {
     /// Every case, in the order of the table.
-    pub const ALL: [Case; 4] = [
+    pub const ALL: [Case; 5] = [
         Case::SourceSmall,
         Case::SinkSmall,
         Case::FunctionRtt,
         Case::Large1Mib,
+        Case::Pipeline,
     ];
 
     /// The stable name, used in the table, in JSON and on the command line.
@@ -68,6 +76,7 @@ impl Case {
             Case::SinkSmall => "sink_small",
             Case::FunctionRtt => "function_rtt",
             Case::Large1Mib => "large_1mib",
+            Case::Pipeline => "pipeline",
         }
     }
 
@@ -100,12 +109,16 @@ pub enum Impl {
     /// A value bounced between two processes through one shared cache line each way (for
     /// `function_rtt`).
     Pingpong,
+    /// The pipeline's source, function and sink called directly in one thread (for
+    /// `pipeline`): what an eKuiper native plugin costs.
+    Native,
 }
 
 impl Impl {
     /// Every implementation, in the order of the table.
-    pub const ALL: [Impl; 6] = [
+    pub const ALL: [Impl; 7] = [
         Impl::Shmplug,
+        Impl::Native,
         Impl::RtrbInprocess,
         Impl::JsonUds,
         Impl::Iceoryx2,
@@ -122,6 +135,7 @@ impl Impl {
             Impl::Iceoryx2 => "iceoryx2",
             Impl::Memcpy => "memcpy",
             Impl::Pingpong => "pingpong",
+            Impl::Native => "native",
         }
     }
 
@@ -131,12 +145,14 @@ impl Impl {
     }
 
     /// Whether this implementation has a figure for `case`: the physical references only for
-    /// the case they bound.
+    /// the case they bound; the pipeline over shmplug, in one thread and over JSON.
     pub fn applies_to(self, case: Case) -> bool {
         match self {
             Impl::Memcpy => case == Case::Large1Mib,
             Impl::Pingpong => case == Case::FunctionRtt,
-            _ => true,
+            Impl::Native => case == Case::Pipeline,
+            Impl::RtrbInprocess | Impl::Iceoryx2 => case != Case::Pipeline,
+            Impl::Shmplug | Impl::JsonUds => true,
         }
     }
 
@@ -201,6 +217,8 @@ pub struct Sizes {
     pub calls: u64,
     /// Tuples with a 1 MiB field per measurement.
     pub large: u64,
+    /// Tuples through the pipeline per measurement.
+    pub pipeline: u64,
     /// The slow implementations (JSON) move this fraction of the above, at least 1 in 100.
     pub slow_divisor: u64,
 }
@@ -211,6 +229,7 @@ impl Sizes {
         small: 1_000_000,
         calls: 50_000,
         large: 500,
+        pipeline: 200_000,
         slow_divisor: 4,
     };
 
@@ -219,6 +238,7 @@ impl Sizes {
         small: 2_000_000,
         calls: 200_000,
         large: 2_000,
+        pipeline: 500_000,
         slow_divisor: 4,
     };
 
@@ -228,6 +248,7 @@ impl Sizes {
             Case::SourceSmall | Case::SinkSmall => self.small,
             Case::FunctionRtt => self.calls,
             Case::Large1Mib => self.large,
+            Case::Pipeline => self.pipeline,
         }
     }
 
@@ -297,6 +318,11 @@ pub fn measure(
     sizes: &Sizes,
     launcher: &Launcher,
 ) -> Result<Measurement, BenchError> {
+    if !imp.applies_to(case) {
+        return Err(BenchError::Protocol(format!(
+            "{imp} has no figure for {case}"
+        )));
+    }
     match imp {
         Impl::Shmplug => shmplug::measure(case, sizes.of(case), launcher),
         Impl::RtrbInprocess => rtrb_threads::measure(case, sizes.of(case)),
@@ -307,6 +333,7 @@ pub fn measure(
         Impl::Iceoryx2 => Err(BenchError::Unavailable(imp)),
         Impl::Memcpy => Ok(physical::memcpy(sizes.of(case))),
         Impl::Pingpong => physical::pingpong(sizes.of(case), launcher),
+        Impl::Native => pipeline::measure_native(sizes.of(case)),
     }
 }
 

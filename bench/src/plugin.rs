@@ -1,11 +1,14 @@
 //! The bench plugin: a real shmplug plugin (built on the SDK, run as its own process under the
 //! host) with the cases' source, sink and echo function.
 //!
-//! - source `small` / `large`: emits tuples `0..count` of the [`workload`](super::workload)
-//!   (property `count`) as fast as the ring takes them, then ends its stream;
-//! - sink `check`: checks every field of every tuple against the workload and, at close,
-//!   writes `"<count> <mismatches>"` to the file named by property `report`;
-//! - function `echo`: answers its arguments as a list.
+//! - source `small` / `large` / `wide`: emits tuples `0..count` of the
+//!   [`workload`](super::workload) (`wide`: of the [`pipeline`](super::pipeline); property
+//!   `count`) as fast as the ring takes them, then ends its stream;
+//! - sink `check` / `check_wide`: checks every field of every tuple (`check_wide`: and the
+//!   pipeline function's answer) and, at close, writes `"<count> <mismatches>"` to the file
+//!   named by property `report`;
+//! - function `echo`: answers its arguments as a list;
+//! - function `add`: the pipeline's function ([`pipeline::function`](super::pipeline::function)).
 
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ use shmplug_sdk::{
 use shmplug_transport::EndpointConfig;
 use shmplug_transport::tuple::{TupleView, Value, ValueView};
 
+use super::pipeline;
 use super::workload::Workload;
 
 /// The plugin's name, as the host expects it in `Hello`.
@@ -35,16 +39,16 @@ pub fn plugin_main(args: impl IntoIterator<Item = String>) -> ! {
 
 fn config() -> PluginConfig {
     PluginConfig::new(NAME)
-        .source("small", || Emit {
-            large: false,
-            count: 0,
-        })
-        .source("large", || Emit {
-            large: true,
-            count: 0,
-        })
+        .source("small", || Emit::new(Shape::Small))
+        .source("large", || Emit::new(Shape::Large))
+        .source("wide", || Emit::new(Shape::Wide))
         .sink("check", Check::default)
+        .sink("check_wide", || Check {
+            wide: true,
+            ..Check::default()
+        })
         .function("echo", || Echo)
+        .function("add", || Add)
         .with_endpoint(EndpointConfig::default().with_spin(SPIN))
 }
 
@@ -55,9 +59,22 @@ fn count(props: &Props) -> Result<u64, PluginError> {
         .ok_or_else(|| PluginError::property("count", "expected a non-negative integer"))
 }
 
+#[derive(Clone, Copy)]
+enum Shape {
+    Small,
+    Large,
+    Wide,
+}
+
 struct Emit {
-    large: bool,
+    shape: Shape,
     count: u64,
+}
+
+impl Emit {
+    fn new(shape: Shape) -> Emit {
+        Emit { shape, count: 0 }
+    }
 }
 
 impl Source for Emit {
@@ -69,10 +86,10 @@ impl Source for Emit {
     fn open(&mut self, _ctx: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
         let workload = Workload::new();
         for i in 0..self.count {
-            if self.large {
-                workload.with_large(i, |t| emitter.emit_deferred(t))?;
-            } else {
-                workload.with_small(i, |t| emitter.emit_deferred(t))?;
+            match self.shape {
+                Shape::Small => workload.with_small(i, |t| emitter.emit_deferred(t))?,
+                Shape::Large => workload.with_large(i, |t| emitter.emit_deferred(t))?,
+                Shape::Wide => pipeline::with_wide(&workload, i, |t| emitter.emit_deferred(t))?,
             }
         }
         emitter.flush();
@@ -82,6 +99,8 @@ impl Source for Emit {
 
 #[derive(Default)]
 struct Check {
+    /// Checks the pipeline's wide tuples plus answers, not small tuples.
+    wide: bool,
     workload: Option<Workload>,
     report: String,
     count: u64,
@@ -104,10 +123,13 @@ impl Sink for Check {
             .workload
             .as_ref()
             .ok_or("the sink was not configured")?;
-        if workload
-            .check_small_view(&tuple.fields(), self.count)
-            .is_err()
-        {
+        let fields = tuple.fields();
+        let checked = if self.wide {
+            pipeline::check_view(workload, &fields, self.count)
+        } else {
+            workload.check_small_view(&fields, self.count)
+        };
+        if checked.is_err() {
             self.mismatches += 1;
         }
         self.count += 1;
@@ -129,5 +151,20 @@ impl Function for Echo {
         args: &[ValueView<'_>],
     ) -> Result<Value, PluginError> {
         Ok(Value::List(args.iter().map(ValueView::to_owned).collect()))
+    }
+}
+
+struct Add;
+
+impl Function for Add {
+    fn exec(
+        &mut self,
+        _ctx: &FunctionContext,
+        args: &[ValueView<'_>],
+    ) -> Result<Value, PluginError> {
+        let arg = |k: usize| args.get(k).and_then(ValueView::as_f64);
+        pipeline::function(arg(0), arg(1))
+            .map(Value::Float)
+            .ok_or_else(|| PluginError::new("add takes two numbers"))
     }
 }

@@ -21,6 +21,9 @@ pub(super) fn measure(case: Case, n: u64) -> Result<Measurement, BenchError> {
     match case {
         Case::SourceSmall | Case::SinkSmall | Case::Large1Mib => stream(case, n),
         Case::FunctionRtt => round_trips(n),
+        Case::Pipeline => Err(BenchError::Protocol(
+            "rtrb_inprocess has no pipeline; `native` is its in-process line".into(),
+        )),
     }
 }
 

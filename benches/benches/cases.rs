@@ -1,7 +1,8 @@
 //! The cases of `shmplug bench` under criterion, for developers: `source_small`, `sink_small`,
-//! `function_rtt` and `large_1mib`, each over every implementation that applies (shmplug with a
-//! real plugin process under the real host, rtrb between threads, JSON over a Unix socket,
-//! iceoryx2, memcpy, a cache-line ping-pong). The measurements are `shmplug_bench`'s,
+//! `function_rtt`, `large_1mib` and `pipeline`, each over every implementation that applies
+//! (shmplug with a real plugin process under the real host, rtrb between threads, the
+//! pipeline's code in one thread, JSON over a Unix socket, iceoryx2, memcpy, a cache-line
+//! ping-pong). The measurements are `shmplug_bench`'s,
 //! the same code `shmplug bench` runs; criterion adds its statistics and its history, and
 //! the time per iteration is the time per tuple (or per call).
 //!
@@ -52,6 +53,7 @@ fn main() {
                         small: n,
                         calls: n,
                         large: n,
+                        pipeline: n,
                         slow_divisor: 1,
                     };
                     let m = bench::measure(case, imp, &sizes, &launcher)

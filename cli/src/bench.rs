@@ -17,11 +17,12 @@ pub struct BenchArgs {
     /// null where a figure does not apply.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Only these cases (comma-separated): source_small, sink_small, function_rtt, large_1mib.
+    /// Only these cases (comma-separated): source_small, sink_small, function_rtt, large_1mib,
+    /// pipeline.
     #[arg(long, value_delimiter = ',', value_name = "CASE")]
     pub case: Vec<String>,
-    /// Only these implementations (comma-separated): shmplug, rtrb_inprocess, json_uds,
-    /// iceoryx2, memcpy, pingpong.
+    /// Only these implementations (comma-separated): shmplug, native, rtrb_inprocess,
+    /// json_uds, iceoryx2, memcpy, pingpong.
     #[arg(long = "impl", value_delimiter = ',', value_name = "IMPL")]
     pub imps: Vec<String>,
     /// How many times a full run repeats each measurement (medians are quoted); the order
@@ -227,9 +228,9 @@ fn print_table(
          function_rtt, shmplug's p50 over this row's (below 1: shmplug answers sooner)"
     );
     println!(
-        "per measurement: {} small tuples, {} calls, {} 1 MiB tuples (json_uds a quarter); \
-         {} round(s)",
-        sizes.small, sizes.calls, sizes.large, rounds
+        "per measurement: {} small tuples, {} calls, {} 1 MiB tuples, {} through the pipeline \
+         (json_uds a quarter); {} round(s)",
+        sizes.small, sizes.calls, sizes.large, sizes.pipeline, rounds
     );
 }
 
@@ -272,7 +273,8 @@ fn print_targets(m: &BTreeMap<(Case, Impl), Measurement>) {
     let ours = small(Impl::Shmplug);
     let rtt = p50(Impl::Shmplug);
     let div = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
-    let targets: [(&str, Option<f64>, f64, bool); 9] = [
+    let piped = |imp| tps(Case::Pipeline, imp);
+    let targets: [(&str, Option<f64>, f64, bool); 11] = [
         (
             "source_small shmplug, M tuples/s",
             ours.map(|r| r / 1e6),
@@ -320,6 +322,18 @@ fn print_targets(m: &BTreeMap<(Case, Impl), Measurement>) {
             "large_1mib vs memcpy, x",
             div(bps(Impl::Shmplug), bps(Impl::Memcpy)),
             0.5,
+            true,
+        ),
+        (
+            "pipeline vs native (in-process), x",
+            div(piped(Impl::Shmplug), piped(Impl::Native)),
+            0.5,
+            true,
+        ),
+        (
+            "pipeline vs json_uds, x",
+            div(piped(Impl::Shmplug), piped(Impl::JsonUds)),
+            10.0,
             true,
         ),
     ];

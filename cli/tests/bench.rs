@@ -18,6 +18,7 @@ const TINY: Sizes = Sizes {
     small: 5_000,
     calls: 300,
     large: 6,
+    pipeline: 3_000,
     slow_divisor: 2,
 };
 
@@ -43,12 +44,25 @@ fn every_case_and_implementation_measures() {
                     assert!((bytes / rate - (1 << 20) as f64).abs() < 1.0, "{m:?}");
                     assert_eq!(m.p50_ns, None);
                 }
-                Case::SourceSmall | Case::SinkSmall => {
+                Case::SourceSmall | Case::SinkSmall | Case::Pipeline => {
                     assert_eq!((m.bytes_per_s, m.p50_ns, m.p99_ns), (None, None, None));
                 }
             }
         }
     }
+}
+
+#[test]
+fn the_pipeline_runs_over_shmplug_native_and_json_only() {
+    let lines: Vec<Impl> = Impl::ALL
+        .into_iter()
+        .filter(|i| i.applies_to(Case::Pipeline))
+        .collect();
+    assert_eq!(lines, [Impl::Shmplug, Impl::Native, Impl::JsonUds]);
+    assert!(Case::ALL.contains(&Case::Pipeline));
+    // A line without a pipeline says so rather than measuring something else.
+    let err = bench::measure(Case::Pipeline, Impl::RtrbInprocess, &TINY, &launcher());
+    assert!(err.is_err());
 }
 
 #[test]

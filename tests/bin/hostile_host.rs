@@ -127,17 +127,7 @@ fn main() {
     }
     let stopped = reader.stop().map_err(|e| e.to_string());
 
-    let mut healthy_after = 0;
-    while healthy_after < HEALTHY_AFTER && Instant::now() < deadline {
-        healthy_after += read_healthy(&mut healthy, deadline);
-    }
-    // Descriptors of the stopped instance are closed once the plugin confirmed the stop; the
-    // supervisor may still be finishing that on its thread: wait for it, bounded.
-    let mut fds_after = open_fds();
-    while fds_after > fds_before && Instant::now() < deadline {
-        std::thread::yield_now();
-        fds_after = open_fds();
-    }
+    let (healthy_after, fds_after) = after_attack(&mut healthy, deadline, fds_before);
     let rss_after = rss_kib();
     let report = json!({
         "mode": mode,
@@ -165,6 +155,23 @@ fn main() {
     mirror.shutdown();
 }
 
+/// After an attack: reads [`HEALTHY_AFTER`] tuples from the healthy plugin, then waits (bounded)
+/// for the host's descriptors to fall back to `fds_before` (those of a stopped instance close
+/// once the plugin confirmed the stop, which the supervisor may still be finishing on its
+/// thread). Returns the tuples read and the descriptors then open.
+fn after_attack(healthy: &mut SourceReader, deadline: Instant, fds_before: usize) -> (u64, usize) {
+    let mut healthy_after = 0;
+    while healthy_after < HEALTHY_AFTER && Instant::now() < deadline {
+        healthy_after += read_healthy(healthy, deadline);
+    }
+    let mut fds_after = open_fds();
+    while fds_after > fds_before && Instant::now() < deadline {
+        std::thread::yield_now();
+        fds_after = open_fds();
+    }
+    (healthy_after, fds_after)
+}
+
 /// Waits for the supervisor to give up on a plugin that floods it with pings and never reads
 /// the answers (`ping-flooder`), and reports how long that took and what it said.
 fn ping_flood(
@@ -188,15 +195,7 @@ fn ping_flood(
         healthy_during += read_healthy_now(healthy);
         std::thread::sleep(Duration::from_millis(5));
     }
-    let mut healthy_after = 0;
-    while healthy_after < HEALTHY_AFTER && Instant::now() < deadline {
-        healthy_after += read_healthy(healthy, deadline);
-    }
-    let mut fds_after = open_fds();
-    while fds_after > fds_before && Instant::now() < deadline {
-        std::thread::yield_now();
-        fds_after = open_fds();
-    }
+    let (healthy_after, fds_after) = after_attack(healthy, deadline, fds_before);
     json!({
         "mode": "ping-flood",
         "bad": Vec::<String>::new(),
@@ -237,15 +236,7 @@ fn function_attack(
         .map_err(|e| e.to_string());
     let again_same = second.is_err() && third.as_ref().err() == second.as_ref().err();
     let stopped = client.stop().is_ok();
-    let mut healthy_after = 0;
-    while healthy_after < HEALTHY_AFTER && Instant::now() < deadline {
-        healthy_after += read_healthy(healthy, deadline);
-    }
-    let mut fds_after = open_fds();
-    while fds_after > fds_before && Instant::now() < deadline {
-        std::thread::yield_now();
-        fds_after = open_fds();
-    }
+    let (healthy_after, fds_after) = after_attack(healthy, deadline, fds_before);
     json!({
         "mode": "bad-reply",
         "instance": instance,

@@ -408,19 +408,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::tuple::{Tuple, TupleReceiver};
-    use crate::{EndpointConfig, Ring};
+    use crate::tuple::Tuple;
 
     const WAIT: Duration = Duration::from_secs(10);
 
-    fn channel() -> (TupleSender, TupleReceiver) {
-        let ring = Ring::create(1 << 16).unwrap();
-        let config = EndpointConfig::default().with_spin(Duration::from_micros(5));
-        (
-            TupleSender::new(ring.producer(config).unwrap()),
-            TupleReceiver::new(ring.consumer(config).unwrap()),
-        )
-    }
+    use super::super::tests::channel;
 
     #[test]
     fn calls_and_replies_round_trip() {

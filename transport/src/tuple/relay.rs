@@ -418,20 +418,12 @@ mod tests {
     use std::time::Duration;
 
     use super::super::call::{self, CallRecord};
-    use super::super::{Encoder, Tuple, TupleBatch, TupleReceiver, TupleRef, TupleSender, Value};
+    use super::super::{Encoder, Tuple, TupleBatch, TupleRef, Value};
     use super::*;
-    use crate::{EndpointConfig, Ring};
 
     const WAIT: Duration = Duration::from_secs(10);
 
-    fn channel() -> (TupleSender, TupleReceiver) {
-        let ring = Ring::create(1 << 16).unwrap();
-        let config = EndpointConfig::default().with_spin(Duration::from_micros(5));
-        (
-            TupleSender::new(ring.producer(config).unwrap()),
-            TupleReceiver::new(ring.consumer(config).unwrap()),
-        )
-    }
+    use super::super::tests::channel;
 
     fn encode(e: &impl super::super::Encode) -> Vec<u8> {
         let mut buf = rkyv::util::AlignedVec::<16>::new();

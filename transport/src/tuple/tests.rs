@@ -9,6 +9,16 @@ use rkyv::util::AlignedVec;
 use super::check::{TAG_LIST, TAG_MAP, check_depth, validate};
 use super::*;
 
+/// A tuple channel over a fresh 64 KiB ring, with a short spin, for tests within one thread.
+pub(super) fn channel() -> (TupleSender, TupleReceiver) {
+    let ring = crate::Ring::create(1 << 16).unwrap();
+    let config = crate::EndpointConfig::default().with_spin(std::time::Duration::from_micros(5));
+    (
+        TupleSender::new(ring.producer(config).unwrap()),
+        TupleReceiver::new(ring.consumer(config).unwrap()),
+    )
+}
+
 fn archive<T>(value: &T) -> AlignedVec
 where
     T: for<'a> rkyv::Serialize<

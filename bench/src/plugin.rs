@@ -29,6 +29,20 @@ pub(super) const NAME: &str = "shmplug-bench";
 /// never sleeps while the bench runs (the bench owns the machine while it measures).
 pub(super) const SPIN: Duration = Duration::from_millis(5);
 
+/// The environment variable that replaces [`SPIN`] for a run, in microseconds: the `pipeline`
+/// case has four threads that wait (the host's and the plugin's source, function and sink) on
+/// two cores, where 5 ms spins would take turns at the scheduler's pace, so it runs the plugin
+/// with the SDK's default spin, as a user's plugin runs.
+pub(super) const SPIN_ENV: &str = "SHMPLUG_BENCH_SPIN_US";
+
+/// The spin of this plugin process: [`SPIN_ENV`] if set to a number, else [`SPIN`].
+fn spin() -> Duration {
+    std::env::var(SPIN_ENV)
+        .ok()
+        .and_then(|us| us.parse().ok())
+        .map_or(SPIN, Duration::from_micros)
+}
+
 /// Runs the bench plugin; for the program's command line that [`Launcher::plugin_args`]
 /// selects (`args` as from `std::env::args()`). Never returns.
 ///
@@ -49,7 +63,7 @@ fn config() -> PluginConfig {
         })
         .function("echo", || Echo)
         .function("add", || Add)
-        .with_endpoint(EndpointConfig::default().with_spin(SPIN))
+        .with_endpoint(EndpointConfig::default().with_spin(spin()))
 }
 
 fn count(props: &Props) -> Result<u64, PluginError> {

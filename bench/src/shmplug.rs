@@ -31,6 +31,10 @@ pub(super) fn measure(case: Case, n: u64, launcher: &Launcher) -> Result<Measure
     }
     let mut spec = PluginSpec::new(NAME, &launcher.program);
     spec.args = launcher.plugin_args.clone();
+    if case == Case::Pipeline {
+        let us = shmplug_sdk::DEFAULT_SPIN.as_micros().to_string();
+        spec = spec.env(plugin::SPIN_ENV, us);
+    }
     let plugin = Plugin::start(spec, config)?;
     let workload = Workload::new();
     let measurement = match case {

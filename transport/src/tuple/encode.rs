@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ring::{Claim, Producer};
 
 use super::borrowed::{MapRef, TupleRef, ValueRef};
-use super::relay::{FieldValue, TupleFields, TupleWith, WithEnc};
+use super::relay::{FieldValue, SpliceEnc, TupleFields, TupleWith, WithEnc};
 use super::value::{ArchivedTuple, ArchivedValue, Tuple, Value};
 use super::value_view::{MapView, ValueView};
 use super::view::TupleView;
@@ -31,7 +31,7 @@ const ENTRY: usize = size_of::<Entry<ArchivedString, ArchivedValue>>();
 const ROOT: usize = size_of::<ArchivedTuple>();
 /// Padding rkyv may insert before one aligned block: the archived types here align to at most
 /// 8 bytes, so 7 would do; 15 leaves room.
-const PAD: usize = 15;
+pub(crate) const PAD: usize = 15;
 
 pub(crate) mod sealed {
     use rkyv::rancor;
@@ -131,7 +131,11 @@ impl sealed::Sealed for TupleWith<'_> {
         buf: Buffer<'b>,
         arena: rkyv::ser::allocator::ArenaHandle<'_>,
     ) -> Result<Buffer<'b>, rancor::Error> {
-        to_bytes_in_with_alloc(&WithEnc::from(*self), buf, arena)
+        if SpliceEnc::applies(self) {
+            to_bytes_in_with_alloc(&SpliceEnc { with: *self }, buf, arena)
+        } else {
+            to_bytes_in_with_alloc(&WithEnc::from(*self), buf, arena)
+        }
     }
 }
 
@@ -159,6 +163,18 @@ impl Encode for TupleFields<'_> {
 
 impl Encode for TupleWith<'_> {
     fn size_bound(&self) -> Result<usize> {
+        if SpliceEnc::applies(self) {
+            // The base's bytes, the new entries and root, and the added fields.
+            let entries = self.base.fields().len() + self.fields.len();
+            let mut total = (self.base.as_bytes().len() + ROOT + 3 * PAD)
+                .saturating_add(ENTRY.saturating_mul(entries));
+            for (key, value) in self.fields {
+                total = total
+                    .saturating_add(key.len() + PAD)
+                    .saturating_add(field_bound(value, 0)?);
+            }
+            return Ok(total);
+        }
         let fields = self.base.fields();
         let mut total = (ROOT + PAD)
             .saturating_add(view_map_bound(self.base.meta(), 0)?)

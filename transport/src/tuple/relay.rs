@@ -3,11 +3,19 @@
 //! [`FieldValue`], a value to write that is either borrowed ([`ValueRef`]) or read in place from
 //! a received tuple ([`ValueView`]).
 //!
-//! Values read from a view are archived again by a private mirror of [`ValueView`] whose
-//! archived type *is* [`ArchivedValue`] (as [`ValueRef`] does for borrowed values), so the
-//! record written is exactly what the owned tuple would have produced, without building it.
+//! A [`TupleWith`] is spliced: the received record's bytes are copied as they are, followed by
+//! the added fields and a new list of field entries and root ([`SpliceEnc`]); so relaying a
+//! tuple with an answer costs about a `memcpy` of it, whatever its width. The record reads
+//! exactly as the tuple with those fields (same timestamp, metadata, fields and order) but
+//! carries the received tuple's old entries and root unreferenced: each splice adds 24 bytes per
+//! field plus a root, and a tuple relayed through several functions grows by that much at each.
+//! Values read from a view and written elsewhere are archived again by a private mirror of
+//! [`ValueView`] whose archived type *is* [`ArchivedValue`] (as [`ValueRef`] does for borrowed
+//! values), so those bytes are exactly what the owned tuple would have produced.
 
-use rkyv::collections::util::EntryAdapter;
+use std::mem::{align_of, offset_of, size_of};
+
+use rkyv::collections::util::{Entry, EntryAdapter};
 use rkyv::rancor::{Fallible, Source};
 use rkyv::ser::{Allocator, Writer};
 use rkyv::string::{ArchivedString, StringResolver};
@@ -16,6 +24,7 @@ use rkyv::with::{ArchiveWith, AsString, AsVec, SerializeWith};
 use rkyv::{Archive, Place, Serialize};
 
 use super::borrowed::{ArchivedMap, ValueRef};
+use super::check;
 use super::value::{ArchivedTuple, ArchivedValue};
 use super::value_view::{ListView, MapView, ValueView};
 use super::view::TupleView;
@@ -385,6 +394,215 @@ where
     }
 }
 
+/// A [`TupleWith`] written by splicing (see [`SpliceEnc`]) when it adds at most this many fields;
+/// more are archived field by field ([`WithEnc`]).
+pub(crate) const SPLICE_MAX_EXTRA: usize = 16;
+
+/// Size of a map entry (key, then value).
+const ENTRY_SIZE: usize = size_of::<Entry<ArchivedString, ArchivedValue>>();
+/// Offset of an entry's value.
+const ENTRY_VALUE: usize = offset_of!(Entry<ArchivedString, ArchivedValue>, value);
+/// Offset of an entry's key.
+const ENTRY_KEY: usize = offset_of!(Entry<ArchivedString, ArchivedValue>, key);
+/// Offset of a string, byte string, list or map inside an [`ArchivedValue`]: after the one-byte
+/// tag, aligned to 4.
+const PAYLOAD_IN_VALUE: usize = align_of::<ArchivedVec<ArchivedValue>>();
+/// Offset of an out-of-line string's 32-bit relative pointer inside the string (after its length).
+const STRING_OFFSET: usize = 4;
+/// Tags of the variants that point elsewhere (declaration order of `Value`; checked by tests).
+const TAG_STRING: u8 = 4;
+const TAG_BYTES: u8 = 5;
+const _: () = assert!(ENTRY_SIZE == 24 && ENTRY_KEY == 0 && ENTRY_VALUE == 8);
+const _: () = assert!(PAYLOAD_IN_VALUE == 4 && align_of::<ArchivedString>() == 4);
+const _: () = assert!(size_of::<ArchivedString>() == 8 && size_of::<ArchivedValue>() == 16);
+
+/// Moves an archived entry (24 bytes, copied out of an archive) from position `from` to `to` in
+/// the same record: each 32-bit relative pointer in it (an out-of-line key or string, a byte
+/// string, a list or a map) is shifted so it still reaches the same bytes. `None` if a pointer
+/// would not fit 32 bits (records that large are refused before).
+fn move_entry(entry: &mut [u8; ENTRY_SIZE], from: usize, to: usize) -> Option<()> {
+    let delta = i64::try_from(from).ok()? - i64::try_from(to).ok()?;
+    let shift = |entry: &mut [u8; ENTRY_SIZE], at: usize| -> Option<()> {
+        let bytes: [u8; 4] = entry[at..at + 4].try_into().ok()?;
+        let moved = i32::try_from(i64::from(i32::from_le_bytes(bytes)) + delta).ok()?;
+        entry[at..at + 4].copy_from_slice(&moved.to_le_bytes());
+        Some(())
+    };
+    // rkyv marks an out-of-line string by `10` in the top bits of its first byte, which no
+    // inline (UTF-8) string starts with.
+    let out_of_line = |first: u8| first & 0xc0 == 0x80;
+    if out_of_line(entry[ENTRY_KEY]) {
+        shift(entry, ENTRY_KEY + STRING_OFFSET)?;
+    }
+    let payload = ENTRY_VALUE + PAYLOAD_IN_VALUE;
+    match entry[ENTRY_VALUE] {
+        TAG_STRING if out_of_line(entry[payload]) => shift(entry, payload + STRING_OFFSET)?,
+        TAG_BYTES | check::TAG_LIST | check::TAG_MAP => shift(entry, payload)?,
+        _ => {}
+    }
+    Some(())
+}
+
+/// Where `part` (a slice inside `whole`) starts, counted from the start of `whole`.
+fn offset_in(whole: &[u8], part: *const u8) -> Option<usize> {
+    let off = (part as usize).checked_sub(whole.as_ptr() as usize)?;
+    (off <= whole.len()).then_some(off)
+}
+
+thread_local! {
+    /// Scratch space where a splice archives its added fields (reused: no allocation per tuple
+    /// once it has grown to the largest).
+    static SPLICE_SCRATCH: std::cell::RefCell<(rkyv::util::AlignedVec<16>, rkyv::ser::allocator::Arena)> =
+        std::cell::RefCell::new((rkyv::util::AlignedVec::new(), rkyv::ser::allocator::Arena::new()));
+}
+
+/// A [`TupleWith`] written by splicing, so the received tuple is not archived again field by
+/// field: the record is the base record's bytes as they are, then the added fields' out-of-line
+/// bytes, then a new list of field entries (the base's entries not overridden, each copied and
+/// its relative pointers shifted by how far it moved, then the added ones), then a new root that
+/// points at the base's metadata and the new entries. The base's own entries and root stay in
+/// the record, unreferenced. The record reads exactly as the [`WithEnc`] one does (same
+/// timestamp, metadata and fields in the same order) and passes the same validation; only the
+/// bytes differ. Copies, one pass over the base's entries and archives only the added fields:
+/// a relay costs about a `memcpy` of the record.
+///
+/// Only for a `base` whose entries lie inside its bytes (every validated or trusted view).
+pub(crate) struct SpliceEnc<'a> {
+    pub(crate) with: TupleWith<'a>,
+}
+
+impl SpliceEnc<'_> {
+    /// Whether `with` can be spliced: few enough added fields, and positions that fit the
+    /// format's 32-bit relative pointers with room to spare.
+    pub(crate) fn applies(with: &TupleWith<'_>) -> bool {
+        with.fields.len() <= SPLICE_MAX_EXTRA
+            && with.base.as_bytes().len() < (i32::MAX as usize) / 4
+    }
+}
+
+/// The resolver of a [`SpliceEnc`]: positions of the metadata and of the new field entries.
+pub(crate) struct SpliceResolver {
+    meta: (usize, usize),
+    fields: (usize, usize),
+}
+
+impl Archive for SpliceEnc<'_> {
+    type Archived = ArchivedTuple;
+    type Resolver = SpliceResolver;
+
+    fn resolve(&self, resolver: SpliceResolver, out: Place<ArchivedTuple>) {
+        rkyv::munge::munge!(let ArchivedTuple { timestamp, meta, fields } = out);
+        self.with.base.timestamp().resolve((), timestamp);
+        let (meta_pos, meta_len) = resolver.meta;
+        ArchivedVec::resolve_from_len(meta_len, VecResolver::from_pos(meta_pos), meta);
+        let (fields_pos, fields_len) = resolver.fields;
+        ArchivedVec::resolve_from_len(fields_len, VecResolver::from_pos(fields_pos), fields);
+    }
+}
+
+impl<S> Serialize<S> for SpliceEnc<'_>
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<SpliceResolver, S::Error> {
+        use rkyv::ser::WriterExt as _;
+        let fail = |what: &str| S::Error::new(SpliceError(what.to_owned()));
+        let with = &self.with;
+        let base = with.base.as_bytes();
+        let start = serializer.pos();
+        if !start.is_multiple_of(16) || !SpliceEnc::applies(with) {
+            return Err(fail(
+                "a splice starts at a 16-byte boundary with few added fields",
+            ));
+        }
+        let fields = with.base.fields().as_archived();
+        let meta = with.base.meta().as_archived();
+        let meta_at = offset_in(base, meta.as_ptr().cast()).unwrap_or(0);
+        let fields_at = offset_in(base, fields.as_ptr().cast())
+            .filter(|at| at + fields.len() * ENTRY_SIZE <= base.len())
+            .ok_or_else(|| fail("the base's entries lie outside its bytes"))?;
+        serializer.write(base)?;
+        serializer.align(16)?;
+        // The added fields, archived where they will land relative to a 16-byte boundary: their
+        // out-of-line bytes, then their entries (at `added`), as one archived list would be.
+        SPLICE_SCRATCH.with_borrow_mut(|(scratch, arena)| {
+            let bound = with.fields.iter().try_fold(
+                super::encode::PAD * 2 + ENTRY_SIZE * with.fields.len(),
+                |total, (key, value)| {
+                    let value = super::encode::field_bound(value, 0).ok()?;
+                    Some(total + key.len() + value + super::encode::PAD)
+                },
+            );
+            let bound = bound.ok_or_else(|| fail("an added field nests too deep"))?;
+            scratch.clear();
+            scratch.resize(bound, 0);
+            let mut inner = rkyv::ser::Serializer::new(
+                rkyv::ser::writer::Buffer::from(&mut scratch[..]),
+                arena.acquire(),
+                (),
+            );
+            let added = with
+                .fields
+                .iter()
+                .map(|(key, value)| EntryAdapter::new(KeyEnc(key), *value));
+            ArchivedVec::serialize_from_iter::<FieldEntry<'_>, _, _>(
+                added,
+                rkyv::rancor::Strategy::<_, S::Error>::wrap(&mut inner),
+            )?;
+            let end = rkyv::ser::Positional::pos(&inner.writer);
+            let entries = end - ENTRY_SIZE * with.fields.len();
+            let added_at = serializer.pos();
+            serializer.write(&scratch[..entries])?;
+            let fields_pos = serializer.pos();
+            let mut count = 0;
+            for (i, entry) in fields.iter().enumerate() {
+                if with
+                    .fields
+                    .iter()
+                    .any(|(name, _)| *name == entry.key.as_str())
+                {
+                    continue;
+                }
+                let from = start + fields_at + i * ENTRY_SIZE;
+                let mut raw: [u8; ENTRY_SIZE] = base[from - start..from - start + ENTRY_SIZE]
+                    .try_into()
+                    .map_err(|_| fail("an entry of the base"))?;
+                move_entry(&mut raw, from, serializer.pos())
+                    .ok_or_else(|| fail("an entry moves beyond 32-bit offsets"))?;
+                serializer.write(&raw)?;
+                count += 1;
+            }
+            for j in 0..with.fields.len() {
+                let at = entries + j * ENTRY_SIZE;
+                let mut raw: [u8; ENTRY_SIZE] = scratch[at..at + ENTRY_SIZE]
+                    .try_into()
+                    .map_err(|_| fail("an added entry"))?;
+                move_entry(&mut raw, added_at + at, serializer.pos())
+                    .ok_or_else(|| fail("an entry moves beyond 32-bit offsets"))?;
+                serializer.write(&raw)?;
+                count += 1;
+            }
+            Ok(SpliceResolver {
+                meta: (start + meta_at, meta.len()),
+                fields: (fields_pos, count),
+            })
+        })
+    }
+}
+
+/// Why a splice could not be written (the caller then archives field by field).
+#[derive(Debug)]
+struct SpliceError(String);
+
+impl std::fmt::Display for SpliceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "splicing a relayed tuple: {}", self.0)
+    }
+}
+
+impl std::error::Error for SpliceError {}
+
 /// An [`ExactSizeIterator`] of `len` items made by `item(index)`; cloneable, as rkyv's
 /// `serialize_from_iter` walks it twice.
 #[derive(Clone)]
@@ -496,7 +714,143 @@ mod tests {
             meta: &meta,
             fields: &fields,
         };
-        assert_eq!(encode(&with), encode(&by_ref));
+        // Reads as a borrowed tuple with those entries, in that order (the bytes differ: the
+        // view's are spliced, not archived again).
+        let spliced = aligned(&encode(&with));
+        let read = TupleView::from_bytes(&spliced).unwrap();
+        let expected = aligned(&encode(&by_ref));
+        assert_same(&read, &TupleView::from_bytes(&expected).unwrap());
+    }
+
+    fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
+        let mut out = rkyv::util::AlignedVec::<16>::new();
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// Same timestamp, metadata and fields, in the same order.
+    fn assert_same(a: &TupleView<'_>, b: &TupleView<'_>) {
+        assert_eq!(a.timestamp(), b.timestamp());
+        let entries = |m: MapView<'_>| -> Vec<(String, Value)> {
+            m.iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        };
+        assert_eq!(entries(a.meta()), entries(b.meta()));
+        assert_eq!(entries(a.fields()), entries(b.fields()));
+    }
+
+    /// A base with every kind of value, short (inline) and long (out-of-line) keys and strings.
+    fn rich(meta: bool) -> Tuple {
+        let mut inner = std::collections::BTreeMap::new();
+        inner.insert("k".to_owned(), Value::from("short"));
+        inner.insert(
+            "a longer key than eight".to_owned(),
+            Value::Bytes(vec![9; 40]),
+        );
+        let mut t = Tuple::new(-7)
+            .with_field("n", Value::Null)
+            .with_field("b", true)
+            .with_field("i", -3i64)
+            .with_field("f", 0.5)
+            .with_field("short", "abc")
+            .with_field("a long field name", "a string longer than eight bytes")
+            .with_field("bytes", vec![1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+            .with_field("empty", "")
+            .with_field(
+                "list",
+                Value::List(vec![Value::from("x".repeat(20)), Value::Int(1)]),
+            )
+            .with_field("map", Value::Map(inner))
+            .with_field("ts", Value::Timestamp(1_700_000_000_000_000_000));
+        if meta {
+            t = t
+                .with_meta("topic", "a/long/topic/name")
+                .with_meta("q", 1i64);
+        }
+        t
+    }
+
+    #[test]
+    fn a_splice_reads_as_the_fields_archived_again() {
+        for meta in [false, true] {
+            let base_bytes = encode(&rich(meta));
+            let base_bytes = aligned(&base_bytes);
+            let base = TupleView::from_bytes(&base_bytes).unwrap();
+            let long_list = base.get("list").unwrap();
+            let pool: Vec<(String, FieldValue<'_>)> = (0..SPLICE_MAX_EXTRA + 2)
+                .map(|j| {
+                    let value = match j % 5 {
+                        0 => FieldValue::from(ValueRef::String("a long added string value")),
+                        1 => FieldValue::from(long_list),
+                        2 => FieldValue::from(ValueRef::Int(j as i64)),
+                        3 => FieldValue::from(ValueRef::Bytes(&[7; 33])),
+                        _ => FieldValue::from(ValueRef::String("tiny")),
+                    };
+                    // Some override the base's fields, some are new (short and long names).
+                    let name = match j {
+                        1 => "short".to_owned(),
+                        3 => "a long field name".to_owned(),
+                        6 => "map".to_owned(),
+                        _ if j % 2 == 0 => format!("added field number {j}"),
+                        _ => format!("x{j}"),
+                    };
+                    (name, value)
+                })
+                .collect();
+            for n in 0..pool.len() {
+                let extra: Vec<(&str, FieldValue<'_>)> =
+                    pool[..n].iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                let with = TupleWith::new(&base, &extra);
+                assert_eq!(SpliceEnc::applies(&with), n <= SPLICE_MAX_EXTRA);
+                let spliced = aligned(&encode(&with));
+                // Validated by bytecheck like any received record.
+                let read = TupleView::from_bytes(&spliced).unwrap();
+                let mut buf = rkyv::util::AlignedVec::<16>::new();
+                buf.resize(8192, 0);
+                let len = rkyv::api::low::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
+                    &WithEnc::from(with),
+                    rkyv::ser::writer::Buffer::from(&mut buf[..]),
+                    rkyv::ser::allocator::Arena::new().acquire(),
+                )
+                .map(|b| rkyv::ser::Positional::pos(&b))
+                .unwrap();
+                let archived = aligned(&buf[..len]);
+                assert_same(&read, &TupleView::from_bytes(&archived).unwrap());
+                // The bound holds.
+                assert!(
+                    spliced.len() <= super::super::Encode::size_bound(&with).unwrap(),
+                    "{n} added"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_spliced_tuple_is_relayed_and_spliced_again() {
+        let (mut tx, mut rx) = channel();
+        let (mut tx2, mut rx2) = channel();
+        let (mut tx3, mut rx3) = channel();
+        tx.send(&rich(true)).unwrap();
+        let view = rx.recv_timeout(WAIT).unwrap();
+        let extra = [(
+            "first",
+            FieldValue::from(ValueRef::String("one long value here")),
+        )];
+        tx2.send(&TupleWith::new(&view, &extra)).unwrap();
+        let once = rx2.recv_timeout(WAIT).unwrap();
+        let extra = [
+            ("first", FieldValue::from(ValueRef::Int(2))),
+            ("second", FieldValue::from(ValueRef::Float(2.5))),
+        ];
+        tx3.send(&TupleWith::new(&once, &extra)).unwrap();
+        let twice = rx3.recv_timeout(WAIT).unwrap().to_owned();
+        assert_eq!(
+            twice,
+            rich(true)
+                .with_field("first", 2i64)
+                .with_field("second", 2.5)
+        );
     }
 
     #[test]

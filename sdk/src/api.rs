@@ -109,7 +109,7 @@ pub trait Function {
     /// Computes the result. The arguments are read in place from shared memory.
     ///
     /// Implement this or [`exec_ref`](Self::exec_ref) (each defaults to the other; a function
-    /// that implements neither recurses until its stack overflows).
+    /// that implements neither fails every call with an error that says so).
     ///
     /// # Errors
     /// Any [`PluginError`]: the call fails with its text.
@@ -118,6 +118,12 @@ pub trait Function {
         ctx: &FunctionContext,
         args: &[ValueView<'_>],
     ) -> Result<Value, PluginError> {
+        if DEFAULT_EXEC_REF.replace(false) {
+            // Called from the default `exec_ref`: neither is implemented.
+            return Err(PluginError::new(
+                "the function implements neither `exec` nor `exec_ref`",
+            ));
+        }
         self.exec_ref(ctx, args).map(|answer| answer.to_owned())
     }
 
@@ -151,13 +157,22 @@ pub trait Function {
         ctx: &FunctionContext,
         args: &[ValueView<'a>],
     ) -> Result<Answer<'a>, PluginError> {
-        self.exec(ctx, args).map(Answer::Value)
+        DEFAULT_EXEC_REF.set(true);
+        let answer = self.exec(ctx, args);
+        DEFAULT_EXEC_REF.set(false);
+        answer.map(Answer::Value)
     }
 
     /// True for an aggregate function (one that takes a whole window's values).
     fn is_aggregate(&self) -> bool {
         false
     }
+}
+
+thread_local! {
+    /// Set while the default [`Function::exec_ref`] calls [`Function::exec`], so that the
+    /// default `exec` can tell that neither is implemented instead of recursing.
+    static DEFAULT_EXEC_REF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A function's answer ([`Function::exec_ref`]): an owned value, or one borrowed from the
@@ -327,5 +342,45 @@ impl<F: Function + ?Sized> Function for Box<F> {
 
     fn is_aggregate(&self) -> bool {
         (**self).is_aggregate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::call_function;
+
+    /// Implements neither `exec` nor `exec_ref`.
+    struct Neither;
+
+    impl Function for Neither {}
+
+    /// Implements `exec` only.
+    struct Outer;
+
+    impl Function for Outer {
+        fn exec(
+            &mut self,
+            _: &FunctionContext,
+            args: &[ValueView<'_>],
+        ) -> Result<Value, PluginError> {
+            Ok(Value::Int(args.len() as i64))
+        }
+    }
+
+    #[test]
+    fn a_function_that_implements_neither_fails_its_calls_instead_of_recursing() {
+        let error = call_function(&mut Neither, &[Value::Int(1)]).unwrap_err();
+        assert!(
+            error.to_string().contains("neither `exec` nor `exec_ref`"),
+            "{error}"
+        );
+        // The guard is per call: the next call fails the same way, and a function that does
+        // implement `exec` is unaffected.
+        assert!(call_function(&mut Neither, &[]).is_err());
+        assert_eq!(
+            call_function(&mut Outer, &[Value::Null, Value::Null]).unwrap(),
+            Value::Int(2)
+        );
     }
 }

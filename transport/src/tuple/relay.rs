@@ -535,10 +535,12 @@ where
                 },
             );
             let bound = bound.ok_or_else(|| fail("an added field nests too deep"))?;
-            scratch.clear();
-            scratch.resize(bound, 0);
+            // Grown, never cleared: the serializer writes every byte it then reports as used.
+            if scratch.len() < bound {
+                scratch.resize(bound, 0);
+            }
             let mut inner = rkyv::ser::Serializer::new(
-                rkyv::ser::writer::Buffer::from(&mut scratch[..]),
+                rkyv::ser::writer::Buffer::from(&mut scratch[..bound]),
                 arena.acquire(),
                 (),
             );

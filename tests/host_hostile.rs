@@ -229,6 +229,13 @@ fn thousands_of_control_frames_carrying_descriptors_leak_nothing() {
     assert_eq!(report["ended"], Value::Bool(true), "{report}");
     assert_eq!(report["accepted"], 6, "{report}");
     assert_eq!(report["sent"], 2000, "the whole flood went out: {report}");
+    // One warning for the flood (and at most one more with the count of the rest), not one
+    // per frame.
+    let warnings = report["warnings"].as_u64().expect("a warning count");
+    assert!(
+        (1..=2).contains(&warnings),
+        "{warnings} warnings for 2000 bad frames: {report}"
+    );
 }
 
 #[test]

@@ -10,11 +10,13 @@
 
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shmplug_host::transport::{Value, ValueRef};
 use shmplug_host::{InstanceSpec, Plugin, PluginSpec, SourceReader, SupervisorConfig};
+use tracing_subscriber::layer::SubscriberExt as _;
 
 /// Healthy tuples to read after the attack.
 const HEALTHY_AFTER: u64 = 50;
@@ -23,7 +25,24 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on the whole run.
 const BUDGET: Duration = Duration::from_secs(60);
 
+/// Warnings the host logged (reported as `warnings`: a flood of bad frames must not become a
+/// flood of warnings).
+static WARNINGS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts the host's warning events.
+struct CountWarnings;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            WARNINGS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn main() {
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(CountWarnings))
+        .expect("installing the warning counter");
     let args: Vec<String> = std::env::args().collect();
     let [_, hostile_exe, mirror_exe, mode] = &args[..] else {
         panic!("usage: hostile-host HOSTILE_EXECUTABLE MIRROR_EXECUTABLE MODE");
@@ -148,6 +167,7 @@ fn main() {
         "fds_after": fds_after,
         "rss_before_kib": rss_before,
         "rss_after_kib": rss_after,
+        "warnings": WARNINGS.load(Ordering::Relaxed),
     });
     println!("{report}");
     drop(healthy);

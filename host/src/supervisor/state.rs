@@ -405,6 +405,9 @@ pub(crate) fn read_control(
     generation: u64,
     channel: Arc<ControlChannel>,
 ) {
+    // A plugin that floods bad frames gets one warning, then one per interval with a count.
+    let mut last_warning: Option<Instant> = None;
+    let mut unreported = 0u64;
     let reason = loop {
         match channel.recv_timeout(None) {
             Ok((message, _rings)) => {
@@ -413,7 +416,20 @@ pub(crate) fn read_control(
                 }
             }
             Err(shmplug_transport::Error::Control(e)) if !e.is_fatal() => {
-                tracing::warn!(plugin = %shared.name, "bad control message from the plugin: {e}");
+                let now = Instant::now();
+                if last_warning
+                    .is_some_and(|at| now.duration_since(at) < BAD_MESSAGE_WARNING_INTERVAL)
+                {
+                    unreported += 1;
+                    continue;
+                }
+                let more = match unreported {
+                    0 => String::new(),
+                    n => format!(" ({n} more bad messages since the last warning)"),
+                };
+                tracing::warn!(plugin = %shared.name, "bad control message from the plugin: {e}{more}; dropped (its descriptors closed)");
+                last_warning = Some(now);
+                unreported = 0;
             }
             Err(shmplug_transport::Error::Control(
                 shmplug_transport::control::ControlError::Closed,
@@ -421,8 +437,14 @@ pub(crate) fn read_control(
             Err(e) => break format!("its control channel failed: {e}"),
         }
     };
+    if unreported > 0 {
+        tracing::warn!(plugin = %shared.name, "{unreported} more bad control messages from the plugin were dropped since the last warning");
+    }
     shared.send_event(Event::Disconnected { generation, reason });
 }
+
+/// Least time between two warnings about bad control messages from one plugin process.
+const BAD_MESSAGE_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// New rings for an instance of `kind`: one for a source or a sink, request and reply rings
 /// for a function.

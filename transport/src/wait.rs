@@ -51,6 +51,12 @@ pub struct EndpointConfig {
     /// empty or the producer waits for space; a producer publishes on every
     /// [`commit`](crate::Claim::commit) and batches only [`commit_deferred`](crate::Claim::commit_deferred).
     pub publish_bytes: u64,
+    /// Let the spin follow the traffic: a wait that outlasted [`spin`](Self::spin) halves the
+    /// next wait's spin (down to none), one that would have fit doubles it (up to `spin`). A
+    /// sparse stream then parks at once instead of spinning for every record, and spinning
+    /// threads do not take the CPU from the side they wait for when there are more of them than
+    /// cores. Default true.
+    pub adaptive_spin: bool,
 }
 
 impl Default for EndpointConfig {
@@ -59,6 +65,7 @@ impl Default for EndpointConfig {
             spin: Duration::from_micros(50),
             park: Park::Futex,
             publish_bytes: 0,
+            adaptive_spin: true,
         }
     }
 }
@@ -67,6 +74,13 @@ impl EndpointConfig {
     /// This configuration with a different spin budget.
     pub fn with_spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
+        self
+    }
+
+    /// This configuration with the spin fixed (`false`) or following the traffic (`true`, the
+    /// default; see [`adaptive_spin`](Self::adaptive_spin)).
+    pub fn with_adaptive_spin(mut self, adaptive: bool) -> Self {
+        self.adaptive_spin = adaptive;
         self
     }
 
@@ -229,6 +243,54 @@ pub struct Waiter {
 /// transfer, which would otherwise delay noticing the other side by that much.
 const SPINS_PER_CLOCK: u32 = 32;
 
+/// The spin of an endpoint's next wait: [`EndpointConfig::spin`], or less when recent waits
+/// outlasted it ([`EndpointConfig::adaptive_spin`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SpinBudget {
+    max: Duration,
+    current: Duration,
+    adaptive: bool,
+}
+
+/// Below this an adaptive spin is none at all; growing again starts here.
+const MIN_ADAPTIVE_SPIN: Duration = Duration::from_micros(1);
+
+impl SpinBudget {
+    pub(crate) fn new(config: &EndpointConfig) -> SpinBudget {
+        SpinBudget {
+            max: config.spin,
+            current: config.spin,
+            adaptive: config.adaptive_spin,
+        }
+    }
+
+    /// How long the next wait spins.
+    pub(crate) fn get(&self) -> Duration {
+        self.current
+    }
+
+    /// A wait lasted `elapsed` (spinning, parked, or both).
+    pub(crate) fn waited(&mut self, elapsed: Duration) {
+        if !self.adaptive {
+            return;
+        }
+        self.current = if elapsed <= self.max {
+            // Spinning that long would have caught it.
+            self.current
+                .saturating_mul(2)
+                .max(MIN_ADAPTIVE_SPIN)
+                .min(self.max)
+        } else {
+            let half = self.current / 2;
+            if half < MIN_ADAPTIVE_SPIN {
+                Duration::ZERO
+            } else {
+                half
+            }
+        };
+    }
+}
+
 /// What a blocked operation should do next, as [`Waiter::step`] says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStep {
@@ -271,6 +333,11 @@ impl Waiter {
     /// When the wait gives up (`None`: never); a park sleeps at most until then.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// How long the wait has lasted.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
     }
 
     /// What to do after a look that found nothing.
@@ -396,5 +463,48 @@ pub fn block(
         if ready {
             return true;
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn budget(adaptive: bool) -> SpinBudget {
+        let config = EndpointConfig::default()
+            .with_spin(Duration::from_micros(32))
+            .with_adaptive_spin(adaptive);
+        SpinBudget::new(&config)
+    }
+
+    #[test]
+    fn the_spin_shrinks_for_long_waits_and_grows_back_for_short_ones() {
+        let mut spin = budget(true);
+        assert_eq!(spin.get(), Duration::from_micros(32));
+        let long = Duration::from_millis(100);
+        for expected in [16, 8, 4, 2, 1, 0, 0] {
+            spin.waited(long);
+            assert_eq!(spin.get(), Duration::from_micros(expected));
+        }
+        // From none, waits that spinning would have caught bring it back, up to the maximum.
+        let short = Duration::from_micros(20);
+        for expected in [1, 2, 4, 8, 16, 32, 32] {
+            spin.waited(short);
+            assert_eq!(spin.get(), Duration::from_micros(expected));
+        }
+    }
+
+    #[test]
+    fn a_fixed_spin_stays() {
+        let mut spin = budget(false);
+        spin.waited(Duration::from_secs(1));
+        assert_eq!(spin.get(), Duration::from_micros(32));
+        let mut never = SpinBudget::new(&EndpointConfig::default().with_spin(Duration::MAX));
+        never.waited(Duration::from_secs(1));
+        assert_eq!(
+            never.get(),
+            Duration::MAX,
+            "a wait shorter than forever keeps spinning"
+        );
     }
 }

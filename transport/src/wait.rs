@@ -244,9 +244,10 @@ pub struct Waiter {
 const SPINS_PER_CLOCK: u32 = 32;
 
 /// The spin of an endpoint's next wait: [`EndpointConfig::spin`], or less when recent waits
-/// outlasted it ([`EndpointConfig::adaptive_spin`]).
+/// outlasted it ([`EndpointConfig::adaptive_spin`]). Kept by each endpoint; [`block`] follows
+/// the budgets of the endpoints it waits on.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct SpinBudget {
+pub struct SpinBudget {
     max: Duration,
     current: Duration,
     adaptive: bool,
@@ -375,6 +376,11 @@ pub trait Readiness {
     fn prepare(&mut self) -> bool;
     /// Clears the waiting flag and empties the eventfd.
     fn finish(&mut self);
+    /// The endpoint's spin budget, for [`block`] to follow and update.
+    #[doc(hidden)]
+    fn spin_budget(&mut self) -> Option<&mut SpinBudget> {
+        None
+    }
 }
 
 impl Readiness for Consumer {
@@ -386,6 +392,9 @@ impl Readiness for Consumer {
     }
     fn finish(&mut self) {
         self.finish_park();
+    }
+    fn spin_budget(&mut self) -> Option<&mut SpinBudget> {
+        Some(self.spin_budget())
     }
 }
 
@@ -402,6 +411,9 @@ impl Readiness for Room<'_> {
     }
     fn finish(&mut self) {
         self.0.finish_park();
+    }
+    fn spin_budget(&mut self) -> Option<&mut SpinBudget> {
+        Some(self.0.spin_budget())
     }
 }
 
@@ -422,14 +434,32 @@ pub fn block(
     // them) on every call would move the ring's signal line between the cores once per
     // record, which costs the other side as much as it costs us.
     assert!(waits.len() <= 2, "wait::block takes one or two endpoints");
+    // Spin no longer than the endpoints' adaptive budgets, and tell them how long a real wait
+    // (not a try) lasted.
+    let spin = waits
+        .iter_mut()
+        .filter_map(|(wait, _)| wait.spin_budget().map(|b| b.get()))
+        .fold(spin, Duration::min);
     let mut waiter = Waiter::until(spin, deadline);
+    let is_try = waiter.deadline().is_some_and(|d| d <= Instant::now());
+    let done = |waits: &mut [(&mut dyn Readiness, BorrowedFd<'_>)], waiter: &Waiter, ready| {
+        if !is_try {
+            let elapsed = waiter.elapsed();
+            for (wait, _) in waits.iter_mut() {
+                if let Some(budget) = wait.spin_budget() {
+                    budget.waited(elapsed);
+                }
+            }
+        }
+        ready
+    };
     loop {
         if waits.iter_mut().any(|(wait, _)| wait.ready()) {
-            return true;
+            return done(waits, &waiter, true);
         }
         match waiter.step() {
             WaitStep::Spin => continue,
-            WaitStep::TimedOut(_) => return false,
+            WaitStep::TimedOut(_) => return done(waits, &waiter, false),
             WaitStep::Park => {}
         }
         let mut ready = false;
@@ -461,7 +491,7 @@ pub fn block(
             }
         }
         if ready {
-            return true;
+            return done(waits, &waiter, true);
         }
     }
 }

@@ -302,6 +302,11 @@ impl Consumer {
         );
     }
 
+    /// The spin budget of this endpoint's waits (for [`wait::block`]).
+    pub(crate) fn spin_budget(&mut self) -> &mut SpinBudget {
+        &mut self.spin
+    }
+
     /// Prepares to await data with an event loop instead of blocking a thread.
     ///
     /// Sets the waiting flag so the producer will signal the data eventfd

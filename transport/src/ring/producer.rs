@@ -305,6 +305,11 @@ impl Producer {
         closed.load(Ordering::Acquire) != 0
     }
 
+    /// The spin budget of this endpoint's waits (for [`wait::block`]).
+    pub(crate) fn spin_budget(&mut self) -> &mut SpinBudget {
+        &mut self.spin
+    }
+
     /// Prepares to await space with an event loop instead of blocking a thread.
     ///
     /// Sets the waiting flag so the consumer will signal the space eventfd

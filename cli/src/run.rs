@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use shmplug_host::registry::Registry;
 use shmplug_host::{
-    FunctionClient, Plugin, PluginSpec, SinkWriter, SourceReader, SupervisorConfig,
+    FunctionClient, Plugin, PluginSpec, SinkWriter, SourceReader, SupervisorConfig, SymbolKind,
 };
 
 use crate::live::{self, Live};
@@ -66,6 +66,9 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         plugins.insert(name.clone(), plugin);
     }
     let plugin = |name: &str| &plugins[name];
+    // Every stage's symbol is checked against its plugin's hello before any instance opens, so
+    // a typo fails the run before a sink has done anything.
+    check_symbols(&pipeline, &plugins)?;
     let mut calls: Vec<(FunctionClient, Step)> = Vec::new();
     let mut steps: Vec<Step> = Vec::new();
     for call in &pipeline.functions {
@@ -78,8 +81,11 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         .iter()
         .map(|c| format!("{} ({})", c.symbol, c.output))
         .collect();
-    let mut sink = plugin(&pipeline.sink.plugin).sink(pipeline.sink.spec())?;
+    // The source starts before the sink opens: a source that cannot start (its `configure` or
+    // `open` fails) leaves the sink untouched, so a failed start never truncates, rewrites or
+    // closes an output as a normal end would.
     let mut source = plugin(&pipeline.source.plugin).source(pipeline.source.spec())?;
+    let mut sink = plugin(&pipeline.sink.plugin).sink(pipeline.sink.spec())?;
 
     let live = Live::new(&args.pipeline, registry.root());
     let server = match Server::bind(&live::runtime_dir()) {
@@ -136,6 +142,54 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         }),
         _ => Ok(()),
     }
+}
+
+/// Checks that each stage's plugin offers its symbol (as its hello said), naming what it
+/// offers otherwise.
+fn check_symbols(
+    pipeline: &Pipeline,
+    plugins: &HashMap<String, Plugin>,
+) -> crate::error::Result<()> {
+    let stages = std::iter::once((
+        SymbolKind::Source,
+        &pipeline.source.plugin,
+        &pipeline.source.symbol,
+    ))
+    .chain(
+        pipeline
+            .functions
+            .iter()
+            .map(|f| (SymbolKind::Function, &f.plugin, &f.symbol)),
+    )
+    .chain(std::iter::once((
+        SymbolKind::Sink,
+        &pipeline.sink.plugin,
+        &pipeline.sink.symbol,
+    )));
+    for (kind, name, symbol) in stages {
+        let Some(hello) = plugins.get(name).and_then(Plugin::hello) else {
+            return Err(shmplug_host::Error::Unavailable {
+                plugin: name.clone(),
+                reason: "it has no running process to ask for its symbols".into(),
+            }
+            .into());
+        };
+        let offered = match kind {
+            SymbolKind::Source => hello.sources,
+            SymbolKind::Sink => hello.sinks,
+            SymbolKind::Function => hello.functions,
+        };
+        if !offered.contains(symbol) {
+            return Err(shmplug_host::Error::UnknownSymbol {
+                plugin: name.clone(),
+                kind,
+                symbol: symbol.clone(),
+                offered,
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// When to stop besides the source's end and Ctrl-C.

@@ -167,6 +167,53 @@ fn runs_a_pipeline_and_prints_a_summary() {
     assert!(stdout(&out).contains("count reached"), "{}", stdout(&out));
 }
 
+/// A run that cannot start (an unknown source symbol, a source whose start fails, an unknown
+/// function) never starts the sink, so a sink that overwrites its output on start (`truncate`)
+/// keeps the previous run's output.
+#[test]
+fn a_failed_start_leaves_the_previous_output_alone() {
+    let (_dir, state, plugins, pipeline) =
+        installed_with_pipeline("count = 20", "properties = { truncate = true }");
+    let out = shmplug(&plugins, &["run", pipeline.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let sink = state.path().join("sink");
+    support::wait_for("the sink to write 20 lines", || {
+        read_lines(&sink).len() == 20
+    });
+    let before = std::fs::read_to_string(&sink).unwrap();
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    for (what, from, to, expect) in [
+        (
+            "unknown source",
+            "symbol = \"counter\"",
+            "symbol = \"nosuch\"",
+            "no source `nosuch`",
+        ),
+        (
+            "failing source",
+            "symbol = \"counter\"",
+            "symbol = \"broken\"",
+            "unplugged",
+        ),
+        (
+            "unknown function",
+            "symbol = \"echo\"",
+            "symbol = \"nosuch\"",
+            "no function `nosuch`",
+        ),
+    ] {
+        std::fs::write(&pipeline, text.replace(from, to)).unwrap();
+        let out = shmplug(&plugins, &["run", pipeline.to_str().unwrap()]);
+        assert!(!out.status.success(), "{what}: {}", stdout(&out));
+        assert!(stderr(&out).contains(expect), "{what}: {}", stderr(&out));
+        assert_eq!(
+            std::fs::read_to_string(&sink).unwrap(),
+            before,
+            "{what}: the failed start changed the previous output"
+        );
+    }
+}
+
 /// Asks `shmplug status --format json` until `accept` takes one of the runs it lists, polling
 /// for at most [`support::WAIT`]; returns that run.
 fn status_until(

@@ -9,7 +9,8 @@
 //! Symbols: source `counter` (properties `count`, `interval_ms`, `crash_after`, `wedge_after`:
 //! tuples `{n: 0, 1, ...}`, with a pause of `interval_ms` after each if set; crash or wedge
 //! only once, guarded by a marker file), sink `collect` (appends each tuple's `n` to
-//! `FAKE_STATE/sink`), functions `echo` (first argument back), `fail` (an error), and source
+//! `FAKE_STATE/sink`; with property `truncate = true` it empties that file when it starts, as a
+//! sink that overwrites its output does), functions `echo` (first argument back), `fail` (an error), and source
 //! `broken` (always answers `Failed`).
 
 use std::collections::HashMap;
@@ -143,6 +144,9 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
             }
             Message::StartSink(start) => {
                 let id = start.instance_id;
+                if start.properties.get("truncate") == Some(&serde_json::Value::Bool(true)) {
+                    let _ = std::fs::write(state.join("sink"), "");
+                }
                 instances.insert(id, sink(rings, state));
                 let _ = channel.send(&Message::Started { instance_id: id }, &[]);
             }

@@ -26,6 +26,8 @@ pub struct Consumer {
     batch: u64,
     poison: Option<(&'static str, String)>,
     closed: bool,
+    /// Store the taken and acknowledged positions ([`Consumer::acknowledge`]).
+    acks: bool,
 }
 
 impl Consumer {
@@ -44,6 +46,7 @@ impl Consumer {
             batch,
             poison: None,
             closed: false,
+            acks: false,
             shared,
         };
         if write > MAX_POSITION
@@ -54,6 +57,24 @@ impl Consumer {
             return Err(consumer.corrupt("positions", format!("read {read}, write {write}")));
         }
         Ok(consumer)
+    }
+
+    /// Acknowledges each record as it is released (dropped), for a producer that replays what
+    /// this consumer never finished if it dies ([`Producer::unacknowledged`]): one store when a
+    /// record is handed out and one when it is released, on a span the producer reads only then.
+    /// Returns the consumer, for chaining.
+    ///
+    /// [`Producer::unacknowledged`]: crate::Producer::unacknowledged
+    #[must_use]
+    pub fn acknowledge(mut self) -> Consumer {
+        self.acks = true;
+        let acks = &self.shared.control().acks.0;
+        // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`; nothing
+        // below the read position is ours to finish.
+        acks.taken.store(self.read, Ordering::Release);
+        acks.acked.store(self.read, Ordering::Release);
+        acks.enabled.store(1, Ordering::Release);
+        self
     }
 
     /// Reads the next record without waiting. `Ok(None)` means nothing is there yet.
@@ -243,6 +264,17 @@ impl Consumer {
             self.shared.offset(start),
             record_span(u64::from(header.len)),
         );
+        if self.acks {
+            let taken = start + record_span(u64::from(header.len));
+            // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`
+            // (it only counts this record as possibly half done).
+            self.shared
+                .control()
+                .acks
+                .0
+                .taken
+                .store(taken, Ordering::Release);
+        }
         Record {
             consumer: self,
             start,
@@ -255,6 +287,16 @@ impl Consumer {
         let span = record_span(len);
         self.shared.granules.read(self.shared.offset(start), span);
         self.read = start + span;
+        if self.acks {
+            // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`:
+            // whatever the reader did with the record happens before the producer sees it done.
+            self.shared
+                .control()
+                .acks
+                .0
+                .acked
+                .store(self.read, Ordering::Release);
+        }
         let waiting = self
             .shared
             .control()

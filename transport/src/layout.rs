@@ -99,15 +99,15 @@ pub(crate) struct Signals {
 /// only when the consumer has died, so it costs no cache-line transfer in steady state.
 ///
 /// Both are positions, like `read_pos`, and zero while the consumer does not acknowledge. A
-/// record is acknowledged once its reader is done with it (for a sink: `collect` returned);
-/// `read_pos` follows in batches, later. So after the consumer died, the records in
+/// record is acknowledged once its reader is done with it (for a sink: `collect` returned and
+/// the reader asks for the next record); `read_pos` follows in batches. So after the consumer died, the records in
 /// `max(acked, read_pos) .. write` are the ones it never finished, and the first of them was
 /// being worked on (perhaps half done) if `taken` is past `acked`.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Acks {
-    /// Position after the last record the consumer finished with (released). Stored with
-    /// `Release` after the record's work.
+    /// Position after the last record the consumer finished with. Stored with `Release` after
+    /// the record's work.
     pub acked: AtomicU64,
     /// Position after the last record handed to the consumer's reader.
     pub taken: AtomicU64,

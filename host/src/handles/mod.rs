@@ -35,7 +35,7 @@ use crate::supervisor::slot::{Ids, Slot, SlotState};
 use crate::supervisor::state::Supervision;
 
 pub use function::{Calls, FunctionClient};
-pub use sink::SinkWriter;
+pub use sink::{Delivery, SinkStats, SinkWriter};
 pub use source::SourceReader;
 
 /// A handle's tie to its instance: the slot to take rings from, and the supervisor to tell
@@ -66,6 +66,14 @@ impl Binding {
 
     pub(crate) fn spin(&self) -> std::time::Duration {
         self.shared.config.handle_spin
+    }
+
+    pub(crate) fn stop_timeout(&self) -> std::time::Duration {
+        self.shared.config.stop_timeout
+    }
+
+    pub(crate) fn slot(&self) -> &Slot {
+        &self.slot
     }
 
     /// True when the slot no longer runs on generation `generation`.

@@ -10,7 +10,8 @@
 //! tuples `{n: 0, 1, ...}`, with a pause of `interval_ms` after each if set; crash or wedge
 //! only once, guarded by a marker file), sink `collect` (appends each tuple's `n` to
 //! `FAKE_STATE/sink`; with property `truncate = true` it empties that file when it starts, as a
-//! sink that overwrites its output does), functions `echo` (first argument back), `fail` (an error), and source
+//! sink that overwrites its output does; `stall_after` makes the first process stop taking
+//! tuples after that many), functions `echo` (first argument back), `fail` (an error), and source
 //! `broken` (always answers `Failed`).
 
 use std::collections::HashMap;
@@ -147,7 +148,8 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
                 if start.properties.get("truncate") == Some(&serde_json::Value::Bool(true)) {
                     let _ = std::fs::write(state.join("sink"), "");
                 }
-                instances.insert(id, sink(rings, state));
+                let stall = marker_once(state, &start, "stall_after");
+                instances.insert(id, sink(rings, state, stall));
                 let _ = channel.send(&Message::Started { instance_id: id }, &[]);
             }
             Message::StartFunction(start) => {
@@ -254,13 +256,24 @@ fn source(start: Start, rings: Vec<Ring>, state: &std::path::Path, version: &str
     })
 }
 
-fn sink(rings: Vec<Ring>, state: &std::path::Path) -> Instance {
+fn sink(rings: Vec<Ring>, state: &std::path::Path, stall: Option<u64>) -> Instance {
     let path = state.join("sink");
-    let mut rx = TupleReceiver::new(rings[0].consumer(config()).expect("consumer"));
+    // Acknowledges each tuple once its line is written, as the SDK's sinks do.
+    let consumer = rings[0].consumer(config()).expect("consumer");
+    let mut rx = TupleReceiver::new(consumer.acknowledge());
     spawn(move |stop| {
+        let mut collected = 0u64;
         while !stop.load(Ordering::SeqCst) {
+            if stall == Some(collected) {
+                // Stuck: take nothing more (until killed or stopped).
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return;
+            }
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(view) => {
+                    collected += 1;
                     let n = view.get("n").and_then(|v| v.as_i64()).unwrap_or(-1);
                     append(&path, &n.to_string());
                 }
@@ -307,5 +320,7 @@ fn append(path: &std::path::Path, line: &str) {
         .append(true)
         .open(path)
         .expect("state file");
-    writeln!(file, "{line}").expect("write state file");
+    // One write: a process killed mid-line must not leave half a line for the next to extend.
+    file.write_all(format!("{line}\n").as_bytes())
+        .expect("write state file");
 }

@@ -332,6 +332,20 @@ impl Producer {
         Ok(unfinished)
     }
 
+    /// True once the consumer has acknowledged (or, if it does not acknowledge, released)
+    /// every committed record: [`unacknowledged`](Self::unacknowledged) would read back
+    /// nothing.
+    pub fn all_acknowledged(&self) -> bool {
+        let control = self.shared.control();
+        // ORDERING: as in `unacknowledged`.
+        let done = if control.acks.0.enabled.load(Ordering::Acquire) != 0 {
+            control.acks.0.acked.load(Ordering::Acquire)
+        } else {
+            control.read_pos.0.load(Ordering::Acquire)
+        };
+        done == self.write
+    }
+
     /// Publishes every committed record (including deferred ones) and wakes the consumer if it
     /// sleeps.
     pub fn flush(&mut self) {

@@ -496,7 +496,10 @@ fn unacknowledged_records_are_read_back_from_the_acknowledged_position() {
         }
     );
     assert_eq!(unfinished.possibly_done(), 1);
+    // Released, but done only once the reader comes back for more.
     drop(held);
+    assert_eq!(read_back(&p).1.possibly_done(), 1);
+    assert!(c.try_read().unwrap().is_none());
     let (back, unfinished) = read_back(&p);
     assert_eq!((back.len(), unfinished.possibly_done()), (2, 0));
 }

@@ -12,12 +12,13 @@ use std::time::Duration;
 use clap::Args;
 use shmplug_host::registry::Registry;
 use shmplug_host::{
-    FunctionClient, Plugin, PluginSpec, SinkWriter, SourceReader, SupervisorConfig, SymbolKind,
+    Delivery, FunctionClient, Plugin, PluginSpec, SinkWriter, SourceReader, SupervisorConfig,
+    SymbolKind,
 };
 
 use crate::live::{self, Live};
 use crate::observer::{Observer, Server};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{DeliveryChoice, Pipeline};
 use crate::pump::{Outcome, Pump, Stats, Step};
 
 /// Most tuples taken from the source at once (and sent through each function as one pipelined
@@ -86,6 +87,9 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
     // closes an output as a normal end would.
     let mut source = plugin(&pipeline.source.plugin).source(pipeline.source.spec())?;
     let mut sink = plugin(&pipeline.sink.plugin).sink(pipeline.sink.spec())?;
+    if let Some(choice) = pipeline.sink.delivery {
+        sink.set_delivery(choice.delivery());
+    }
 
     let live = Live::new(&args.pipeline, registry.root());
     let server = match Server::bind(&live::runtime_dir()) {
@@ -100,7 +104,7 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
     };
     let in_order: Vec<&Plugin> = names.iter().map(|n| plugin(n)).collect();
     let progress = std::io::stderr().is_terminal();
-    let (end, elapsed, stats) = std::thread::scope(|scope| {
+    let (end, elapsed, stats, delivered) = std::thread::scope(|scope| {
         let observer = match Observer::start(scope, &live, in_order, server, progress) {
             Ok(observer) => observer,
             Err(e) => {
@@ -120,6 +124,7 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         );
         let elapsed = live.uptime();
         drop(source);
+        let delivered = sink.stats();
         // End the sink's stream and wait for the plugin to confirm it has written and closed
         // everything, so the run's output is complete when the command returns.
         if let Err(e) = sink.stop() {
@@ -129,12 +134,21 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         if let Some(observer) = observer {
             observer.finish();
         }
-        (end, elapsed, pump.stats)
+        (end, elapsed, pump.stats, delivered)
     });
     drop(calls);
     let restarts: u64 = plugins.values().map(|p| p.status().restarts).sum();
     drop(plugins);
     print_summary(&end, elapsed, &stats, &names_of_functions, restarts);
+    println!(
+        "delivery:   {} ({} tuples replayed to a restarted sink, {} possible duplicates)",
+        match pipeline.sink.delivery.map(DeliveryChoice::delivery) {
+            Some(Delivery::AtMostOnce) => "at-most-once",
+            _ => "at-least-once",
+        },
+        delivered.replayed,
+        delivered.duplicates
+    );
     match end {
         End::Failed(reason) => Err(crate::error::Error::Pipeline {
             path: args.pipeline.clone(),

@@ -1,13 +1,14 @@
 //! At-least-once sink delivery against the fake plugin: what a killed process had not
 //! acknowledged is written again to the restarted one, nothing is lost, and duplicates are
-//! counted; at-most-once drops it instead.
+//! counted; at-most-once drops it instead. Function calls in flight at a crash are retried, or
+//! fail naming it for a function not safe to repeat.
 
 mod support;
 
 use std::collections::BTreeMap;
 
-use shmplug_host::transport::Tuple;
-use shmplug_host::{Delivery, InstanceSpec, Plugin, SinkStats, SinkWriter};
+use shmplug_host::transport::{Tuple, Value, ValueRef};
+use shmplug_host::{Delivery, Error, InstanceSpec, Plugin, SinkStats, SinkWriter};
 use support::{WAIT, fake, quick_config, read_lines, wait_for};
 
 #[test]
@@ -156,4 +157,52 @@ fn kill_9_at_random_points_loses_nothing() {
     assert!(stats.duplicates <= killed.len() as u64, "{stats:?}");
     assert_eq!(plugin.status().restarts, killed.len() as u64);
     println!("{} kills, {stats:?}, {twice} duplicates seen", killed.len());
+}
+
+/// Function calls in flight when the process dies: `echo` runs them again on the restarted
+/// process; `once`, which its plugin declared not safe to repeat, fails each of them with an
+/// error naming the crash (never a silent null), and the calls not sent yet run on the new
+/// process. A client can also turn retries off for a function its plugin did not mark.
+#[test]
+fn calls_in_flight_at_a_crash_are_retried_or_fail_naming_it() {
+    for (symbol, client_retries, retried) in [
+        ("echo", true, true),
+        ("once", true, false),
+        ("echo", false, false),
+    ] {
+        let fake = fake(&format!("fn-{symbol}-{client_retries}"), "ok");
+        let plugin = Plugin::start(fake.spec.clone(), quick_config()).unwrap();
+        let mut client = plugin
+            .function(InstanceSpec::new(symbol).property("crash_after", 50))
+            .unwrap();
+        client.set_retry(client_retries);
+        let args: Vec<[ValueRef<'_>; 1]> = (0..300).map(|i| [ValueRef::Int(i)]).collect();
+        let calls: Vec<&[ValueRef<'_>]> = args.iter().map(|a| &a[..]).collect();
+        let results = client.call_batch_timeout(&calls, WAIT).unwrap();
+        assert_eq!(results.len(), 300);
+        let mut interrupted = Vec::new();
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(value) => assert_eq!(value, Value::Int(i as i64), "{symbol}"),
+                Err(e @ Error::CallInterrupted { .. }) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains("died") && text.contains("exited or crashed"),
+                        "{text}"
+                    );
+                    interrupted.push(i);
+                }
+                Err(e) => panic!("{symbol}: call {i}: {e}"),
+            }
+        }
+        if retried {
+            assert!(interrupted.is_empty(), "{symbol}: {interrupted:?}");
+        } else {
+            // The call the process died on, and those after it already written, in a row.
+            assert_eq!(interrupted.first(), Some(&50), "{symbol}");
+            let last = *interrupted.last().unwrap();
+            assert_eq!(interrupted, (50..=last).collect::<Vec<_>>());
+        }
+        assert_eq!(plugin.status().restarts, 1, "{symbol}");
+    }
 }

@@ -76,6 +76,25 @@ impl Binding {
         &self.slot
     }
 
+    /// True if the plugin's running process declared this function not safe to run twice for
+    /// one call.
+    pub(crate) fn not_repeatable(&self) -> bool {
+        let state = self.shared.lock();
+        state
+            .link
+            .as_ref()
+            .is_some_and(|l| l.hello.not_repeatable.contains(&self.ids().symbol))
+    }
+
+    /// The plugin's last failure, in words (why its process was restarted).
+    pub(crate) fn last_failure(&self) -> String {
+        let state = self.shared.lock();
+        state
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "it was restarted".into())
+    }
+
     /// True when the slot no longer runs on generation `generation`.
     pub(crate) fn moved_on(&mut self, generation: u64) -> bool {
         self.slot.moved_on(generation, &mut self.seen)

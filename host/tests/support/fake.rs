@@ -11,8 +11,9 @@
 //! only once, guarded by a marker file), sink `collect` (appends each tuple's `n` to
 //! `FAKE_STATE/sink`; with property `truncate = true` it empties that file when it starts, as a
 //! sink that overwrites its output does; `stall_after` makes the first process stop taking
-//! tuples after that many), functions `echo` (first argument back), `fail` (an error), and source
-//! `broken` (always answers `Failed`).
+//! tuples after that many), functions `echo` (first argument back), `fail` (an error), `once`
+//! (as `echo`, declared not safe to repeat; both take `crash_after`: the first process exits at
+//! that call), and source `broken` (always answers `Failed`).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -94,7 +95,8 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
     }
     hello.sources = vec!["counter".into(), "broken".into()];
     hello.sinks = vec!["collect".into()];
-    hello.functions = vec!["echo".into(), "fail".into()];
+    hello.functions = vec!["echo".into(), "fail".into(), "once".into()];
+    hello.not_repeatable = vec!["once".into()];
     channel.send(&Message::Hello(hello), &[]).expect("hello");
     if mode == "old-version" || mode == "wrong-name" {
         if let Ok((Message::Error { message }, _)) = channel.recv_timeout(Some(LIFETIME)) {
@@ -154,7 +156,8 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
             }
             Message::StartFunction(start) => {
                 let id = start.instance_id;
-                instances.insert(id, function(start, rings));
+                let crash = marker_once(state, &start, "crash_after");
+                instances.insert(id, function(start, rings, crash));
                 let _ = channel.send(&Message::Started { instance_id: id }, &[]);
             }
             Message::Stop { instance_id } => {
@@ -289,13 +292,18 @@ fn sink(rings: Vec<Ring>, state: &std::path::Path, stall: Option<u64>) -> Instan
     })
 }
 
-fn function(start: Start, rings: Vec<Ring>) -> Instance {
+fn function(start: Start, rings: Vec<Ring>, crash: Option<u64>) -> Instance {
     let mut rx = TupleReceiver::new(rings[0].consumer(config()).expect("consumer"));
     let mut tx = TupleSender::new(rings[1].producer(config()).expect("producer"));
     spawn(move |stop| {
+        let mut calls = 0u64;
         while !stop.load(Ordering::SeqCst) {
             let reply = match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(view) => {
+                    if crash == Some(calls) {
+                        std::process::exit(101);
+                    }
+                    calls += 1;
                     let call = parse_call(&view).expect("a call record");
                     let result = match start.symbol.as_str() {
                         "fail" => Err("echo refuses"),

@@ -550,12 +550,14 @@ fn soak_with_restarts_stays_flat_and_loses_nothing() {
         "too few restarts for a soak: {}",
         killed.len()
     );
-    // From the second sample on (the first restart done), nothing grows. (RSS moves with the
-    // ring pages the host has touched: new rings after each restart, 1 MiB each, start
-    // untouched; 8 MiB of slack covers the source's and the sink's rings and the replay batch.)
+    // From the second sample on (the first restart done), nothing grows. A sample may catch a
+    // restart under way, with the dead process's sink ring (3 descriptors: memfd and two
+    // eventfds) still held until the writer switches: one ring of slack, where a leak would
+    // add one per restart. RSS moves with the ring pages the host has touched (new 1 MiB rings
+    // after each restart start untouched) and the replay batch: 8 MiB of slack.
     let (rss, fds, threads) = samples[1];
     for &(rss_now, fds_now, threads_now) in &samples[2..] {
-        assert!(fds_now <= fds, "descriptors grew: {samples:?}");
+        assert!(fds_now <= fds + 3, "descriptors grew: {samples:?}");
         assert!(threads_now <= threads, "threads grew: {samples:?}");
         assert!(rss_now <= rss + 8 * 1024, "RSS grew: {samples:?}");
     }

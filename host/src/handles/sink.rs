@@ -1,9 +1,8 @@
 //! [`SinkWriter`]: tuples to a sink instance.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
 use shmplug_transport::tuple::{Encode, TupleBatch};
@@ -221,7 +220,10 @@ impl SinkWriter {
         }
     }
 
-    /// Stops the instance, waiting up to the stop time-out for the plugin to confirm.
+    /// Stops the instance, waiting up to the stop time-out for the plugin to confirm. At
+    /// least once, it first waits (up to the stop time-out too) until the plugin has
+    /// acknowledged every tuple written, writing them again to a new process if it died
+    /// meanwhile.
     ///
     /// # Errors
     /// [`Error::TimedOut`](crate::Error::TimedOut) if the plugin did not confirm in time.

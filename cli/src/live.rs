@@ -216,6 +216,8 @@ fn plugin_snapshot(plugin: &Plugin) -> PluginSnapshot {
                 symbol: i.symbol,
                 rule_id: i.rule_id,
                 live: i.live,
+                replayed: i.replayed,
+                duplicates: i.duplicates,
             })
             .collect(),
     }
@@ -279,6 +281,12 @@ pub struct InstanceSnapshot {
     pub rule_id: String,
     /// True once the current process confirmed it.
     pub live: bool,
+    /// A sink's tuples written again to a restarted process (at least once).
+    #[serde(default)]
+    pub replayed: u64,
+    /// Of those, how many the dead process may have collected already.
+    #[serde(default)]
+    pub duplicates: u64,
 }
 
 /// `ms` since the Unix epoch as `YYYY-MM-DD hh:mm:ss UTC`.

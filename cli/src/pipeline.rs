@@ -17,6 +17,7 @@
 //! plugin = "mirror"
 //! symbol = "file"
 //! properties = { path = "/tmp/out.txt" }
+//! delivery = "at-least-once"        # optional (the default), or "at-most-once"
 //!
 //! [limits]                          # optional; Ctrl-C always stops
 //! count = 100000
@@ -50,6 +51,28 @@ pub struct Stage {
     pub data_source: Option<String>,
     #[serde(default)]
     pub properties: serde_json::Map<String, serde_json::Value>,
+    /// A sink's delivery: what happens to the tuples a killed process had not collected.
+    #[serde(default)]
+    pub delivery: Option<DeliveryChoice>,
+}
+
+/// `delivery` in the pipeline file.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryChoice {
+    /// Written again to the restarted process (the default); duplicates possible and counted.
+    AtLeastOnce,
+    /// Dropped.
+    AtMostOnce,
+}
+
+impl DeliveryChoice {
+    pub fn delivery(self) -> shmplug_host::Delivery {
+        match self {
+            DeliveryChoice::AtLeastOnce => shmplug_host::Delivery::AtLeastOnce,
+            DeliveryChoice::AtMostOnce => shmplug_host::Delivery::AtMostOnce,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -130,6 +153,11 @@ impl Pipeline {
                 ));
             }
         }
+        if pipeline.source.delivery.is_some() {
+            return Err(invalid(
+                "`delivery` is a sink's setting; remove it from `source`".into(),
+            ));
+        }
         for call in &pipeline.functions {
             if call.plugin.is_empty() || call.symbol.is_empty() || call.output.is_empty() {
                 return Err(invalid(
@@ -181,6 +209,7 @@ output = "echoed"
 [sink]
 plugin = "files"
 symbol = "file"
+delivery = "at-most-once"
 
 [limits]
 count = 5
@@ -193,6 +222,8 @@ count = 5
         assert_eq!(p.limits.count, Some(5));
         assert_eq!(p.plugins(), ["mirror", "files"]);
         assert_eq!(p.source.spec().properties["interval"], 10);
+        assert_eq!(p.sink.delivery, Some(DeliveryChoice::AtMostOnce));
+        assert_eq!(p.source.delivery, None);
         let json = r#"{"source": {"plugin": "a", "symbol": "s"},
                        "sink": {"plugin": "a", "symbol": "k"}}"#;
         let p = Pipeline::parse(json, Path::new("p.json")).unwrap();
@@ -209,6 +240,14 @@ count = 5
         let bad = TOML.replace("count = 5", "duration_secs = -1.0");
         let err = Pipeline::parse(&bad, Path::new("p.toml")).unwrap_err();
         assert!(err.to_string().contains("positive"), "{err}");
+        let bad = TOML.replace("at-most-once", "exactly-once");
+        assert!(Pipeline::parse(&bad, Path::new("p.toml")).is_err());
+        let bad = TOML.replace(
+            "interval = 10 }",
+            "interval = 10 }\ndelivery = \"at-most-once\"",
+        );
+        let err = Pipeline::parse(&bad, Path::new("p.toml")).unwrap_err();
+        assert!(err.to_string().contains("sink's setting"), "{err}");
         let unknown = TOML.replace("count = 5", "cuont = 5");
         assert!(Pipeline::parse(&unknown, Path::new("p.toml")).is_err());
     }

@@ -12,12 +12,13 @@ use std::time::Duration;
 use clap::Args;
 use shmplug_host::registry::Registry;
 use shmplug_host::{
-    FunctionClient, Plugin, PluginSpec, SinkWriter, SourceReader, SupervisorConfig,
+    Delivery, FunctionClient, Plugin, PluginSpec, SinkWriter, SourceReader, SupervisorConfig,
+    SymbolKind,
 };
 
 use crate::live::{self, Live};
 use crate::observer::{Observer, Server};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{DeliveryChoice, Pipeline};
 use crate::pump::{Outcome, Pump, Stats, Step};
 
 /// Most tuples taken from the source at once (and sent through each function as one pipelined
@@ -66,6 +67,9 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         plugins.insert(name.clone(), plugin);
     }
     let plugin = |name: &str| &plugins[name];
+    // Every stage's symbol is checked against its plugin's hello before any instance opens, so
+    // a typo fails the run before a sink has done anything.
+    check_symbols(&pipeline, &plugins)?;
     let mut calls: Vec<(FunctionClient, Step)> = Vec::new();
     let mut steps: Vec<Step> = Vec::new();
     for call in &pipeline.functions {
@@ -78,8 +82,14 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         .iter()
         .map(|c| format!("{} ({})", c.symbol, c.output))
         .collect();
-    let mut sink = plugin(&pipeline.sink.plugin).sink(pipeline.sink.spec())?;
+    // The source starts before the sink opens: a source that cannot start (its `configure` or
+    // `open` fails) leaves the sink untouched, so a failed start never truncates, rewrites or
+    // closes an output as a normal end would.
     let mut source = plugin(&pipeline.source.plugin).source(pipeline.source.spec())?;
+    let mut sink = plugin(&pipeline.sink.plugin).sink(pipeline.sink.spec())?;
+    if let Some(choice) = pipeline.sink.delivery {
+        sink.set_delivery(choice.delivery());
+    }
 
     let live = Live::new(&args.pipeline, registry.root());
     let server = match Server::bind(&live::runtime_dir()) {
@@ -94,7 +104,7 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
     };
     let in_order: Vec<&Plugin> = names.iter().map(|n| plugin(n)).collect();
     let progress = std::io::stderr().is_terminal();
-    let (end, elapsed, stats) = std::thread::scope(|scope| {
+    let (end, elapsed, stats, delivered) = std::thread::scope(|scope| {
         let observer = match Observer::start(scope, &live, in_order, server, progress) {
             Ok(observer) => observer,
             Err(e) => {
@@ -114,6 +124,7 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         );
         let elapsed = live.uptime();
         drop(source);
+        let delivered = sink.stats();
         // End the sink's stream and wait for the plugin to confirm it has written and closed
         // everything, so the run's output is complete when the command returns.
         if let Err(e) = sink.stop() {
@@ -123,12 +134,21 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         if let Some(observer) = observer {
             observer.finish();
         }
-        (end, elapsed, pump.stats)
+        (end, elapsed, pump.stats, delivered)
     });
     drop(calls);
     let restarts: u64 = plugins.values().map(|p| p.status().restarts).sum();
     drop(plugins);
     print_summary(&end, elapsed, &stats, &names_of_functions, restarts);
+    println!(
+        "delivery:   {} ({} tuples replayed to a restarted sink, {} possible duplicates)",
+        match pipeline.sink.delivery.map(DeliveryChoice::delivery) {
+            Some(Delivery::AtMostOnce) => "at-most-once",
+            _ => "at-least-once",
+        },
+        delivered.replayed,
+        delivered.duplicates
+    );
     match end {
         End::Failed(reason) => Err(crate::error::Error::Pipeline {
             path: args.pipeline.clone(),
@@ -136,6 +156,54 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         }),
         _ => Ok(()),
     }
+}
+
+/// Checks that each stage's plugin offers its symbol (as its hello said), naming what it
+/// offers otherwise.
+fn check_symbols(
+    pipeline: &Pipeline,
+    plugins: &HashMap<String, Plugin>,
+) -> crate::error::Result<()> {
+    let stages = std::iter::once((
+        SymbolKind::Source,
+        &pipeline.source.plugin,
+        &pipeline.source.symbol,
+    ))
+    .chain(
+        pipeline
+            .functions
+            .iter()
+            .map(|f| (SymbolKind::Function, &f.plugin, &f.symbol)),
+    )
+    .chain(std::iter::once((
+        SymbolKind::Sink,
+        &pipeline.sink.plugin,
+        &pipeline.sink.symbol,
+    )));
+    for (kind, name, symbol) in stages {
+        let Some(hello) = plugins.get(name).and_then(Plugin::hello) else {
+            return Err(shmplug_host::Error::Unavailable {
+                plugin: name.clone(),
+                reason: "it has no running process to ask for its symbols".into(),
+            }
+            .into());
+        };
+        let offered = match kind {
+            SymbolKind::Source => hello.sources,
+            SymbolKind::Sink => hello.sinks,
+            SymbolKind::Function => hello.functions,
+        };
+        if !offered.contains(symbol) {
+            return Err(shmplug_host::Error::UnknownSymbol {
+                plugin: name.clone(),
+                kind,
+                symbol: symbol.clone(),
+                offered,
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// When to stop besides the source's end and Ctrl-C.

@@ -204,8 +204,16 @@ fn print_run(run: &RunSnapshot) {
             plugin.last_error.as_deref().unwrap_or("-")
         );
         for i in &plugin.instances {
+            let replays = if i.replayed > 0 {
+                format!(
+                    "; {} replayed, {} possible duplicates",
+                    i.replayed, i.duplicates
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "      instance {:<4} {:<8} {:<16} rule {:<16} {}",
+                "      instance {:<4} {:<8} {:<16} rule {:<16} {}{replays}",
                 i.id,
                 i.kind,
                 i.symbol,

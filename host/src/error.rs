@@ -317,6 +317,23 @@ pub enum Error {
         /// The plugin's error message.
         message: String,
     },
+    /// A call was in flight when the plugin's process died, and the function is not safe to
+    /// repeat (its plugin said so, or the client turned retries off), so it was not run again.
+    #[error(
+        "function `{symbol}` of plugin `{plugin}` (instance {instance}): the call was in flight \
+         when the plugin's process died ({reason}); it was not run again, since the function is \
+         not safe to repeat; call it again if its effects allow"
+    )]
+    CallInterrupted {
+        /// The plugin.
+        plugin: String,
+        /// The symbol.
+        symbol: String,
+        /// The instance id.
+        instance: u64,
+        /// Why the process went, as the supervisor saw it.
+        reason: String,
+    },
     /// The data plane failed for an instance (a corrupt ring, an invalid tuple, a tuple too
     /// large for the ring).
     #[error("{kind} `{symbol}` of plugin `{plugin}` (instance {instance}): {source}")]

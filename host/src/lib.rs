@@ -35,7 +35,7 @@ pub mod registry;
 pub mod supervisor;
 
 pub use error::{Error, Result, SymbolKind};
-pub use handles::{FunctionClient, SinkWriter, SourceReader};
+pub use handles::{Delivery, FunctionClient, SinkStats, SinkWriter, SourceReader};
 pub use shmplug_transport as transport;
 pub use supervisor::{
     InstanceSpec, InstanceStatus, Phase, Plugin, PluginSpec, PluginStatus, SupervisorConfig,

@@ -1,6 +1,6 @@
 //! [`PluginConfig`]: the plugin's name and the factories of its symbols.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub struct PluginConfig {
     pub sinks: BTreeMap<String, SinkFactory>,
     /// Function symbols and their factories.
     pub functions: BTreeMap<String, FunctionFactory>,
+    /// Functions not safe to run twice for one call ([`PluginConfig::not_repeatable`]).
+    pub not_repeatable: BTreeSet<String>,
     /// How the plugin's ring endpoints wait: by default they spin for 30 µs, then sleep on a
     /// futex.
     pub endpoint: EndpointConfig,
@@ -62,6 +64,7 @@ impl Default for PluginConfig {
             sources: BTreeMap::new(),
             sinks: BTreeMap::new(),
             functions: BTreeMap::new(),
+            not_repeatable: BTreeSet::new(),
             endpoint: EndpointConfig::default().with_spin(DEFAULT_SPIN),
         }
     }
@@ -109,6 +112,15 @@ impl PluginConfig {
         self
     }
 
+    /// Declares function `symbol` not safe to run twice for one call (it has effects beyond
+    /// its answer, say it increments a counter). A host retries the calls that were in flight
+    /// when the plugin's process died on the restarted process; for this function it fails
+    /// them instead, each with an error that names the crash.
+    pub fn not_repeatable(mut self, symbol: impl Into<String>) -> PluginConfig {
+        self.not_repeatable.insert(symbol.into());
+        self
+    }
+
     /// This configuration with a different ring endpoint configuration (spin budget, parking).
     pub fn with_endpoint(mut self, endpoint: EndpointConfig) -> PluginConfig {
         self.endpoint = endpoint;
@@ -122,6 +134,7 @@ impl PluginConfig {
         hello.sources = self.sources.keys().cloned().collect();
         hello.sinks = self.sinks.keys().cloned().collect();
         hello.functions = self.functions.keys().cloned().collect();
+        hello.not_repeatable = self.not_repeatable.iter().cloned().collect();
         hello
     }
 }

@@ -5,6 +5,7 @@
 //! offset 128  Producer   write position                                    (producer writes)
 //! offset 256  Consumer   read position                                     (consumer writes)
 //! offset 384  Signals    waiting flags (futex words) and closed flags       (rarely written)
+//! offset 512  Acks       acknowledged and taken positions                  (consumer writes)
 //! offset 4096 data       `capacity` bytes, a power of two
 //! ```
 //!
@@ -49,6 +50,9 @@ pub const READ_POSITION_OFFSET: usize = 256;
 /// Segment offset of the waiting and closed flags (four `u32`s: consumer waiting, producer
 /// waiting, producer closed, consumer closed).
 pub const SIGNALS_OFFSET: usize = 384;
+/// Segment offset of the consumer's acknowledgements (three `u64`s: acknowledged position, taken
+/// position, non-zero once it acknowledges; all zero while the consumer does not).
+pub const ACKS_OFFSET: usize = 512;
 /// Segment offsets of the header fields the creator writes once: magic (`u64`), layout version
 /// (`u32`), header size (`u32`), capacity (`u64`).
 pub const META_MAGIC_OFFSET: usize = 0;
@@ -90,6 +94,27 @@ pub(crate) struct Signals {
     pub consumer_closed: AtomicU32,
 }
 
+/// What a consumer that acknowledges ([`Consumer::acknowledge`](crate::Consumer::acknowledge))
+/// says about each record, one store per record on a span of its own that the producer reads
+/// only when the consumer has died, so it costs no cache-line transfer in steady state.
+///
+/// Both are positions, like `read_pos`, and zero while the consumer does not acknowledge. A
+/// record is acknowledged once its reader is done with it (for a sink: `collect` returned and
+/// the reader asks for the next record); `read_pos` follows in batches. So after the consumer died, the records in
+/// `max(acked, read_pos) .. write` are the ones it never finished, and the first of them was
+/// being worked on (perhaps half done) if `taken` is past `acked`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Acks {
+    /// Position after the last record the consumer finished with. Stored with `Release` after
+    /// the record's work.
+    pub acked: AtomicU64,
+    /// Position after the last record handed to the consumer's reader.
+    pub taken: AtomicU64,
+    /// Non-zero once the consumer acknowledges.
+    pub enabled: AtomicU64,
+}
+
 /// Flag value: the parked side sleeps on the futex word itself.
 pub(crate) const PARK_FUTEX: u32 = 1;
 /// Flag value: the parked side waits for its eventfd to become readable.
@@ -105,6 +130,7 @@ pub(crate) struct Control {
     /// Bytes released by the consumer. Never above `write_pos`.
     pub read_pos: Span<AtomicU64>,
     pub signals: Span<Signals>,
+    pub acks: Span<Acks>,
 }
 
 // The layout is shared with other processes (which may run another build of this crate):
@@ -121,7 +147,8 @@ const _: () = {
     assert!(offset_of!(Meta, version) == META_VERSION_OFFSET);
     assert!(offset_of!(Meta, header_size) == META_HEADER_SIZE_OFFSET);
     assert!(offset_of!(Meta, capacity) == META_CAPACITY_OFFSET);
-    assert!(size_of::<Control>() == 512);
+    assert!(offset_of!(Control, acks) == ACKS_OFFSET);
+    assert!(size_of::<Control>() == 640);
     assert!(align_of::<Control>() == 128);
     assert!(size_of::<Control>() <= HEADER_SIZE);
     assert!(size_of::<AtomicU64>() == 8 && size_of::<AtomicU32>() == 4);

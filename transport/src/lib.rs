@@ -52,7 +52,9 @@ pub mod tuple;
 pub mod wait;
 
 pub use error::{Error, Result};
-pub use ring::{Claim, Consumer, EndpointConfig, Park, Producer, Record, Ring, RingFds};
+pub use ring::{
+    Claim, Consumer, EndpointConfig, Park, Producer, Record, Ring, RingFds, Unfinished,
+};
 pub use segment::Segment;
 pub use tuple::{
     Tuple, TupleReceiver, TupleRef, TupleSender, TupleView, Validation, Value, ValueRef, ValueView,

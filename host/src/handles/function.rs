@@ -21,7 +21,8 @@ use crate::supervisor::state::Supervision;
 /// [`call_batch`](Self::call_batch) pipelines many calls: it keeps writing calls while there is
 /// room and reads answers as they come, so the plugin works on one call while the next ones
 /// wait in the ring (eKuiper's portable functions make one locked round trip per call). After a
-/// plugin restart, calls without an answer are sent again to the new process (at-least-once).
+/// plugin restart, calls without an answer are sent again to the new process (at-least-once),
+/// unless the function is not safe to repeat ([`set_retry`](Self::set_retry)).
 ///
 /// # Examples
 /// ```no_run
@@ -39,6 +40,8 @@ pub struct FunctionClient {
     core: Core<CallEnds>,
     /// The next call's sequence number.
     next_seq: u64,
+    /// Run calls in flight at a crash again on the restarted process.
+    retry: bool,
 }
 
 /// A function client's endpoints: calls go out on the request ring (ring 0), answers come back
@@ -160,7 +163,16 @@ impl FunctionClient {
         FunctionClient {
             core: Core::new(supervision, slot),
             next_seq: 1,
+            retry: true,
         }
+    }
+
+    /// Whether calls in flight when the plugin's process dies run again on the restarted
+    /// process (on by default). A function its plugin declared not safe to repeat is never
+    /// retried; with retries off, or for such a function, each interrupted call fails with
+    /// [`Error::CallInterrupted`] naming the crash.
+    pub fn set_retry(&mut self, retry: bool) {
+        self.retry = retry;
     }
 
     /// The instance id.
@@ -428,6 +440,24 @@ impl FunctionClient {
             return Err(self.core.binding.ids().data_error(e));
         }
         if batch.generation != Some(generation) {
+            if batch.generation.is_some()
+                && batch.sent > batch.answered
+                && (!self.retry || self.core.binding.not_repeatable())
+            {
+                // Calls in flight on the dead process, for a function not safe to repeat:
+                // each fails, naming the crash; the calls not sent yet go to the new one.
+                let reason = self.core.binding.last_failure();
+                let ids = self.core.binding.ids();
+                while batch.answered < batch.sent {
+                    (batch.answer)(Err(Error::CallInterrupted {
+                        plugin: ids.plugin.clone(),
+                        symbol: ids.symbol.clone(),
+                        instance: ids.instance,
+                        reason: reason.clone(),
+                    }));
+                    batch.answered += 1;
+                }
+            }
             // New rings: (re)send every call without an answer.
             batch.generation = Some(generation);
             batch.sent = batch.answered;

@@ -35,7 +35,7 @@ use crate::supervisor::slot::{Ids, Slot, SlotState};
 use crate::supervisor::state::Supervision;
 
 pub use function::{Calls, FunctionClient};
-pub use sink::SinkWriter;
+pub use sink::{Delivery, SinkStats, SinkWriter};
 pub use source::SourceReader;
 
 /// A handle's tie to its instance: the slot to take rings from, and the supervisor to tell
@@ -66,6 +66,33 @@ impl Binding {
 
     pub(crate) fn spin(&self) -> std::time::Duration {
         self.shared.config.handle_spin
+    }
+
+    pub(crate) fn stop_timeout(&self) -> std::time::Duration {
+        self.shared.config.stop_timeout
+    }
+
+    pub(crate) fn slot(&self) -> &Slot {
+        &self.slot
+    }
+
+    /// True if the plugin's running process declared this function not safe to run twice for
+    /// one call.
+    pub(crate) fn not_repeatable(&self) -> bool {
+        let state = self.shared.lock();
+        state
+            .link
+            .as_ref()
+            .is_some_and(|l| l.hello.not_repeatable.contains(&self.ids().symbol))
+    }
+
+    /// The plugin's last failure, in words (why its process was restarted).
+    pub(crate) fn last_failure(&self) -> String {
+        let state = self.shared.lock();
+        state
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "it was restarted".into())
     }
 
     /// True when the slot no longer runs on generation `generation`.

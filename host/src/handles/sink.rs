@@ -1,11 +1,13 @@
 //! [`SinkWriter`]: tuples to a sink instance.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shmplug_transport::tuple::Encode;
+use rkyv::util::AlignedVec;
+use shmplug_transport::tuple::{Encode, TupleBatch};
 use shmplug_transport::wait::{self, Room};
-use shmplug_transport::{EndpointConfig, Ring, TupleSender};
+use shmplug_transport::{EndpointConfig, Ring, TupleSender, TupleView};
 
 use super::core::{Core, Endpoints, io_error};
 use super::reactor::{self, SPACE_READY};
@@ -17,8 +19,17 @@ use crate::supervisor::state::Supervision;
 ///
 /// A full ring is back-pressure: [`send`](Self::send) waits, [`try_send`](Self::try_send)
 /// returns `false`, [`send_timeout`](Self::send_timeout) gives up after its time-out. After a
-/// plugin restart the writer switches to the new ring by itself; tuples the old process had not
-/// consumed yet are lost with it.
+/// plugin restart the writer switches to the new ring by itself.
+///
+/// # Delivery
+/// By default a writer delivers at least once ([`Delivery::AtLeastOnce`]): a tuple counts as
+/// delivered when the plugin's `collect` returned, which the plugin acknowledges with one store
+/// per tuple in the ring's header. Until then the tuple stays in the ring, so the writer keeps
+/// nothing of its own; after a restart it reads back what the dead process had not
+/// acknowledged and writes it to the new process first, in order. The tuple the dead process
+/// was collecting when it died may thus be collected twice: [`stats`](Self::stats) counts the
+/// tuples written again and how many of them may be duplicates. [`Delivery::AtMostOnce`] drops
+/// them instead.
 ///
 /// # Examples
 /// ```no_run
@@ -35,6 +46,37 @@ pub struct SinkWriter {
     core: Core<TupleSender>,
     /// The write in progress publishes later ([`SinkWriter::send_deferred`]).
     deferred: bool,
+    delivery: Delivery,
+    /// Tuples read back from a dead process's ring, written to the new one before anything
+    /// else; `pending[next..]` are still to be written.
+    pending: TupleBatch,
+    next: usize,
+    /// An aligned copy of a read-back record, to validate it.
+    scratch: AlignedVec<16>,
+    /// Rings retired so far.
+    retired: u64,
+}
+
+/// What a sink writer does with the tuples a plugin had not finished when it died.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// Write them again to the restarted process (the default): nothing is lost, and the
+    /// tuple being collected at the crash may be collected twice.
+    #[default]
+    AtLeastOnce,
+    /// Drop them: nothing is collected twice, and what the dead process had not collected is
+    /// lost.
+    AtMostOnce,
+}
+
+/// A sink writer's delivery counters, since it was opened ([`SinkWriter::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Tuples written again to a restarted process because the dead one had not acknowledged
+    /// them.
+    pub replayed: u64,
+    /// Of those, how many the dead process may have collected already: duplicates.
+    pub duplicates: u64,
 }
 
 impl Endpoints for TupleSender {
@@ -59,6 +101,31 @@ impl SinkWriter {
         SinkWriter {
             core: Core::new(supervision, slot),
             deferred: false,
+            delivery: Delivery::default(),
+            pending: TupleBatch::new(),
+            next: 0,
+            scratch: AlignedVec::new(),
+            retired: 0,
+        }
+    }
+
+    /// Chooses what happens to the tuples a dead process had not collected (see
+    /// [Delivery](SinkWriter#delivery)); at least once unless set.
+    pub fn set_delivery(&mut self, delivery: Delivery) {
+        self.delivery = delivery;
+    }
+
+    /// The delivery chosen with [`set_delivery`](Self::set_delivery).
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// Tuples written again after restarts, and possible duplicates among them.
+    pub fn stats(&self) -> SinkStats {
+        let delivered = &self.core.binding.slot().delivered;
+        SinkStats {
+            replayed: delivered.replayed.load(Ordering::Relaxed),
+            duplicates: delivered.duplicates.load(Ordering::Relaxed),
         }
     }
 
@@ -134,7 +201,12 @@ impl SinkWriter {
     pub async fn send_async<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<()> {
         loop {
             self.core.attach_async().await?;
-            let len = match self.attempt(tuple)? {
+            let len = match self.attempt_pending()? {
+                Some(Attempt::Sent) => continue,
+                Some(other) => other,
+                None => self.attempt(tuple)?,
+            };
+            let len = match len {
                 Attempt::Sent => return Ok(()),
                 Attempt::Switch => continue,
                 Attempt::Full(len) => len,
@@ -148,11 +220,26 @@ impl SinkWriter {
         }
     }
 
-    /// Stops the instance, waiting up to the stop time-out for the plugin to confirm.
+    /// Stops the instance, waiting up to the stop time-out for the plugin to confirm. At
+    /// least once, it first waits (up to the stop time-out too) until the plugin has
+    /// acknowledged every tuple written, writing them again to a new process if it died
+    /// meanwhile.
     ///
     /// # Errors
     /// [`Error::TimedOut`](crate::Error::TimedOut) if the plugin did not confirm in time.
     pub fn stop(mut self) -> Result<()> {
+        // Tuples the plugin has not acknowledged go to the restarted process first, if it
+        // restarted since the last write.
+        let deadline = Instant::now() + self.core.binding.stop_timeout();
+        match self.settle_acknowledged(deadline) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "sink `{}`: the plugin had not acknowledged every tuple by the stop time-out",
+                self.core.symbol()
+            ),
+            Err(e) => tracing::warn!("{e}"),
+        }
+        self.flush();
         self.core.current = None;
         self.core.binding.stop()
     }
@@ -166,24 +253,178 @@ impl SinkWriter {
             if !self.core.attach(deadline)? {
                 return Ok(false);
             }
-            let len = match self.attempt(tuple)? {
+            let attempt = match self.attempt_pending()? {
+                Some(Attempt::Sent) => continue,
+                Some(other) => other,
+                None => self.attempt(tuple)?,
+            };
+            let len = match attempt {
                 Attempt::Sent => return Ok(true),
                 Attempt::Switch => continue,
                 Attempt::Full(len) => len,
             };
-            let spin = if deadline.is_some_and(|d| d <= Instant::now()) {
-                Duration::ZERO
-            } else {
-                self.core.binding.spin()
-            };
-            let Some(cur) = self.core.current.as_mut() else {
-                continue;
-            };
-            let fd = cur.rings[0].fds()[SPACE_READY];
-            let room = &mut Room(cur.ends.producer(), len);
-            if !wait::block(&mut [(room, fd)], spin, deadline) {
+            if !self.wait_room(len, deadline) {
                 return Ok(false);
             }
+        }
+    }
+
+    /// Before a stop, delivering at least once: waits until the plugin has acknowledged every
+    /// tuple written, replaying them to a new process if it died meanwhile (a stop sent to a
+    /// dead process would drop them); false if `deadline` passed first. Polls every
+    /// millisecond: it runs once, at the end of a stream.
+    fn settle_acknowledged(&mut self, deadline: Instant) -> Result<bool> {
+        self.flush();
+        loop {
+            if !self.settle(deadline)? {
+                return Ok(false);
+            }
+            self.flush();
+            let acknowledged = match self.core.current.as_mut() {
+                Some(cur) => cur.ends.producer().all_acknowledged(),
+                None => false,
+            };
+            if acknowledged || self.delivery == Delivery::AtMostOnce {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Switches to the instance's new ring if its process was replaced since the last write,
+    /// and writes what was pending, waiting for room until `deadline`; false if it passed.
+    fn settle(&mut self, deadline: Instant) -> Result<bool> {
+        if let Some(cur) = self.core.current.as_ref()
+            && self.core.binding.moved_on(cur.generation)
+        {
+            self.retire();
+        }
+        loop {
+            if !self.core.attach(Some(deadline))? {
+                return Ok(false);
+            }
+            let len = match self.attempt_pending()? {
+                None => return Ok(true),
+                Some(Attempt::Sent | Attempt::Switch) => continue,
+                Some(Attempt::Full(len)) => len,
+            };
+            if !self.wait_room(len, Some(deadline)) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Writes the next tuple pending from a dead process's ring: `None` if nothing is pending
+    /// (the common case: one comparison), `Some(Sent)` after each tuple written, or why it
+    /// could not.
+    fn attempt_pending(&mut self) -> Result<Option<Attempt>> {
+        if self.next >= self.pending.len() {
+            return Ok(None);
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let next = self.next;
+        let retired = self.retired;
+        let attempt = match pending.get(next) {
+            Some(tuple) => self.attempt(&tuple),
+            None => Ok(Attempt::Sent),
+        };
+        if self.retired != retired {
+            // The process was replaced again: `retire` kept what the dead ring held, and what
+            // was still pending goes after it.
+            for tuple in pending.iter().skip(next) {
+                if let Err(e) = self.pending.push(&tuple) {
+                    tracing::error!("{e}");
+                }
+            }
+            return attempt.map(Some);
+        }
+        self.pending = pending;
+        if matches!(attempt, Ok(Attempt::Sent)) {
+            self.next += 1;
+            if self.next == self.pending.len() {
+                self.pending.clear();
+                self.next = 0;
+            }
+        }
+        attempt.map(Some)
+    }
+
+    /// Waits for room for `len` bytes on the current ring until `deadline`; false if it
+    /// passed.
+    fn wait_room(&mut self, len: usize, deadline: Option<Instant>) -> bool {
+        let spin = if deadline.is_some_and(|d| d <= Instant::now()) {
+            Duration::ZERO
+        } else {
+            self.core.binding.spin()
+        };
+        let Some(cur) = self.core.current.as_mut() else {
+            return true;
+        };
+        let fd = cur.rings[0].fds()[SPACE_READY];
+        let room = &mut Room(cur.ends.producer(), len);
+        wait::block(&mut [(room, fd)], spin, deadline)
+    }
+
+    /// The current ring is retired: keeps what its process had not acknowledged (at least
+    /// once) and lets go of it.
+    fn retire(&mut self) {
+        let Some(mut cur) = self.core.current.take() else {
+            return;
+        };
+        self.retired += 1;
+        if self.delivery == Delivery::AtMostOnce {
+            return;
+        }
+        let ids = self.core.binding.ids();
+        let mut kept = TupleBatch::new();
+        let mut invalid = 0u64;
+        let scratch = &mut self.scratch;
+        let read = cur.ends.producer().unacknowledged(|_, bytes| {
+            scratch.clear();
+            scratch.extend_from_slice(bytes);
+            match TupleView::from_bytes(scratch).and_then(|view| kept.push(&view)) {
+                Ok(()) => {}
+                Err(_) => invalid += 1,
+            }
+        });
+        let unfinished = match read {
+            Ok(unfinished) => Some(unfinished),
+            Err(e) => {
+                tracing::error!(
+                    plugin = %ids.plugin, instance = ids.instance,
+                    "sink `{}`: some tuples the plugin had not acknowledged are lost: {e}",
+                    ids.symbol
+                );
+                None
+            }
+        };
+        if invalid > 0 {
+            tracing::error!(
+                plugin = %ids.plugin, instance = ids.instance,
+                "sink `{}`: {invalid} tuple(s) the plugin had not acknowledged were overwritten \
+                 in shared memory and are lost",
+                ids.symbol
+            );
+        }
+        let replayed = kept.len() as u64;
+        self.pending = kept;
+        self.next = 0;
+        if replayed > 0 {
+            let duplicates = unfinished.map_or(0, |u| u.possibly_done().min(replayed));
+            let delivered = &self.core.binding.slot().delivered;
+            delivered.replayed.fetch_add(replayed, Ordering::Relaxed);
+            delivered
+                .duplicates
+                .fetch_add(duplicates, Ordering::Relaxed);
+            tracing::info!(
+                plugin = %ids.plugin, instance = ids.instance,
+                "sink `{}`: writing {replayed} unacknowledged tuple(s) to the restarted process \
+                 ({duplicates} possibly collected already)",
+                ids.symbol
+            );
         }
     }
 
@@ -194,7 +435,7 @@ impl SinkWriter {
         };
         let generation = cur.generation;
         if self.core.binding.moved_on(generation) {
-            self.core.current = None;
+            self.retire();
             return Ok(Attempt::Switch);
         }
         let sent = if self.deferred {
@@ -212,7 +453,7 @@ impl SinkWriter {
             }
             Err(e) if e.is_closed() => {
                 if self.core.binding.moved_on(generation) {
-                    self.core.current = None;
+                    self.retire();
                     Ok(Attempt::Switch)
                 } else {
                     Err(self.core.binding.ids().end_of_stream())

@@ -40,6 +40,7 @@ pub(crate) mod state;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -258,6 +259,10 @@ pub struct InstanceStatus {
     pub rule_id: String,
     /// True once the current process confirmed it with `Started`.
     pub live: bool,
+    /// A sink's records written again to a restarted process (at-least-once delivery).
+    pub replayed: u64,
+    /// Of those, how many the dead process may have collected already.
+    pub duplicates: u64,
 }
 
 /// A supervised plugin process. See the [module docs](self).
@@ -371,6 +376,8 @@ impl Plugin {
                     symbol: i.start.symbol.clone(),
                     rule_id: i.start.rule_id.clone(),
                     live: i.live,
+                    replayed: i.slot.delivered.replayed.load(Ordering::Relaxed),
+                    duplicates: i.slot.delivered.duplicates.load(Ordering::Relaxed),
                 })
                 .collect(),
         }

@@ -95,7 +95,7 @@ pub(crate) fn run(
     loop {
         current = match current {
             Some(running) => match monitor.supervise(running) {
-                Next::Continue(running) => Some(running),
+                Next::Continue(running) => Some(*running),
                 Next::Restart => None,
                 Next::Exit => return,
             },
@@ -108,7 +108,7 @@ pub(crate) fn run(
 }
 
 enum Next {
-    Continue(Running),
+    Continue(Box<Running>),
     Restart,
     Exit,
 }
@@ -161,11 +161,11 @@ impl Monitor {
                 Ok(Event::Update(spec, reply)) => match self.update(running, spec) {
                     (running, Ok(())) => {
                         let _ = reply.send(Ok(()));
-                        return Next::Continue(running);
+                        return Next::Continue(Box::new(running));
                     }
                     (running, Err(e)) => {
                         let _ = reply.send(Err(e));
-                        return Next::Continue(running);
+                        return Next::Continue(Box::new(running));
                     }
                 },
                 Ok(Event::Shutdown(reply)) => {

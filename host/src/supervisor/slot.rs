@@ -79,10 +79,22 @@ pub(crate) enum SlotState {
     Gone(String),
 }
 
+/// What a sink's at-least-once delivery did, across restarts: kept in the slot so that
+/// [`Plugin::status`](crate::Plugin::status) reports it as well as the handle.
+#[derive(Debug, Default)]
+pub(crate) struct Delivered {
+    /// Records written again to a restarted instance because the dead one had not
+    /// acknowledged them.
+    pub replayed: AtomicU64,
+    /// Of those, how many the dead instance may have collected already (duplicates).
+    pub duplicates: AtomicU64,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub ids: Ids,
+    pub delivered: Delivered,
     version: AtomicU64,
     state: Mutex<SlotState>,
     cond: Condvar,
@@ -93,6 +105,7 @@ impl Slot {
     pub(crate) fn new(ids: Ids) -> Slot {
         Slot {
             ids,
+            delivered: Delivered::default(),
             version: AtomicU64::new(0),
             state: Mutex::new(SlotState::Starting),
             cond: Condvar::new(),

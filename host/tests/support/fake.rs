@@ -9,8 +9,11 @@
 //! Symbols: source `counter` (properties `count`, `interval_ms`, `crash_after`, `wedge_after`:
 //! tuples `{n: 0, 1, ...}`, with a pause of `interval_ms` after each if set; crash or wedge
 //! only once, guarded by a marker file), sink `collect` (appends each tuple's `n` to
-//! `FAKE_STATE/sink`), functions `echo` (first argument back), `fail` (an error), and source
-//! `broken` (always answers `Failed`).
+//! `FAKE_STATE/sink`; with property `truncate = true` it empties that file when it starts, as a
+//! sink that overwrites its output does; `stall_after` makes the first process stop taking
+//! tuples after that many), functions `echo` (first argument back), `fail` (an error), `once`
+//! (as `echo`, declared not safe to repeat; both take `crash_after`: the first process exits at
+//! that call), and source `broken` (always answers `Failed`).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -92,7 +95,8 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
     }
     hello.sources = vec!["counter".into(), "broken".into()];
     hello.sinks = vec!["collect".into()];
-    hello.functions = vec!["echo".into(), "fail".into()];
+    hello.functions = vec!["echo".into(), "fail".into(), "once".into()];
+    hello.not_repeatable = vec!["once".into()];
     channel.send(&Message::Hello(hello), &[]).expect("hello");
     if mode == "old-version" || mode == "wrong-name" {
         if let Ok((Message::Error { message }, _)) = channel.recv_timeout(Some(LIFETIME)) {
@@ -143,12 +147,17 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
             }
             Message::StartSink(start) => {
                 let id = start.instance_id;
-                instances.insert(id, sink(rings, state));
+                if start.properties.get("truncate") == Some(&serde_json::Value::Bool(true)) {
+                    let _ = std::fs::write(state.join("sink"), "");
+                }
+                let stall = marker_once(state, &start, "stall_after");
+                instances.insert(id, sink(rings, state, stall));
                 let _ = channel.send(&Message::Started { instance_id: id }, &[]);
             }
             Message::StartFunction(start) => {
                 let id = start.instance_id;
-                instances.insert(id, function(start, rings));
+                let crash = marker_once(state, &start, "crash_after");
+                instances.insert(id, function(start, rings, crash));
                 let _ = channel.send(&Message::Started { instance_id: id }, &[]);
             }
             Message::Stop { instance_id } => {
@@ -250,13 +259,24 @@ fn source(start: Start, rings: Vec<Ring>, state: &std::path::Path, version: &str
     })
 }
 
-fn sink(rings: Vec<Ring>, state: &std::path::Path) -> Instance {
+fn sink(rings: Vec<Ring>, state: &std::path::Path, stall: Option<u64>) -> Instance {
     let path = state.join("sink");
-    let mut rx = TupleReceiver::new(rings[0].consumer(config()).expect("consumer"));
+    // Acknowledges each tuple once its line is written, as the SDK's sinks do.
+    let consumer = rings[0].consumer(config()).expect("consumer");
+    let mut rx = TupleReceiver::new(consumer.acknowledge());
     spawn(move |stop| {
+        let mut collected = 0u64;
         while !stop.load(Ordering::SeqCst) {
+            if stall == Some(collected) {
+                // Stuck: take nothing more (until killed or stopped).
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return;
+            }
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(view) => {
+                    collected += 1;
                     let n = view.get("n").and_then(|v| v.as_i64()).unwrap_or(-1);
                     append(&path, &n.to_string());
                 }
@@ -272,13 +292,18 @@ fn sink(rings: Vec<Ring>, state: &std::path::Path) -> Instance {
     })
 }
 
-fn function(start: Start, rings: Vec<Ring>) -> Instance {
+fn function(start: Start, rings: Vec<Ring>, crash: Option<u64>) -> Instance {
     let mut rx = TupleReceiver::new(rings[0].consumer(config()).expect("consumer"));
     let mut tx = TupleSender::new(rings[1].producer(config()).expect("producer"));
     spawn(move |stop| {
+        let mut calls = 0u64;
         while !stop.load(Ordering::SeqCst) {
             let reply = match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(view) => {
+                    if crash == Some(calls) {
+                        std::process::exit(101);
+                    }
+                    calls += 1;
                     let call = parse_call(&view).expect("a call record");
                     let result = match start.symbol.as_str() {
                         "fail" => Err("echo refuses"),
@@ -303,5 +328,7 @@ fn append(path: &std::path::Path, line: &str) {
         .append(true)
         .open(path)
         .expect("state file");
-    writeln!(file, "{line}").expect("write state file");
+    // One write: a process killed mid-line must not leave half a line for the next to extend.
+    file.write_all(format!("{line}\n").as_bytes())
+        .expect("write state file");
 }

@@ -56,8 +56,11 @@ pub(crate) fn run_sink(
     consumer: Consumer,
     on_error: &mut dyn FnMut(PluginError),
 ) -> Result<(), PluginError> {
-    // The host is trusted by its plugins: its records are validated and read in place.
-    let mut receiver = TupleReceiver::with_validation(consumer, Validation::VALIDATED);
+    // The host is trusted by its plugins: its records are validated and read in place. Each
+    // record is acknowledged when it is released, after `collect` returned, so that a host
+    // delivering at least once replays only what this process never finished.
+    let mut receiver =
+        TupleReceiver::with_validation(consumer.acknowledge(), Validation::VALIDATED);
     let mut collect = |view: &shmplug_transport::TupleView<'_>| {
         let result = catch(
             || method("sink", ctx.symbol(), "collect"),

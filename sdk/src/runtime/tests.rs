@@ -180,6 +180,7 @@ fn config(events: &Events) -> PluginConfig {
             events: sink_closed.lock().unwrap().clone(),
         })
         .function("add", || Add)
+        .not_repeatable("add")
         .with_endpoint(endpoint())
 }
 
@@ -225,6 +226,7 @@ impl Host {
                 );
                 assert_eq!(hello.sinks, ["keep"]);
                 assert_eq!(hello.functions, ["add"]);
+                assert_eq!(hello.not_repeatable, ["add"]);
             }
             other => panic!("expected hello, got {other:?}"),
         }

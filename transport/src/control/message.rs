@@ -144,6 +144,11 @@ pub struct Hello {
     /// Function symbols the plugin provides.
     #[serde(default)]
     pub functions: Vec<String>,
+    /// Functions that are not safe to run twice for one call: a call in flight when the
+    /// process dies fails instead of running again on the restarted process. Every other
+    /// function is retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_repeatable: Vec<String>,
 }
 
 impl Hello {
@@ -156,6 +161,7 @@ impl Hello {
             sources: Vec::new(),
             sinks: Vec::new(),
             functions: Vec::new(),
+            not_repeatable: Vec::new(),
         }
     }
 }

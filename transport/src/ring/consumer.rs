@@ -18,7 +18,7 @@ pub struct Consumer {
     shared: Arc<RingMemory>,
     /// Position after the last released record. In `published ..= cached_write`.
     read: u64,
-    /// Last read position stored to shared memory.
+    /// Last read position stored to shared memory (at most [`Consumer::done`]).
     published: u64,
     /// Last write position loaded from shared memory. In `read ..= read + capacity`.
     cached_write: u64,
@@ -28,6 +28,10 @@ pub struct Consumer {
     batch: u64,
     poison: Option<(&'static str, String)>,
     closed: bool,
+    /// Store the taken and acknowledged positions ([`Consumer::acknowledge`]).
+    acks: bool,
+    /// The acknowledged position last stored.
+    acked: u64,
 }
 
 impl Consumer {
@@ -47,6 +51,8 @@ impl Consumer {
             batch,
             poison: None,
             closed: false,
+            acks: false,
+            acked: read,
             shared,
         };
         if write > MAX_POSITION
@@ -57,6 +63,27 @@ impl Consumer {
             return Err(consumer.corrupt("positions", format!("read {read}, write {write}")));
         }
         Ok(consumer)
+    }
+
+    /// Acknowledges each record once its reader is done with it, for a producer that replays
+    /// what this consumer never finished if it dies ([`Producer::unacknowledged`]). The reader
+    /// is done with a record when it has released it and comes back for the next one (so a
+    /// record copied out and released at once, as [`TupleReceiver`](crate::TupleReceiver)
+    /// does when it validates a copy, counts as done only then), or drops the consumer. One
+    /// store when a record is handed out and one when it is acknowledged, on a span the
+    /// producer reads only after the consumer died. Returns the consumer, for chaining.
+    ///
+    /// [`Producer::unacknowledged`]: crate::Producer::unacknowledged
+    #[must_use]
+    pub fn acknowledge(mut self) -> Consumer {
+        self.acks = true;
+        let acks = &self.shared.control().acks.0;
+        // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`; nothing
+        // below the read position is ours to finish.
+        acks.taken.store(self.read, Ordering::Release);
+        acks.acked.store(self.read, Ordering::Release);
+        acks.enabled.store(1, Ordering::Release);
+        self
     }
 
     /// Reads the next record without waiting. `Ok(None)` means nothing is there yet.
@@ -128,8 +155,46 @@ impl Consumer {
         }
     }
 
+    /// Stores the acknowledged position if it moved: the reader has finished every record it
+    /// released, since it asks for the next one (or drops the consumer).
+    #[inline]
+    fn acknowledge_released(&mut self) {
+        if self.acks && self.acked != self.read {
+            self.acked = self.read;
+            // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`:
+            // whatever the reader did with the records happens before the producer sees them
+            // done.
+            self.shared
+                .control()
+                .acks
+                .0
+                .acked
+                .store(self.read, Ordering::Release);
+            // ORDERING: Relaxed, as in `release`: a producer that set it is woken by `publish`.
+            let waiting = self
+                .shared
+                .control()
+                .signals
+                .0
+                .producer_waiting
+                .load(Ordering::Relaxed);
+            if self.acked - self.published >= self.batch || waiting != 0 {
+                self.publish();
+            }
+        }
+    }
+
+    /// Position up to which the producer may reuse the space: every released record, or, for
+    /// a consumer that acknowledges, every acknowledged one (an unacknowledged record stays in
+    /// the ring, for the producer to read back if this consumer dies).
+    #[inline]
+    fn done(&self) -> u64 {
+        if self.acks { self.acked } else { self.read }
+    }
+
     /// Finds the next data record, skipping padding, checking every header.
     fn next(&mut self) -> Result<Option<(u64, RecordHeader)>> {
+        self.acknowledge_released();
         if let Some((what, detail)) = &self.poison {
             return Err(Error::Corrupt {
                 what,
@@ -204,7 +269,7 @@ impl Consumer {
 
     /// Publishes our position if the producer needs it, then loads and checks the producer's.
     fn refresh_write(&mut self) -> Result<()> {
-        if self.read != self.published {
+        if self.done() != self.published {
             self.publish();
         }
         // ORDERING: Acquire pairs with the producer's Release store in `flush`: the records
@@ -232,8 +297,9 @@ impl Consumer {
         let control = self.shared.control();
         // ORDERING: Release pairs with the producer's Acquire load in `refresh_read`: our reads
         // of the released records happen before it overwrites them.
-        control.read_pos.0.store(self.read, Ordering::Release);
-        self.published = self.read;
+        let done = self.done();
+        control.read_pos.0.store(done, Ordering::Release);
+        self.published = done;
         // ORDERING: pairs with the producer's fence after it sets `producer_waiting`.
         fence(Ordering::SeqCst);
         let signals = &control.signals.0;
@@ -251,6 +317,17 @@ impl Consumer {
             self.shared.offset(start),
             record_span(u64::from(header.len)),
         );
+        if self.acks {
+            let taken = start + record_span(u64::from(header.len));
+            // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`
+            // (it only counts this record as possibly half done).
+            self.shared
+                .control()
+                .acks
+                .0
+                .taken
+                .store(taken, Ordering::Release);
+        }
         Record {
             consumer: self,
             start,
@@ -270,7 +347,7 @@ impl Consumer {
             .0
             .producer_waiting
             .load(Ordering::Relaxed);
-        if self.read - self.published >= self.batch || waiting != 0 {
+        if self.done() - self.published >= self.batch || waiting != 0 {
             self.publish();
         }
     }
@@ -278,7 +355,7 @@ impl Consumer {
     /// Hands every released record's space back to the producer now, instead of at the next
     /// batch boundary or when the ring runs empty.
     pub fn flush(&mut self) {
-        if self.read != self.published {
+        if self.done() != self.published {
             self.publish();
         }
     }
@@ -341,6 +418,7 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        self.acknowledge_released();
         if !self.closed {
             self.flush();
         }

@@ -30,7 +30,7 @@ mod shared;
 
 pub use crate::wait::{EndpointConfig, Park};
 pub use consumer::{Consumer, Record};
-pub use producer::{Claim, Producer};
+pub use producer::{Claim, Producer, Unfinished};
 pub(crate) use shared::RingMemory;
 pub use shared::{Ring, RingFds};
 

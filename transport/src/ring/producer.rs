@@ -20,6 +20,29 @@ struct Placement {
     len: u64,
 }
 
+/// What [`Producer::unacknowledged`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unfinished {
+    /// Records read back.
+    pub records: u64,
+    /// The consumer had taken the first of them (it may have done its work, or part of it).
+    pub taken: bool,
+    /// The consumer acknowledged records; if not, any of them may have been done.
+    pub acknowledged: bool,
+}
+
+impl Unfinished {
+    /// How many of the records read back the consumer may have finished already: the one it
+    /// had taken, or all of them if it did not acknowledge.
+    pub fn possibly_done(&self) -> u64 {
+        if !self.acknowledged {
+            self.records
+        } else {
+            u64::from(self.taken).min(self.records)
+        }
+    }
+}
+
 /// The producing end of a ring: claims space, lets the caller write a record in place, and
 /// publishes it on commit. Dropping it closes the ring for writing (after publishing every
 /// committed record).
@@ -245,6 +268,90 @@ impl Producer {
             len: p.len,
             kind: 1,
         }
+    }
+
+    /// Reads back, in order, the committed records the consumer has not acknowledged (see
+    /// [`Consumer::acknowledge`](crate::Consumer::acknowledge)), so that they can be written to
+    /// a new ring after the consumer died: each record's kind and a private copy of its payload
+    /// go to `each`. For a consumer that does not acknowledge, every record past its published
+    /// read position counts as unacknowledged (it may have finished some of them). Changes
+    /// nothing in the ring.
+    ///
+    /// The consumer could write the ring's memory, so what `each` gets is untrusted: the walk
+    /// checks every header against this side's private bounds, and the caller validates the
+    /// payloads.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if a record header was overwritten (the records before it were handed
+    /// to `each`).
+    pub fn unacknowledged(&self, mut each: impl FnMut(u32, &[u8])) -> Result<Unfinished> {
+        let control = self.shared.control();
+        // ORDERING: Acquire pairs with the consumer's Release stores: the work it did before
+        // acknowledging (or releasing) a record happens before we skip that record.
+        let read = control.read_pos.0.load(Ordering::Acquire);
+        let acked = control.acks.0.acked.load(Ordering::Acquire);
+        let taken = control.acks.0.taken.load(Ordering::Acquire);
+        let enabled = control.acks.0.enabled.load(Ordering::Acquire) != 0;
+        let valid = |pos: u64| {
+            pos >= self.cached_read && pos <= self.write && pos.is_multiple_of(RECORD_ALIGN)
+        };
+        let mut pos = self.cached_read;
+        if valid(read) {
+            pos = read;
+        }
+        if enabled && valid(acked) && acked > pos {
+            pos = acked;
+        }
+        let mut unfinished = Unfinished {
+            records: 0,
+            taken: enabled && taken > pos && taken <= self.write,
+            acknowledged: enabled,
+        };
+        let capacity = self.shared.capacity;
+        let mut payload = Vec::new();
+        while pos < self.write {
+            let offset = self.shared.offset(pos);
+            let mut raw = [0u8; RECORD_ALIGN as usize];
+            self.shared.copy_out(offset, &mut raw);
+            let header = RecordHeader::from_bytes(raw);
+            let span = record_span(u64::from(header.len));
+            let padding = header.kind == KIND_PADDING;
+            if header.kind == 0
+                || offset + span > capacity
+                || pos + span > self.write
+                || (!padding && u64::from(header.len) > self.shared.max_payload)
+            {
+                return Err(Error::Corrupt {
+                    what: "unacknowledged record",
+                    detail: format!(
+                        "the header at position {pos} was overwritten (kind {}, length {}); {}                          record(s) before it were read back",
+                        header.kind, header.len, unfinished.records
+                    ),
+                });
+            }
+            if !padding {
+                payload.resize(header.len as usize, 0);
+                self.shared.copy_out(offset + RECORD_ALIGN, &mut payload);
+                each(header.kind, &payload);
+                unfinished.records += 1;
+            }
+            pos += span;
+        }
+        Ok(unfinished)
+    }
+
+    /// True once the consumer has acknowledged (or, if it does not acknowledge, released)
+    /// every committed record: [`unacknowledged`](Self::unacknowledged) would read back
+    /// nothing.
+    pub fn all_acknowledged(&self) -> bool {
+        let control = self.shared.control();
+        // ORDERING: as in `unacknowledged`.
+        let done = if control.acks.0.enabled.load(Ordering::Acquire) != 0 {
+            control.acks.0.acked.load(Ordering::Acquire)
+        } else {
+            control.read_pos.0.load(Ordering::Acquire)
+        };
+        done == self.write
     }
 
     /// Publishes every committed record (including deferred ones) and wakes the consumer if it

@@ -372,6 +372,7 @@ impl Ring {
             write_pos: Span(Default::default()),
             read_pos: Span(Default::default()),
             signals: Span(Default::default()),
+            acks: Span(Default::default()),
         });
         let data: Box<[std::cell::UnsafeCell<u8>]> = (0..capacity)
             .map(|_| std::cell::UnsafeCell::new(0))

@@ -457,6 +457,95 @@ fn opening_checks_positions() {
     assert!(matches!(ring.producer(cfg()), Err(Error::Closed)));
 }
 
+/// Payloads read back by `unacknowledged`.
+fn read_back(p: &Producer) -> (Vec<Vec<u8>>, Unfinished) {
+    let mut back = Vec::new();
+    let unfinished = p
+        .unacknowledged(|_, bytes| back.push(bytes.to_vec()))
+        .unwrap();
+    (back, unfinished)
+}
+
+#[test]
+fn unacknowledged_records_are_read_back_from_the_acknowledged_position() {
+    let (ring, mut p, c) = pair(1 << 16);
+    let mut c = c.acknowledge();
+    let records: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000]).collect();
+    for record in &records[..3] {
+        put(&mut p, record);
+    }
+    // Two done (acknowledged, the read position not yet published), the third taken.
+    drop(c.try_read().unwrap().unwrap());
+    drop(c.try_read().unwrap().unwrap());
+    assert_eq!(ring.shared.control().read_pos.0.load(Ordering::Acquire), 0);
+    let held = c.try_read().unwrap().unwrap();
+    for record in &records[3..] {
+        let mut claim = p.try_claim(record.len()).unwrap().unwrap();
+        claim.copy_from_slice(record);
+        // Committed but not yet published: still read back.
+        claim.commit_deferred();
+    }
+    let (back, unfinished) = read_back(&p);
+    assert_eq!(back, records[2..]);
+    assert_eq!(
+        unfinished,
+        Unfinished {
+            records: 3,
+            taken: true,
+            acknowledged: true
+        }
+    );
+    assert_eq!(unfinished.possibly_done(), 1);
+    // Released, but done only once the reader comes back for more.
+    drop(held);
+    assert_eq!(read_back(&p).1.possibly_done(), 1);
+    assert!(c.try_read().unwrap().is_none());
+    let (back, unfinished) = read_back(&p);
+    assert_eq!((back.len(), unfinished.possibly_done()), (2, 0));
+}
+
+#[test]
+fn without_acknowledgements_everything_past_the_read_position_is_read_back() {
+    let (_ring, mut p, mut c) = pair(4096);
+    for i in 0..3u8 {
+        put(&mut p, &[i; 10]);
+    }
+    drop(c.try_read().unwrap().unwrap());
+    let (back, unfinished) = read_back(&p);
+    // The consumer released one record but published no read position yet: it may have
+    // finished any of them.
+    assert_eq!(back.len(), 3);
+    assert_eq!(unfinished.possibly_done(), 3);
+}
+
+#[test]
+fn overwritten_unacknowledged_records_are_an_error_not_a_panic() {
+    let (ring, mut p, c) = pair(4096);
+    let _c = c.acknowledge();
+    put(&mut p, &[1; 10]);
+    put(&mut p, &[2; 10]);
+    // The consumer scribbles over the second header, and claims impossible positions.
+    ring.shared.write_at(32, &[0xff; 16]);
+    let acks = &ring.shared.control().acks.0;
+    acks.acked.store(u64::MAX - 15, Ordering::Release);
+    acks.taken.store(7, Ordering::Release);
+    let mut back = Vec::new();
+    let err = p
+        .unacknowledged(|_, bytes| back.push(bytes.to_vec()))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Corrupt {
+                what: "unacknowledged record",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(back, [vec![1; 10]]);
+}
+
 // ---- property tests ----
 
 #[derive(Clone, Debug)]

@@ -35,6 +35,7 @@ fn every_message() -> Vec<Message> {
             sources: vec!["random".into()],
             sinks: vec!["file".into()],
             functions: vec!["echo".into(), "count".into()],
+            not_repeatable: vec!["count".into()],
         }),
         Message::StartSource(start("random", Some("topic/a"))),
         Message::StartSink(start("file", None)),

@@ -225,6 +225,36 @@ impl Reply {
     }
 }
 
+/// Serves one HTTP request on an ephemeral port with `status` and the file at `file://` URL
+/// `body_of` as the body; the URL to ask, and the thread (joined to check it answered).
+fn serve_once(status: &str, body_of: &str) -> (String, std::thread::JoinHandle<()>) {
+    let body = std::fs::read(body_of.strip_prefix("file://").unwrap()).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/packages/mirror.zip",
+        listener.local_addr().unwrap()
+    );
+    let status = status.to_owned();
+    let thread = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        stream.write_all(&body).unwrap();
+    });
+    (url, thread)
+}
+
 fn install_body(name: &str, url: &str) -> String {
     serde_json::json!({ "name": name, "file": url }).to_string()
 }
@@ -372,7 +402,7 @@ fn bad_requests_get_ekuipers_statuses_and_say_what_is_wrong() {
         .assert_error(400, 1000, &["name", "must not be empty"]);
     server
         .install("mirror", "https://example.invalid/mirror.zip")
-        .assert_error(400, 1000, &["only file:// URLs are supported"]);
+        .assert_error(400, 1000, &["https:// is not supported yet"]);
     server
         .install("mirror", "file:///nowhere/mirror.tar")
         .assert_error(400, 1000, &["invalid uri", ".zip"]);
@@ -383,6 +413,22 @@ fn bad_requests_get_ekuipers_statuses_and_say_what_is_wrong() {
             1000,
             &["fail to install plugin", "/nowhere/mirror.zip"],
         );
+
+    // Downloads that fail.
+    server
+        .install("mirror", "http://127.0.0.1:1/mirror.zip")
+        .assert_error(
+            400,
+            1000,
+            &["fail to download file http://127.0.0.1:1/mirror.zip"],
+        );
+    let (url, thread) = serve_once("404 Not Found", &f.mirror_zip("m.zip", "v1"));
+    server.install("mirror", &url).assert_error(
+        400,
+        1000,
+        &["fail to download file", "answered 404"],
+    );
+    thread.join().unwrap();
 
     // A zip that is not a zip.
     let bad = f.dir.path().join("work/bad.zip");
@@ -458,6 +504,27 @@ fn bad_requests_get_ekuipers_statuses_and_say_what_is_wrong() {
     let list = server.get("/plugins/portables").json();
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     server.plugin_pid("mirror");
+}
+
+#[test]
+fn installs_from_an_http_url() {
+    let f = Fixture::new();
+    let server = Server::start(&f);
+    let (url, thread) = serve_once("200 OK", &f.mirror_zip("mirror.zip", "v3.0.0"));
+    let reply = server.install("mirror", &url);
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    thread.join().unwrap();
+    assert_eq!(
+        server.get("/plugins/portables/mirror").json()["version"],
+        "v3.0.0"
+    );
+    server.plugin_pid("mirror");
+    // The download is not left in the plugins directory.
+    let left: Vec<_> = std::fs::read_dir(f.plugins())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["mirror"]);
 }
 
 #[test]

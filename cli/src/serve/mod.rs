@@ -10,6 +10,7 @@
 //! asks for port 0). SIGINT or SIGTERM stop it: it finishes the requests in flight, then stops
 //! every plugin process and reaps it.
 
+mod download;
 mod host;
 mod metrics;
 mod portables;

@@ -3,7 +3,7 @@
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /plugins/portables` | 200, a JSON array of plugins (as `GET .../{name}` shows each) |
-//! | `POST /plugins/portables` `{"name", "file"}` | 201 `portable plugin NAME is created`: installed from the zip and started |
+//! | `POST /plugins/portables` `{"name", "file"}` | 201 `portable plugin NAME is created`: installed from the zip (`file://` or `http://` URL) and started |
 //! | `GET /plugins/portables/{name}` | 200 `{"name", "version", "language", "executable", "sources", "sinks", "functions"}` |
 //! | `PUT /plugins/portables/{name}` `{"name", "file"}` | 200 `portable plugin NAME is updated`: the running process swapped for the new version's |
 //! | `DELETE /plugins/portables/{name}` | 200 `portable plugin NAME is deleted`: stopped and removed |
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use shmplug_host::registry::{Listed, PluginInfo};
 use shmplug_host::{Error as HostError, Phase};
 
+use super::download;
 use super::host::{self, Process};
 use super::reply::{self, ApiError};
 use super::{App, BODY_LIMIT};
@@ -119,7 +120,7 @@ pub async fn create(
             "invalid name: the field `name` must not be empty",
         ));
     }
-    let package = zip_path(&request.file).map_err(|e| ApiError::bad_request(CONTEXT, e))?;
+    let package = package(&request.file).map_err(|e| ApiError::bad_request(CONTEXT, e))?;
     let _change = app.host.change().await;
     if app.host.registry().describe(&name).is_ok() || app.host.process(&name).is_some() {
         return Err(ApiError::bad_request(
@@ -133,10 +134,15 @@ pub async fn create(
     let host = app.host.clone();
     let installed = {
         let name = name.clone();
-        blocking(move || host.install(&name, &package)).await?
+        blocking(move || {
+            package.with_zip(host.registry().root(), &name, |zip| {
+                host.install(&name, zip)
+                    .map_err(|e| format!("fail to install plugin: {e}"))
+            })
+        })
+        .await?
     };
-    installed
-        .map_err(|e| ApiError::bad_request(CONTEXT, format!("fail to install plugin: {e}")))?;
+    installed.map_err(|e| ApiError::bad_request(CONTEXT, e))?;
     Ok((
         StatusCode::CREATED,
         format!("portable plugin {name} is created"),
@@ -158,14 +164,20 @@ pub async fn update(
             format!("the body names plugin `{named}` but the URL names `{name}`"),
         ));
     }
-    let package = zip_path(&request.file).map_err(|e| ApiError::bad_request(CONTEXT, e))?;
+    let package = package(&request.file).map_err(|e| ApiError::bad_request(CONTEXT, e))?;
     let _change = app.host.change().await;
     let host = app.host.clone();
     let updated = {
         let name = name.clone();
-        blocking(move || host.update(&name, &package)).await?
+        blocking(move || {
+            package.with_zip(host.registry().root(), &name, |zip| {
+                host.update(&name, zip)
+                    .map_err(|e| format!("fail to install plugin: {e}"))
+            })
+        })
+        .await?
     };
-    updated.map_err(|e| ApiError::bad_request(CONTEXT, format!("fail to install plugin: {e}")))?;
+    updated.map_err(|e| ApiError::bad_request(CONTEXT, e))?;
     Ok(format!("portable plugin {name} is updated"))
 }
 
@@ -263,22 +275,55 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal("a worker task failed", e))
 }
 
-/// The local zip a `file` URL names. eKuiper also downloads `http(s)://` URLs; this server
-/// does not yet, and says so.
-fn zip_path(url: &str) -> Result<PathBuf, String> {
+/// Where a package comes from.
+#[derive(Debug, PartialEq)]
+enum Package {
+    /// A zip on this machine (a `file://` URL).
+    Local(PathBuf),
+    /// A zip to download (an `http://` URL).
+    Remote(String),
+}
+
+impl Package {
+    /// Downloads a remote package into `dir` (blocking); runs `install` with the zip's path.
+    fn with_zip<T>(
+        &self,
+        dir: &std::path::Path,
+        name: &str,
+        install: impl FnOnce(&std::path::Path) -> Result<T, String>,
+    ) -> Result<T, String> {
+        match self {
+            Package::Local(path) => install(path),
+            Package::Remote(url) => {
+                let downloaded = download::fetch(url, dir, name)?;
+                install(downloaded.path())
+            }
+        }
+    }
+}
+
+/// The package a `file` URL names, as eKuiper takes it: a zip, by `file://` or `http://` URL
+/// (`https://` is refused: this build carries no TLS stack).
+fn package(url: &str) -> Result<Package, String> {
     let url = url.trim();
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(
-            "invalid uri {url:?}: expected a file:// URL of a zip, such as \
+            "invalid uri {url:?}: expected a file:// or http:// URL of a zip, such as \
              file:///var/plugins/mirror.zip"
         ));
     };
+    if !url.ends_with(".zip") {
+        return Err(format!(
+            "invalid uri {url}: the package must be a .zip file"
+        ));
+    }
     match scheme.to_ascii_lowercase().as_str() {
         "file" => {}
-        "http" | "https" => {
+        "http" => return Ok(Package::Remote(url.to_owned())),
+        "https" => {
             return Err(format!(
-                "cannot fetch {url}: only file:// URLs are supported yet; download the zip \
-                 to this machine and give its file:// URL"
+                "cannot fetch {url}: https:// is not supported yet (file:// and http:// are); \
+                 download the zip to this machine and give its file:// URL"
             ));
         }
         _ => return Err(format!("invalid uri {url}: unsupported scheme `{scheme}`")),
@@ -292,12 +337,7 @@ fn zip_path(url: &str) -> Result<PathBuf, String> {
         ));
     }
     let path = percent_decode(path).ok_or_else(|| format!("invalid uri {url}: bad %-escape"))?;
-    if !path.ends_with(".zip") {
-        return Err(format!(
-            "invalid uri {url}: the package must be a .zip file"
-        ));
-    }
-    Ok(PathBuf::from(path))
+    Ok(Package::Local(PathBuf::from(path)))
 }
 
 /// `text` with its `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
@@ -323,28 +363,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_urls() {
+    fn package_urls() {
+        let local = |path: &str| Package::Local(PathBuf::from(path));
         assert_eq!(
-            zip_path("file:///var/p/mirror.zip").unwrap(),
-            PathBuf::from("/var/p/mirror.zip")
+            package("file:///var/p/mirror.zip").unwrap(),
+            local("/var/p/mirror.zip")
         );
         assert_eq!(
-            zip_path("file://localhost/a%20b/m.zip").unwrap(),
-            PathBuf::from("/a b/m.zip")
+            package("file://localhost/a%20b/m.zip").unwrap(),
+            local("/a b/m.zip")
         );
-        assert!(
-            zip_path("https://x/m.zip")
-                .unwrap_err()
-                .contains("only file://")
+        assert_eq!(
+            package("http://h:8/m.zip").unwrap(),
+            Package::Remote("http://h:8/m.zip".into())
         );
-        assert!(
-            zip_path("file://relative/m.zip")
-                .unwrap_err()
-                .contains("absolute")
-        );
-        assert!(zip_path("file:///m.tar").unwrap_err().contains(".zip"));
-        assert!(zip_path("/m.zip").unwrap_err().contains("file://"));
-        assert!(zip_path("file:///m%2.zip").unwrap_err().contains("escape"));
-        assert!(zip_path("ftp:///m.zip").unwrap_err().contains("ftp"));
+        let refused = |url: &str, needle: &str| {
+            let error = package(url).unwrap_err();
+            assert!(error.contains(needle), "{needle:?} not in {error:?}");
+        };
+        refused("https://x/m.zip", "https:// is not supported");
+        refused("file://relative/m.zip", "absolute");
+        refused("file:///m.tar", ".zip");
+        refused("/m.zip", "file://");
+        refused("file:///m%2.zip", "escape");
+        refused("ftp:///m.zip", "ftp");
     }
 }

@@ -546,3 +546,194 @@ fn starts_the_installed_plugins_and_stops_them_on_sigint() {
         server.stderr()
     );
 }
+
+/// A mirror pipeline: `count` random tuples (`None`: unlimited, one per millisecond), echoed
+/// into field `echoed`, written to `out`.
+fn mirror_pipeline(count: Option<u64>, out: &std::path::Path) -> String {
+    let (interval, count) = match count {
+        Some(n) => (0, format!(", count = {n}")),
+        None => (1, String::new()),
+    };
+    format!(
+        r#"
+[source]
+plugin = "mirror"
+symbol = "random"
+properties = {{ interval = {interval}, seed = 10, pattern = {{ value = 1 }}{count} }}
+
+[[functions]]
+plugin = "mirror"
+symbol = "echo"
+args = ["value"]
+output = "echoed"
+
+[sink]
+plugin = "mirror"
+symbol = "file"
+properties = {{ path = "{}", interval = 0 }}
+"#,
+        out.display()
+    )
+}
+
+#[test]
+fn runs_inspects_and_stops_pipelines() {
+    let f = Fixture::new();
+    let mut server = Server::start(&f);
+    assert_eq!(
+        server
+            .install("mirror", &f.mirror_zip("mirror.zip", "v1"))
+            .status,
+        201
+    );
+    assert_eq!(server.get("/pipelines").body, "[]");
+
+    // A pipeline that ends by itself stays listed with the reason, its output complete.
+    let out = f.dir.path().join("out-50.jsonl");
+    let reply = server.post("/pipelines?id=fifty", &mirror_pipeline(Some(50), &out));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.json()["id"], "fifty");
+    wait_for("pipeline fifty to end", || {
+        server.get("/pipelines/fifty").json()["state"] == "ended"
+    });
+    let shown = server.get("/pipelines/fifty").json();
+    assert_eq!(shown["ended"], "the source ended", "{shown}");
+    assert_eq!(shown["tuples"], 50, "{shown}");
+    assert_eq!(shown["errors"], 0, "{shown}");
+    let lines = support::read_lines(&out);
+    assert_eq!(lines.len(), 50);
+    assert!(lines[0].contains("\"echoed\""), "{}", lines[0]);
+
+    // One that runs until stopped, from a JSON body, with an id of the server's choosing.
+    let out = f.dir.path().join("out-live.jsonl");
+    let toml: toml::Table = toml::from_str(&mirror_pipeline(None, &out)).unwrap();
+    let reply = server.post("/pipelines", &serde_json::to_string(&toml).unwrap());
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.json()["id"].as_str().unwrap().to_owned();
+    let tuples = |server: &Server| {
+        server.get(&format!("/pipelines/{id}")).json()["tuples"]
+            .as_u64()
+            .unwrap()
+    };
+    wait_for("tuples to move", || tuples(&server) > 0);
+    let shown = server.get(&format!("/pipelines/{id}")).json();
+    assert_eq!(shown["state"], "running", "{shown}");
+    assert_eq!(shown["plugins"][0]["name"], "mirror", "{shown}");
+    assert_eq!(
+        shown["plugins"][0]["instances"].as_array().unwrap().len(),
+        3,
+        "{shown}"
+    );
+    let status = server.get("/plugins/portables/mirror/status").json();
+    assert_eq!(status["refCount"][&id], 3, "{status}");
+    assert_eq!(server.get("/pipelines").json().as_array().unwrap().len(), 2);
+    let text = server.get("/metrics").body;
+    let counted = metric(
+        &text,
+        &format!("shmplug_pipeline_tuples_total{{pipeline=\"{id}\"}}"),
+    );
+    assert!(
+        counted.is_some_and(|n| n.parse::<u64>().unwrap() > 0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("shmplug_pipeline_running{{pipeline=\"{id}\"}}")
+        )
+        .as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "shmplug_plugin_instances{plugin=\"mirror\",kind=\"function\"}"
+        )
+        .as_deref(),
+        Some("1"),
+        "{text}"
+    );
+
+    // The pipeline survives its plugin's crash: the supervisor restarts the process and
+    // replays the instances.
+    let pid = server.plugin_pid("mirror");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    wait_for("the plugin to be restarted", || {
+        let status = server.get("/plugins/portables/mirror/status").json();
+        status["restarts"] == 1 && status["status"] == "running"
+    });
+    let before = tuples(&server);
+    wait_for("tuples to move after the restart", || {
+        tuples(&server) > before
+    });
+    assert_eq!(
+        server.get(&format!("/pipelines/{id}")).json()["state"],
+        "running"
+    );
+
+    let reply = server.delete(&format!("/pipelines/{id}"));
+    assert_eq!(
+        (reply.status, reply.body.clone()),
+        (200, format!("pipeline {id} is stopped"))
+    );
+    server
+        .get(&format!("/pipelines/{id}"))
+        .assert_error(404, 1002, &[&id]);
+    let status = server.get("/plugins/portables/mirror/status").json();
+    assert_eq!(status["refCount"], serde_json::json!({}), "{status}");
+
+    // Bad pipelines, each refused with what is wrong; the server keeps serving.
+    let good = mirror_pipeline(Some(5), &out);
+    server.post("/pipelines?id=fifty", &good).assert_error(
+        400,
+        1000,
+        &["pipeline fifty already exists"],
+    );
+    server
+        .post(
+            "/pipelines",
+            &good.replace("symbol = \"echo\"", "symbol = \"nosuch\""),
+        )
+        .assert_error(400, 1000, &["function `nosuch`"]);
+    server
+        .post(
+            "/pipelines",
+            &good.replace("plugin = \"mirror\"", "plugin = \"other\""),
+        )
+        .assert_error(400, 1000, &["plugin `other`", "not installed"]);
+    server
+        .post("/pipelines", "[source\nplugin =")
+        .assert_error(400, 1000, &["invalid TOML"]);
+    server
+        .post("/pipelines", "{\"source\": {}}")
+        .assert_error(400, 1000, &["invalid JSON"]);
+    server
+        .post("/pipelines?id=a/b", &good)
+        .assert_error(400, 1000, &["invalid pipeline id"]);
+    server
+        .delete("/pipelines/nosuch")
+        .assert_error(404, 1002, &["stop pipeline nosuch error"]);
+
+    // SIGTERM with a pipeline running stops it, then the plugin.
+    let out = f.dir.path().join("out-last.jsonl");
+    assert_eq!(
+        server
+            .post("/pipelines?id=last", &mirror_pipeline(None, &out))
+            .status,
+        201
+    );
+    server.signal(rustix::process::Signal::TERM);
+    let status = server.wait();
+    assert!(status.success(), "{status:?}; stderr: {}", server.stderr());
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("pipeline `last` ended: stopped"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stopped plugin `mirror`"), "{stderr}");
+}

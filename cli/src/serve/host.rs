@@ -179,8 +179,8 @@ impl Host {
     }
 }
 
-/// Stops `process` (blocking until it is reaped, unless a pipeline still holds it: then it
-/// stops when that pipeline ends).
+/// Stops `process` (blocking until it is reaped, unless a request still reads its status: then
+/// it stops as that request ends). Pipelines using it fail, as an eKuiper rule does.
 pub fn stop(name: &str, process: Process) {
     if let Process::Started(plugin) = process {
         match Arc::try_unwrap(plugin) {
@@ -188,7 +188,7 @@ pub fn stop(name: &str, process: Process) {
                 plugin.shutdown();
                 tracing::info!("stopped plugin `{name}`");
             }
-            Err(_) => tracing::info!("plugin `{name}` stops when its last pipeline ends"),
+            Err(_) => tracing::info!("plugin `{name}` stops as soon as its last reader is done"),
         }
     }
 }

@@ -6,6 +6,12 @@
 //! | `shmplug_plugin_up` | gauge: 1 while the process runs and answers | `plugin` |
 //! | `shmplug_plugin_restarts_total` | counter: processes restarted after a crash or a wedge | `plugin` |
 //! | `shmplug_plugin_instances` | gauge: instances the running process confirmed | `plugin`, `kind` |
+//! | `shmplug_pipeline_tuples_total` | counter: tuples sent on to the sink | `pipeline` |
+//! | `shmplug_pipeline_errors_total` | counter: failed calls, sends and the like | `pipeline` |
+//! | `shmplug_pipeline_running` | gauge: 1 until the pipeline ends | `pipeline` |
+//!
+//! The host's data handles keep no counters of their own, so tuples and errors are counted per
+//! pipeline, where they move.
 
 use std::sync::Arc;
 
@@ -22,15 +28,17 @@ use shmplug_host::{Phase, SymbolKind};
 
 use super::App;
 use super::host::Host;
+use super::pipelines::Pipelines;
 use super::reply::ApiError;
 
 /// The content type of Prometheus' text format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The server's metrics registry: one collector that reads the plugins' statuses.
-pub fn registry(host: Arc<Host>) -> Registry {
+pub fn registry(host: Arc<Host>, pipelines: Arc<Pipelines>) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Plugins(host)));
+    registry.register_collector(Box::new(PipelineCounters(pipelines)));
     registry
 }
 
@@ -88,6 +96,44 @@ impl Collector for Plugins {
                 ConstGauge::new(i64::try_from(live).unwrap_or(i64::MAX))
                     .encode(instances.encode_family(&labels)?)?;
             }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct PipelineCounters(Arc<Pipelines>);
+
+impl Collector for PipelineCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counters = self.0.counters();
+        let mut tuples = encoder.encode_descriptor(
+            "shmplug_pipeline_tuples",
+            "Tuples the pipeline sent on to its sink",
+            None,
+            MetricType::Counter,
+        )?;
+        for (id, n, _, _) in &counters {
+            ConstCounter::new(*n).encode(tuples.encode_family(&[("pipeline", id.as_str())])?)?;
+        }
+        let mut errors = encoder.encode_descriptor(
+            "shmplug_pipeline_errors",
+            "Failed calls, failed sends and the like in the pipeline",
+            None,
+            MetricType::Counter,
+        )?;
+        for (id, _, n, _) in &counters {
+            ConstCounter::new(*n).encode(errors.encode_family(&[("pipeline", id.as_str())])?)?;
+        }
+        let mut running = encoder.encode_descriptor(
+            "shmplug_pipeline_running",
+            "1 until the pipeline ends, then 0",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (id, _, _, up) in &counters {
+            ConstGauge::new(i64::from(*up))
+                .encode(running.encode_family(&[("pipeline", id.as_str())])?)?;
         }
         Ok(())
     }

@@ -3,6 +3,8 @@
 //!
 //! - [`portables`]: eKuiper's plugin management endpoints under `/plugins/portables`, on the
 //!   plugins directory shared with `shmplug plugins`.
+//! - [`pipelines`]: start, list, inspect and stop pipelines (`shmplug run`'s files) under
+//!   `/pipelines`.
 //! - [`metrics`]: the Prometheus endpoint `/metrics`.
 //!
 //! At start-up the server starts a process for every valid installed plugin, binds its
@@ -13,6 +15,7 @@
 mod download;
 mod host;
 mod metrics;
+mod pipelines;
 mod portables;
 mod reply;
 
@@ -44,6 +47,7 @@ pub struct ServeArgs {
 #[derive(Clone)]
 pub struct App {
     host: Arc<Host>,
+    pipelines: Arc<pipelines::Pipelines>,
     metrics: Arc<prometheus_client::registry::Registry>,
 }
 
@@ -76,9 +80,11 @@ async fn serve(registry: Registry, args: &ServeArgs) -> crate::error::Result<()>
              run plugins"
         );
     }
+    let pipelines = Arc::new(pipelines::Pipelines::default());
     let app = App {
-        metrics: Arc::new(metrics::registry(host.clone())),
+        metrics: Arc::new(metrics::registry(host.clone(), pipelines.clone())),
         host: host.clone(),
+        pipelines: pipelines.clone(),
     };
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on http://{address}");
@@ -90,9 +96,10 @@ async fn serve(registry: Registry, args: &ServeArgs) -> crate::error::Result<()>
     let served = axum::serve(listener, router(app))
         .with_graceful_shutdown(stop)
         .await;
-    tracing::info!("stopping every plugin");
+    tracing::info!("stopping every pipeline and plugin");
     let stopping = host.clone();
     let stopped = tokio::task::spawn_blocking(move || {
+        pipelines.stop_all();
         for (name, process) in stopping.take_all() {
             host::stop(&name, process);
         }
@@ -116,6 +123,11 @@ fn router(app: App) -> Router {
                 .delete(portables::delete),
         )
         .route("/plugins/portables/{name}/status", get(portables::status))
+        .route("/pipelines", get(pipelines::list).post(pipelines::start))
+        .route(
+            "/pipelines/{id}",
+            get(pipelines::inspect).delete(pipelines::stop),
+        )
         .route("/metrics", get(metrics::scrape))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)

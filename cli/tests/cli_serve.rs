@@ -603,6 +603,33 @@ fn runs_inspects_and_stops_pipelines() {
     let lines = support::read_lines(&out);
     assert_eq!(lines.len(), 50);
     assert!(lines[0].contains("\"echoed\""), "{}", lines[0]);
+    let text = server.get("/metrics").body;
+    let fifty = |name: &str| metric(&text, &format!("{name}{{pipeline=\"fifty\"}}"));
+    assert_eq!(
+        fifty("shmplug_pipeline_tuples_total").as_deref(),
+        Some("50"),
+        "{text}"
+    );
+    assert_eq!(
+        fifty("shmplug_pipeline_running").as_deref(),
+        Some("0"),
+        "{text}"
+    );
+    assert_eq!(
+        fifty("shmplug_pipeline_latency_seconds_count").as_deref(),
+        Some("50"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE shmplug_pipeline_latency_seconds histogram"),
+        "{text}"
+    );
+    let infinite = text.lines().find(|l| {
+        l.starts_with("shmplug_pipeline_latency_seconds_bucket{")
+            && l.contains("fifty")
+            && l.contains("+Inf")
+    });
+    assert!(infinite.is_some_and(|l| l.ends_with(" 50")), "{text}");
 
     // One that runs until stopped, from a JSON body, with an id of the server's choosing.
     let out = f.dir.path().join("out-live.jsonl");

@@ -9,6 +9,7 @@
 //! | `shmplug_pipeline_tuples_total` | counter: tuples sent on to the sink | `pipeline` |
 //! | `shmplug_pipeline_errors_total` | counter: failed calls, sends and the like | `pipeline` |
 //! | `shmplug_pipeline_running` | gauge: 1 until the pipeline ends | `pipeline` |
+//! | `shmplug_pipeline_latency_seconds` | histogram: batch received to sent on to the sink, per tuple | `pipeline` |
 //!
 //! The host's data handles keep no counters of their own, so tuples and errors are counted per
 //! pipeline, where they move.
@@ -19,7 +20,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -28,7 +29,7 @@ use shmplug_host::{Phase, SymbolKind};
 
 use super::App;
 use super::host::Host;
-use super::pipelines::Pipelines;
+use super::pipelines::{Counters, LATENCY_BUCKETS, Pipelines};
 use super::reply::ApiError;
 
 /// The content type of Prometheus' text format.
@@ -107,14 +108,15 @@ struct PipelineCounters(Arc<Pipelines>);
 impl Collector for PipelineCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let counters = self.0.counters();
+        let label = |c: &Counters| [("pipeline", c.id.clone())];
         let mut tuples = encoder.encode_descriptor(
             "shmplug_pipeline_tuples",
             "Tuples the pipeline sent on to its sink",
             None,
             MetricType::Counter,
         )?;
-        for (id, n, _, _) in &counters {
-            ConstCounter::new(*n).encode(tuples.encode_family(&[("pipeline", id.as_str())])?)?;
+        for c in &counters {
+            ConstCounter::new(c.tuples).encode(tuples.encode_family(&label(c))?)?;
         }
         let mut errors = encoder.encode_descriptor(
             "shmplug_pipeline_errors",
@@ -122,8 +124,8 @@ impl Collector for PipelineCounters {
             None,
             MetricType::Counter,
         )?;
-        for (id, _, n, _) in &counters {
-            ConstCounter::new(*n).encode(errors.encode_family(&[("pipeline", id.as_str())])?)?;
+        for c in &counters {
+            ConstCounter::new(c.errors).encode(errors.encode_family(&label(c))?)?;
         }
         let mut running = encoder.encode_descriptor(
             "shmplug_pipeline_running",
@@ -131,9 +133,25 @@ impl Collector for PipelineCounters {
             None,
             MetricType::Gauge,
         )?;
-        for (id, _, _, up) in &counters {
-            ConstGauge::new(i64::from(*up))
-                .encode(running.encode_family(&[("pipeline", id.as_str())])?)?;
+        for c in &counters {
+            ConstGauge::new(i64::from(c.running)).encode(running.encode_family(&label(c))?)?;
+        }
+        let mut latency = encoder.encode_descriptor(
+            "shmplug_pipeline_latency_seconds",
+            "Per tuple, from its batch's arrival from the source to its batch sent on to the \
+             sink (published every second)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &counters {
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .zip(c.latency.buckets.iter().copied())
+                .collect();
+            latency
+                .encode_family(&label(c))?
+                .encode_histogram::<NoLabelSet>(c.latency.sum, c.latency.count, &buckets, None)?;
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use shmplug_host::{FunctionClient, InstanceSpec, Plugin, SinkWriter, SourceReader};
 
@@ -39,6 +40,51 @@ use crate::pump::{Outcome, Pump, Step};
 const BATCH: usize = 256;
 /// How long one step waits for the source: also how soon a stop is noticed.
 const STEP_WAIT: Duration = Duration::from_millis(100);
+
+/// Upper bounds of the buckets of `shmplug_pipeline_latency_seconds`, in seconds.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.1, 1.0,
+];
+/// How often a pipeline publishes its latency histogram.
+const LATENCY_EVERY: Duration = Duration::from_secs(1);
+
+/// A pipeline's latencies (batch received to sent on to the sink, per tuple) in the buckets of
+/// [`LATENCY_BUCKETS`]: the count in each (not cumulative; above the last: only in `count`).
+#[derive(Clone, Debug, Default)]
+pub struct Latency {
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    /// Of every latency, in seconds (from the recording histogram: 3 significant digits).
+    pub sum: f64,
+}
+
+impl Latency {
+    fn of(histogram: &Histogram<u64>) -> Latency {
+        let mut buckets = vec![0; LATENCY_BUCKETS.len()];
+        for value in histogram.iter_recorded() {
+            let secs = value.value_iterated_to() as f64 / 1e9;
+            if let Some(i) = LATENCY_BUCKETS.iter().position(|bound| secs <= *bound) {
+                buckets[i] += value.count_at_value();
+            }
+        }
+        let count = histogram.len();
+        Latency {
+            buckets,
+            count,
+            sum: histogram.mean() * count as f64 / 1e9,
+        }
+    }
+}
+
+/// One pipeline's figures for `/metrics`.
+#[derive(Debug)]
+pub struct Counters {
+    pub id: String,
+    pub tuples: u64,
+    pub errors: u64,
+    pub running: bool,
+    pub latency: Latency,
+}
 
 /// The server's pipelines, by id.
 #[derive(Debug, Default)]
@@ -55,8 +101,10 @@ pub struct Run {
     started_unix_ms: u64,
     tuples: AtomicU64,
     errors: AtomicU64,
+    latency: Mutex<Latency>,
     stop: AtomicBool,
-    ended: Mutex<Option<String>>,
+    /// Why it ended, and when (since `started`).
+    ended: Mutex<Option<(String, Duration)>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The plugins it uses, in pipeline order; weak, so deleting a plugin still stops its
     /// process (and the pipeline then fails, as an eKuiper rule does).
@@ -102,18 +150,16 @@ impl Pipelines {
         lock(&self.runs).get(id).cloned()
     }
 
-    /// Every pipeline's id, tuples, errors and whether it runs (for `/metrics`).
-    pub fn counters(&self) -> Vec<(String, u64, u64, bool)> {
+    /// Every pipeline's figures (for `/metrics`).
+    pub fn counters(&self) -> Vec<Counters> {
         lock(&self.runs)
             .values()
-            .map(|r| {
-                let running = lock(&r.ended).is_none();
-                (
-                    r.id.clone(),
-                    r.tuples.load(Ordering::Relaxed),
-                    r.errors.load(Ordering::Relaxed),
-                    running,
-                )
+            .map(|r| Counters {
+                id: r.id.clone(),
+                tuples: r.tuples.load(Ordering::Relaxed),
+                errors: r.errors.load(Ordering::Relaxed),
+                running: lock(&r.ended).is_none(),
+                latency: lock(&r.latency).clone(),
             })
             .collect()
     }
@@ -142,7 +188,12 @@ impl Run {
 
     fn show(&self, with_plugins: bool) -> Shown {
         let ended = lock(&self.ended).clone();
-        let uptime = self.started.elapsed().as_secs_f64();
+        // An ended pipeline's figures stay those of its run.
+        let uptime = ended
+            .as_ref()
+            .map_or_else(|| self.started.elapsed(), |(_, at)| *at)
+            .as_secs_f64();
+        let ended = ended.map(|(reason, _)| reason);
         let tuples = self.tuples.load(Ordering::Relaxed);
         let plugins = with_plugins.then(|| {
             self.plugins
@@ -315,6 +366,7 @@ fn open(host: &Host, id: &str, pipeline: Pipeline) -> Result<(Run, Opened), Stri
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         tuples: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        latency: Mutex::new(Latency::default()),
         stop: AtomicBool::new(false),
         ended: Mutex::new(None),
         thread: Mutex::new(None),
@@ -348,6 +400,7 @@ fn pump(run: &Run, opened: Opened) {
         duration,
     } = opened;
     let mut pump = Pump::new(calls.len());
+    let mut published = Instant::now();
     let end = loop {
         if run.stop.load(Ordering::Relaxed) {
             break "stopped".to_owned();
@@ -365,6 +418,10 @@ fn pump(run: &Run, opened: Opened) {
         let outcome = pump.step(&mut source, &mut calls, &mut sink, limit, STEP_WAIT);
         run.tuples.store(pump.stats.tuples, Ordering::Relaxed);
         run.errors.store(pump.stats.errors, Ordering::Relaxed);
+        if published.elapsed() >= LATENCY_EVERY {
+            *lock(&run.latency) = Latency::of(&pump.stats.latency);
+            published = Instant::now();
+        }
         match outcome {
             Outcome::Moved | Outcome::Idle => {}
             Outcome::SourceEnded => break "the source ended".to_owned(),
@@ -381,8 +438,9 @@ fn pump(run: &Run, opened: Opened) {
     }
     drop(calls);
     run.errors.store(pump.stats.errors, Ordering::Relaxed);
+    *lock(&run.latency) = Latency::of(&pump.stats.latency);
     tracing::info!("pipeline `{}` ended: {end}", run.id);
-    *lock(&run.ended) = Some(end);
+    *lock(&run.ended) = Some((end, run.started.elapsed()));
 }
 
 /// Accepts ids that are safe in a URL path and a log line.

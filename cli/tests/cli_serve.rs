@@ -764,3 +764,17 @@ fn runs_inspects_and_stops_pipelines() {
     );
     assert!(stderr.contains("stopped plugin `mirror`"), "{stderr}");
 }
+
+#[test]
+fn a_busy_address_fails_at_once_and_names_it() {
+    let f = Fixture::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = shmplug(&f.plugins(), &["serve", "--listen", &address]);
+    assert!(!out.status.success());
+    let stderr = cli::stderr(&out);
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+}

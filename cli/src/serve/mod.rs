@@ -63,17 +63,18 @@ pub fn execute(registry: Registry, args: &ServeArgs) -> crate::error::Result<()>
 async fn serve(registry: Registry, args: &ServeArgs) -> crate::error::Result<()> {
     // Listen for the signals before anything starts, so that a stop from now on is clean.
     let stop = stop_signal()?;
-    let host = Arc::new(Host::new(registry, SupervisorConfig::default()));
-    let starting = host.clone();
-    tokio::task::spawn_blocking(move || starting.start_installed())
-        .await
-        .map_err(|e| serve_error(format!("starting the installed plugins failed: {e}")))?;
+    // Bind first: a busy port fails before any plugin process starts.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| serve_error(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener
         .local_addr()
         .map_err(|e| serve_error(format!("cannot read the bound address: {e}")))?;
+    let host = Arc::new(Host::new(registry, SupervisorConfig::default()));
+    let starting = host.clone();
+    tokio::task::spawn_blocking(move || starting.start_installed())
+        .await
+        .map_err(|e| serve_error(format!("starting the installed plugins failed: {e}")))?;
     if !address.ip().is_loopback() {
         tracing::warn!(
             "listening on {address}, beyond this machine: whoever reaches it can install and \

@@ -766,6 +766,44 @@ fn runs_inspects_and_stops_pipelines() {
 }
 
 #[test]
+fn an_installed_plugin_that_cannot_start_shows_its_error() {
+    let f = Fixture::new();
+    let zip = f.zip(
+        "broken.zip",
+        &[
+            (
+                "broken.json",
+                r#"{"version": "v1", "language": "rust", "executable": "run.sh", "sources": ["s"]}"#,
+                0o644,
+            ),
+            ("run.sh", "#!/bin/sh\nexit 3\n", 0o755),
+        ],
+    );
+    let out = shmplug(
+        &f.plugins(),
+        &["plugins", "install", zip.strip_prefix("file://").unwrap()],
+    );
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    let server = Server::start(&f);
+    let status = server.get("/plugins/portables/broken/status").json();
+    assert_eq!(status["status"], "error", "{status}");
+    assert!(
+        status["errMsg"].as_str().unwrap().contains("broken"),
+        "{status}"
+    );
+    let text = server.get("/metrics").body;
+    assert_eq!(
+        metric(&text, "shmplug_plugin_up{plugin=\"broken\"}").as_deref(),
+        Some("0"),
+        "{text}"
+    );
+    // Its package is fine to describe, and to delete.
+    assert_eq!(server.get("/plugins/portables/broken").status, 200);
+    assert_eq!(server.delete("/plugins/portables/broken").status, 200);
+    assert_eq!(server.get("/plugins/portables/broken/status").status, 404);
+}
+
+#[test]
 fn a_busy_address_fails_at_once_and_names_it() {
     let f = Fixture::new();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -57,17 +57,17 @@ impl Host {
         self.processes().get(name).cloned()
     }
 
-    /// Every started plugin's status, by name.
-    pub fn statuses(&self) -> Vec<PluginStatus> {
-        let started: Vec<Arc<Plugin>> = self
-            .processes()
-            .values()
-            .filter_map(|p| match p {
-                Process::Started(plugin) => Some(plugin.clone()),
-                Process::Failed(_) => None,
-            })
-            .collect();
-        started.iter().map(|p| p.status()).collect()
+    /// Every started plugin's status, and the names of those whose process did not start.
+    pub fn statuses(&self) -> (Vec<PluginStatus>, Vec<String>) {
+        let mut started: Vec<Arc<Plugin>> = Vec::new();
+        let mut failed = Vec::new();
+        for (name, process) in self.processes().iter() {
+            match process {
+                Process::Started(plugin) => started.push(plugin.clone()),
+                Process::Failed(_) => failed.push(name.clone()),
+            }
+        }
+        (started.iter().map(|p| p.status()).collect(), failed)
     }
 
     /// Starts a process for every valid plugin in the directory (blocking: each waits for its

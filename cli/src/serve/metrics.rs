@@ -3,7 +3,7 @@
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
-//! | `shmplug_plugin_up` | gauge: 1 while the process runs and answers | `plugin` |
+//! | `shmplug_plugin_up` | gauge: 1 while the process runs and answers (0 also for a plugin whose process did not start) | `plugin` |
 //! | `shmplug_plugin_restarts_total` | counter: processes restarted after a crash or a wedge | `plugin` |
 //! | `shmplug_plugin_instances` | gauge: instances the running process confirmed | `plugin`, `kind` |
 //! | `shmplug_pipeline_tuples_total` | counter: tuples sent on to the sink | `pipeline` |
@@ -59,7 +59,7 @@ struct Plugins(Arc<Host>);
 
 impl Collector for Plugins {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let statuses = self.0.statuses();
+        let (statuses, failed) = self.0.statuses();
         let mut up = encoder.encode_descriptor(
             "shmplug_plugin_up",
             "1 while the plugin's process runs and answers, else 0",
@@ -69,6 +69,9 @@ impl Collector for Plugins {
         for s in &statuses {
             let value = i64::from(s.phase == Phase::Running);
             ConstGauge::new(value).encode(up.encode_family(&[("plugin", s.name.as_str())])?)?;
+        }
+        for name in &failed {
+            ConstGauge::new(0).encode(up.encode_family(&[("plugin", name.as_str())])?)?;
         }
         let mut restarts = encoder.encode_descriptor(
             "shmplug_plugin_restarts",

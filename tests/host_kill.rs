@@ -108,3 +108,25 @@ fn killing_the_host_leaves_no_plugin_behind() {
     assert!(!exists(plugin_pid), "plugin {plugin_pid} still exists");
     eprintln!("the plugin followed its host in {followed:?} ({status:?})");
 }
+
+#[test]
+fn running_out_of_descriptors_fails_the_start_with_an_error_that_names_the_limit() {
+    let out = Command::new(RUNNER)
+        .args([MIRROR, "descriptor-limit", "200"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running host-runner");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}: {text}", out.status);
+    let mut lines = text.lines();
+    let opened: usize = lines.next().and_then(|l| l.parse().ok()).expect("a count");
+    let error = lines.next().unwrap_or_default();
+    assert!(
+        opened > 10,
+        "only {opened} instances under a limit of 200: {error}"
+    );
+    assert!(
+        error.contains("open-descriptor limit (200) is reached") && error.contains("ulimit -n"),
+        "{error}"
+    );
+}

@@ -31,6 +31,7 @@ mod physical;
 pub mod pipeline;
 mod plugin;
 mod rtrb_threads;
+pub mod scale;
 mod shmplug;
 pub mod stats;
 pub mod workload;

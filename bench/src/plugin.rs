@@ -61,6 +61,7 @@ fn config() -> PluginConfig {
             wide: true,
             ..Check::default()
         })
+        .source("paced", Paced::default)
         .function("echo", || Echo)
         .function("add", || Add)
         .with_endpoint(EndpointConfig::default().with_spin(spin()))
@@ -180,5 +181,40 @@ impl Function for Add {
         pipeline::function(arg(0), arg(1))
             .map(Value::Float)
             .ok_or_else(|| PluginError::new("add takes two numbers"))
+    }
+}
+
+/// Source `paced`: small tuples at `rate` per second (property, default 10), from its open until
+/// it is stopped (the `scale` measurement).
+#[derive(Default)]
+struct Paced {
+    interval: Duration,
+}
+
+impl Source for Paced {
+    fn configure(&mut self, _data_source: &str, props: &Props) -> Result<(), PluginError> {
+        let rate = match props.get("rate") {
+            None => 10.0,
+            Some(r) => r
+                .as_f64()
+                .filter(|r| *r > 0.0 && r.is_finite())
+                .ok_or_else(|| {
+                    PluginError::property("rate", "expected tuples per second above 0")
+                })?,
+        };
+        self.interval = Duration::from_secs_f64(1.0 / rate);
+        Ok(())
+    }
+
+    fn open(&mut self, ctx: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
+        let workload = Workload::new();
+        let start = std::time::Instant::now();
+        for i in 0u64.. {
+            // On a schedule, so a late wake-up does not slow the rate down.
+            let due = start + self.interval.mul_f64(i as f64);
+            ctx.sleep(due.saturating_duration_since(std::time::Instant::now()))?;
+            workload.with_small(i, |t| emitter.emit(t))?;
+        }
+        Ok(())
     }
 }

@@ -71,13 +71,7 @@ pub fn execute(args: &BenchArgs) -> crate::error::Result<()> {
         })
         .filter(|&(case, imp)| imp.applies_to(case) && imp.is_available())
         .collect();
-    let program = std::env::current_exe()
-        .map_err(|e| crate::error::Error::io("finding this program", "/proc/self/exe", e))?;
-    let launcher = Launcher {
-        program,
-        plugin_args: vec![crate::BENCH_PLUGIN.into()],
-        peer_args: vec![crate::BENCH_PEER.into()],
-    };
+    let launcher = launcher()?;
     let (sizes, rounds) = if args.quick {
         (Sizes::QUICK, 1)
     } else {
@@ -373,4 +367,15 @@ fn machine() -> String {
         .and_then(|s| s.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "?".into());
     format!("{cpus} CPUs ({model}), load average {load}")
+}
+
+/// How the bench starts its plugin and peers: this program with a hidden subcommand.
+pub(crate) fn launcher() -> crate::error::Result<Launcher> {
+    let program = std::env::current_exe()
+        .map_err(|e| crate::error::Error::io("finding this program", "/proc/self/exe", e))?;
+    Ok(Launcher {
+        program,
+        plugin_args: vec![crate::BENCH_PLUGIN.into()],
+        peer_args: vec![crate::BENCH_PEER.into()],
+    })
 }

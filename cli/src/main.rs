@@ -9,6 +9,7 @@ mod pipeline;
 mod plugins;
 mod pump;
 mod run;
+mod scale;
 mod serve;
 mod status;
 
@@ -68,6 +69,11 @@ enum Command {
     /// memcpy and a cache-line ping-pong. Needs no installed plugin: the bench plugin is this
     /// program. Prints a table with ratios and targets, or JSON (--format json).
     Bench(bench::BenchArgs),
+    /// Measure what many source instances in one plugin cost: open N instances of the bench
+    /// plugin's paced source, read them all from one async runtime for a while, and report the
+    /// time to open them, memory and descriptors per instance, the plugin's threads, CPU per
+    /// tuple in the host and the plugin, and the fewest and most tuples one instance delivered.
+    Scale(scale::ScaleArgs),
     /// The bench plugin (started by `shmplug bench`).
     #[command(name = "bench-plugin", hide = true)]
     BenchPlugin,
@@ -101,7 +107,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     // The bench's processes come and go by the dozen; only problems are worth a line there.
-    let quiet = matches!(cli.command, Command::Bench(_));
+    let quiet = matches!(cli.command, Command::Bench(_) | Command::Scale(_));
     init_logging(cli.verbose, quiet);
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -127,6 +133,7 @@ fn execute(cli: Cli) -> crate::error::Result<()> {
         Command::Serve(args) => serve::execute(registry()?, &args),
         Command::Status(args) => status::execute(&registry()?, &args),
         Command::Bench(args) => bench::execute(&args),
+        Command::Scale(args) => scale::execute(&args),
         // `main` runs these before logging starts.
         Command::BenchPlugin | Command::BenchPeer { .. } => Err(crate::error::Error::Bench(
             "bench-plugin and bench-peer are started by `shmplug bench`".into(),

@@ -81,6 +81,7 @@ impl Stage {
             symbol: self.symbol.clone(),
             data_source: self.data_source.clone(),
             properties: self.properties.clone(),
+            ring_capacity: None,
         }
     }
 }
@@ -93,6 +94,7 @@ impl Call {
             symbol: self.symbol.clone(),
             data_source: None,
             properties: self.properties.clone(),
+            ring_capacity: None,
         }
     }
 }

@@ -134,3 +134,37 @@ fn a_peer_started_by_hand_explains_itself() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("run `shmplug bench`"), "{stderr}");
 }
+
+#[test]
+fn scale_opens_every_instance_and_reports_what_each_costs() {
+    let config = bench::scale::ScaleConfig {
+        instances: 12,
+        rate: 50.0,
+        window: std::time::Duration::from_millis(800),
+        ring_capacity: 1 << 12,
+    };
+    let r = bench::scale::measure(config, &launcher()).expect("the scale measurement");
+    assert_eq!(r.instances, 12);
+    assert_eq!(r.starved, 0, "every instance delivers: {r:?}");
+    assert!(r.min_per_instance >= 1 && r.min_per_instance <= r.max_per_instance, "{r:?}");
+    // A source instance holds one ring: three descriptors on each side.
+    assert!((2.5..=3.5).contains(&r.host_fds_per_instance), "{r:?}");
+    assert!(r.tuples > 0 && r.cpu_us_per_tuple > 0.0 && r.open_s > 0.0, "{r:?}");
+
+    // The command prints the same report as JSON.
+    let out = Command::new(env!("CARGO_BIN_EXE_shmplug"))
+        .args(["scale", "--instances", "3", "--rate", "20", "--seconds", "0.3"])
+        .args(["--format", "json"])
+        .output()
+        .expect("running shmplug scale");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(json["instances"], 3);
+    assert_eq!(json["starved"], 0, "{json}");
+    let out = Command::new(env!("CARGO_BIN_EXE_shmplug"))
+        .args(["scale", "--instances", "0"])
+        .output()
+        .expect("running shmplug scale");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--instances"));
+}

@@ -333,6 +333,26 @@ pub enum Error {
         #[source]
         source: shmplug_transport::Error,
     },
+    /// New rings could not be made: the host process has as many descriptors open as it may.
+    #[error(
+        "plugin `{plugin}`: no descriptor left for another instance's rings: {}; each source or \
+         sink instance holds 3 descriptors in the host and a function 6: raise the limit \
+         (`ulimit -n`) or run fewer instances ({source})",
+        if *system { "the system-wide table of open files is full".to_owned() } else {
+            format!("the host's open-descriptor limit ({}) is reached", limit.map_or("unlimited".to_owned(), |n| n.to_string()))
+        }
+    )]
+    DescriptorLimit {
+        /// The plugin.
+        plugin: String,
+        /// The process's soft limit of open descriptors (`None`: unlimited).
+        limit: Option<u64>,
+        /// True if the system-wide table is full rather than the process's limit.
+        system: bool,
+        /// The transport's error.
+        #[source]
+        source: shmplug_transport::Error,
+    },
     /// A transport operation outside any instance failed (creating rings, the control socket).
     #[error("plugin `{plugin}`: {source}")]
     Transport {

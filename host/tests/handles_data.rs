@@ -375,3 +375,43 @@ fn handles_fail_once_the_plugin_is_shut_down() {
     let err = echo.call_timeout(&[ValueRef::Int(1)], WAIT).unwrap_err();
     assert!(matches!(err, Error::InstanceGone { .. }), "{err}");
 }
+
+#[test]
+fn an_instance_may_choose_its_ring_capacity_and_keeps_it_across_a_restart() {
+    let fake = fake("cap", "ok");
+    let plugin = Plugin::start(fake.spec.clone(), quick_config()).unwrap();
+    let mut writer = plugin
+        .sink(InstanceSpec::new("collect").ring_capacity(1 << 12))
+        .unwrap();
+    // A tuple takes at most about half the ring: under 2 KiB here, not half of 1 MiB.
+    let large = Tuple::new(0)
+        .with_field("n", 1i64)
+        .with_field("pad", "x".repeat(3000));
+    let err = writer.send(&large).unwrap_err();
+    assert!(
+        err.to_string().contains("largest record (1984 bytes)"),
+        "{err}"
+    );
+    writer.send(&Tuple::new(0).with_field("n", 7i64)).unwrap();
+    wait_for("the sink to collect", || {
+        read_lines(&fake.path("sink")).contains(&"7".to_owned())
+    });
+    let first = plugin.status().pid.unwrap();
+    plugin.restart("test");
+    wait_for("the new process", || {
+        plugin.status().pid.is_some_and(|p| p != first)
+    });
+    writer
+        .send_timeout(&Tuple::new(0).with_field("n", 8i64), WAIT)
+        .unwrap();
+    let err = writer.send(&large).unwrap_err();
+    assert!(
+        err.to_string().contains("(1984 bytes)"),
+        "after the restart too: {err}"
+    );
+    // A capacity the transport refuses is an error that says so, not a panic.
+    let err = plugin
+        .sink(InstanceSpec::new("collect").ring_capacity(1000))
+        .unwrap_err();
+    assert!(err.to_string().contains("1000"), "{err}");
+}

@@ -4,6 +4,10 @@
 //! [`Plugin`], opens a slow `random` source on it (so the plugin keeps running), reads one
 //! tuple, prints the plugin's pid on a line of stdout, then blocks until its stdin closes (so
 //! it never outlives a test that forgot it), and shuts the plugin down.
+//!
+//! `host-runner PLUGIN_EXECUTABLE descriptor-limit N` instead lowers its own descriptor limit
+//! to `N` once the plugin runs, opens idle sources until one fails, prints how many opened and
+//! the error on two lines, and shuts the plugin down.
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +28,34 @@ fn main() {
     };
     let plugin =
         Plugin::start(PluginSpec::new("mirror", executable), config).expect("starting mirror");
+    if let Some(limit) = std::env::args()
+        .nth(3)
+        .filter(|_| std::env::args().nth(2).as_deref() == Some("descriptor-limit"))
+    {
+        let limit: u64 = limit.parse().expect("a descriptor limit");
+        let lowered = rustix::process::Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        };
+        rustix::process::setrlimit(rustix::process::Resource::Nofile, lowered)
+            .expect("lowering the descriptor limit");
+        let mut open = Vec::new();
+        let error = loop {
+            let spec = InstanceSpec::new("random")
+                .property("interval", 1000)
+                .property("pattern", serde_json::json!({"a": 1}))
+                .ring_capacity(1 << 12);
+            match plugin.source(spec) {
+                Ok(source) => open.push(source),
+                Err(e) => break e,
+            }
+            assert!(open.len() < 10_000, "no error after 10000 instances");
+        };
+        println!("{}\n{error}", open.len());
+        drop(open);
+        plugin.shutdown();
+        return;
+    }
     let mut source = plugin
         .source(
             InstanceSpec::new("random")

@@ -43,6 +43,7 @@ pub mod control;
 mod error;
 pub mod fdpass;
 pub mod layout;
+pub mod limits;
 pub mod pingpong;
 pub mod ring;
 mod segment;

@@ -51,6 +51,12 @@ pub struct EndpointConfig {
     /// empty or the producer waits for space; a producer publishes on every
     /// [`commit`](crate::Claim::commit) and batches only [`commit_deferred`](crate::Claim::commit_deferred).
     pub publish_bytes: u64,
+    /// Let the spin follow the traffic: a wait that outlasted [`spin`](Self::spin) halves the
+    /// next wait's spin (down to none), one that would have fit doubles it (up to `spin`). A
+    /// sparse stream then parks at once instead of spinning for every record, and spinning
+    /// threads do not take the CPU from the side they wait for when there are more of them than
+    /// cores. Default true.
+    pub adaptive_spin: bool,
 }
 
 impl Default for EndpointConfig {
@@ -59,6 +65,7 @@ impl Default for EndpointConfig {
             spin: Duration::from_micros(50),
             park: Park::Futex,
             publish_bytes: 0,
+            adaptive_spin: true,
         }
     }
 }
@@ -67,6 +74,13 @@ impl EndpointConfig {
     /// This configuration with a different spin budget.
     pub fn with_spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
+        self
+    }
+
+    /// This configuration with the spin fixed (`false`) or following the traffic (`true`, the
+    /// default; see [`adaptive_spin`](Self::adaptive_spin)).
+    pub fn with_adaptive_spin(mut self, adaptive: bool) -> Self {
+        self.adaptive_spin = adaptive;
         self
     }
 
@@ -229,6 +243,55 @@ pub struct Waiter {
 /// transfer, which would otherwise delay noticing the other side by that much.
 const SPINS_PER_CLOCK: u32 = 32;
 
+/// The spin of an endpoint's next wait: [`EndpointConfig::spin`], or less when recent waits
+/// outlasted it ([`EndpointConfig::adaptive_spin`]). Kept by each endpoint; [`block`] follows
+/// the budgets of the endpoints it waits on.
+#[derive(Clone, Copy, Debug)]
+pub struct SpinBudget {
+    max: Duration,
+    current: Duration,
+    adaptive: bool,
+}
+
+/// Below this an adaptive spin is none at all; growing again starts here.
+const MIN_ADAPTIVE_SPIN: Duration = Duration::from_micros(1);
+
+impl SpinBudget {
+    pub(crate) fn new(config: &EndpointConfig) -> SpinBudget {
+        SpinBudget {
+            max: config.spin,
+            current: config.spin,
+            adaptive: config.adaptive_spin,
+        }
+    }
+
+    /// How long the next wait spins.
+    pub(crate) fn get(&self) -> Duration {
+        self.current
+    }
+
+    /// A wait lasted `elapsed` (spinning, parked, or both).
+    pub(crate) fn waited(&mut self, elapsed: Duration) {
+        if !self.adaptive {
+            return;
+        }
+        self.current = if elapsed <= self.max {
+            // Spinning that long would have caught it.
+            self.current
+                .saturating_mul(2)
+                .max(MIN_ADAPTIVE_SPIN)
+                .min(self.max)
+        } else {
+            let half = self.current / 2;
+            if half < MIN_ADAPTIVE_SPIN {
+                Duration::ZERO
+            } else {
+                half
+            }
+        };
+    }
+}
+
 /// What a blocked operation should do next, as [`Waiter::step`] says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStep {
@@ -273,6 +336,11 @@ impl Waiter {
         self.deadline
     }
 
+    /// How long the wait has lasted.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
     /// What to do after a look that found nothing.
     pub fn step(&mut self) -> WaitStep {
         if self.spinning && self.spins < SPINS_PER_CLOCK {
@@ -308,6 +376,11 @@ pub trait Readiness {
     fn prepare(&mut self) -> bool;
     /// Clears the waiting flag and empties the eventfd.
     fn finish(&mut self);
+    /// The endpoint's spin budget, for [`block`] to follow and update.
+    #[doc(hidden)]
+    fn spin_budget(&mut self) -> Option<&mut SpinBudget> {
+        None
+    }
 }
 
 impl Readiness for Consumer {
@@ -319,6 +392,9 @@ impl Readiness for Consumer {
     }
     fn finish(&mut self) {
         self.finish_park();
+    }
+    fn spin_budget(&mut self) -> Option<&mut SpinBudget> {
+        Some(self.spin_budget())
     }
 }
 
@@ -335,6 +411,9 @@ impl Readiness for Room<'_> {
     }
     fn finish(&mut self) {
         self.0.finish_park();
+    }
+    fn spin_budget(&mut self) -> Option<&mut SpinBudget> {
+        Some(self.0.spin_budget())
     }
 }
 
@@ -355,14 +434,32 @@ pub fn block(
     // them) on every call would move the ring's signal line between the cores once per
     // record, which costs the other side as much as it costs us.
     assert!(waits.len() <= 2, "wait::block takes one or two endpoints");
+    // Spin no longer than the endpoints' adaptive budgets, and tell them how long a real wait
+    // (not a try) lasted.
+    let spin = waits
+        .iter_mut()
+        .filter_map(|(wait, _)| wait.spin_budget().map(|b| b.get()))
+        .fold(spin, Duration::min);
     let mut waiter = Waiter::until(spin, deadline);
+    let is_try = waiter.deadline().is_some_and(|d| d <= Instant::now());
+    let done = |waits: &mut [(&mut dyn Readiness, BorrowedFd<'_>)], waiter: &Waiter, ready| {
+        if !is_try {
+            let elapsed = waiter.elapsed();
+            for (wait, _) in waits.iter_mut() {
+                if let Some(budget) = wait.spin_budget() {
+                    budget.waited(elapsed);
+                }
+            }
+        }
+        ready
+    };
     loop {
         if waits.iter_mut().any(|(wait, _)| wait.ready()) {
-            return true;
+            return done(waits, &waiter, true);
         }
         match waiter.step() {
             WaitStep::Spin => continue,
-            WaitStep::TimedOut(_) => return false,
+            WaitStep::TimedOut(_) => return done(waits, &waiter, false),
             WaitStep::Park => {}
         }
         let mut ready = false;
@@ -394,7 +491,50 @@ pub fn block(
             }
         }
         if ready {
-            return true;
+            return done(waits, &waiter, true);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn budget(adaptive: bool) -> SpinBudget {
+        let config = EndpointConfig::default()
+            .with_spin(Duration::from_micros(32))
+            .with_adaptive_spin(adaptive);
+        SpinBudget::new(&config)
+    }
+
+    #[test]
+    fn the_spin_shrinks_for_long_waits_and_grows_back_for_short_ones() {
+        let mut spin = budget(true);
+        assert_eq!(spin.get(), Duration::from_micros(32));
+        let long = Duration::from_millis(100);
+        for expected in [16, 8, 4, 2, 1, 0, 0] {
+            spin.waited(long);
+            assert_eq!(spin.get(), Duration::from_micros(expected));
+        }
+        // From none, waits that spinning would have caught bring it back, up to the maximum.
+        let short = Duration::from_micros(20);
+        for expected in [1, 2, 4, 8, 16, 32, 32] {
+            spin.waited(short);
+            assert_eq!(spin.get(), Duration::from_micros(expected));
+        }
+    }
+
+    #[test]
+    fn a_fixed_spin_stays() {
+        let mut spin = budget(false);
+        spin.waited(Duration::from_secs(1));
+        assert_eq!(spin.get(), Duration::from_micros(32));
+        let mut never = SpinBudget::new(&EndpointConfig::default().with_spin(Duration::MAX));
+        never.waited(Duration::from_secs(1));
+        assert_eq!(
+            never.get(),
+            Duration::MAX,
+            "a wait shorter than forever keeps spinning"
+        );
     }
 }

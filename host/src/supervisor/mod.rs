@@ -30,6 +30,7 @@
 //! another thread) at that moment could let one inherit it; such a grandchild would keep the
 //! socket open and delay the notice of the plugin's exit until the ping time-out.
 
+mod limits;
 mod log;
 mod monitor;
 mod process;
@@ -121,12 +122,17 @@ pub struct SupervisorConfig {
     /// Give up (fail every instance) after this many failed restarts in a row; `None` never
     /// gives up. Default `None`.
     pub max_restarts: Option<u32>,
-    /// Data region of each ring, bytes (a power of two). Default 1 MiB.
+    /// Data region of each ring, bytes (a power of two); an instance may choose its own
+    /// ([`InstanceSpec::ring_capacity`]). A tuple takes at most half of it. Default 1 MiB.
     pub ring_capacity: usize,
     /// How long a write to the control socket may block. Default 5 s.
     pub control_write_timeout: Duration,
     /// How long a data handle spins before it sleeps. Default 50 µs.
     pub handle_spin: Duration,
+    /// Raise this process's soft limit of open descriptors to its hard limit when the first
+    /// plugin starts: each source or sink instance holds 3 descriptors in the host (a function
+    /// 6), so the usual soft limit of 1024 caps a host at a few hundred instances. Default true.
+    pub raise_descriptor_limit: bool,
 }
 
 impl Default for SupervisorConfig {
@@ -144,6 +150,7 @@ impl Default for SupervisorConfig {
             ring_capacity: 1 << 20,
             control_write_timeout: Duration::from_secs(5),
             handle_spin: Duration::from_micros(50),
+            raise_descriptor_limit: true,
         }
     }
 }
@@ -179,6 +186,11 @@ pub struct InstanceSpec {
     pub data_source: Option<String>,
     /// Configuration properties.
     pub properties: serde_json::Map<String, serde_json::Value>,
+    /// The data region of this instance's rings, bytes (a power of two, at least 4 KiB);
+    /// `None`: [`SupervisorConfig::ring_capacity`]. A tuple takes at most half of it: a small
+    /// ring suits a sparse stream of small tuples (many instances), a large one bursts and large
+    /// tuples.
+    pub ring_capacity: Option<usize>,
 }
 
 impl InstanceSpec {
@@ -199,6 +211,12 @@ impl InstanceSpec {
     /// This spec with property `key` set.
     pub fn property(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
         self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// This spec with its own ring capacity ([`ring_capacity`](Self::ring_capacity)).
+    pub fn ring_capacity(mut self, bytes: usize) -> InstanceSpec {
+        self.ring_capacity = Some(bytes);
         self
     }
 
@@ -271,6 +289,9 @@ impl Plugin {
     /// [`Error::Spawn`], [`Error::HandshakeTimeout`], [`Error::Handshake`],
     /// [`Error::VersionMismatch`]; the child is reaped before any of them returns.
     pub fn start(spec: PluginSpec, config: SupervisorConfig) -> Result<Plugin> {
+        if config.raise_descriptor_limit {
+            limits::raise_descriptor_limit();
+        }
         let (events_tx, events_rx) = mpsc::channel();
         let name = spec.name.clone();
         let executable = spec.executable.clone();

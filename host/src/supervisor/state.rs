@@ -43,6 +43,8 @@ pub(crate) struct Instance {
     pub slot: Arc<Slot>,
     /// The rings sent to process `generation`.
     pub rings: Vec<Ring>,
+    /// Their data region, bytes.
+    pub capacity: usize,
     pub generation: u64,
     pub sent_at: Instant,
     /// `Started` arrived for these rings.
@@ -151,11 +153,9 @@ impl Supervision {
         state.next_instance += 1;
         let id = state.next_instance;
         let ids = self.ids(kind, &spec.symbol, id);
-        let rings =
-            create_rings(kind, self.config.ring_capacity).map_err(|source| Error::Transport {
-                plugin: self.name.clone(),
-                source,
-            })?;
+        let capacity = spec.ring_capacity.unwrap_or(self.config.ring_capacity);
+        let rings = create_rings(kind, capacity)
+            .map_err(|source| super::limits::ring_error(&self.name, source))?;
         let slot = Arc::new(Slot::new(ids.clone()));
         let instance = Instance {
             kind,
@@ -169,6 +169,7 @@ impl Supervision {
             },
             slot: slot.clone(),
             rings,
+            capacity,
             generation: link.generation,
             sent_at: Instant::now(),
             live: false,
@@ -243,9 +244,10 @@ impl Supervision {
     /// Sends the start of every remembered instance to `link`, with new rings.
     pub(crate) fn replay(&self, state: &mut State, link: &Link) {
         for instance in state.instances.values_mut() {
-            let rings = match create_rings(instance.kind, self.config.ring_capacity) {
+            let rings = match create_rings(instance.kind, instance.capacity) {
                 Ok(rings) => rings,
                 Err(e) => {
+                    let e = super::limits::ring_error(&self.name, e);
                     instance
                         .slot
                         .set(SlotState::Gone(format!("cannot create its rings: {e}")));

@@ -62,6 +62,10 @@ fn run(args: &[String], config: PluginConfig) -> i32 {
         }
         _ => {}
     }
+    // Each instance holds three descriptors per ring in the plugin too.
+    if let Err(e) = shmplug_transport::limits::raise_descriptor_limit() {
+        tracing::warn!("could not raise the open-descriptor limit: {e}");
+    }
     let fd = std::env::var_os(CONTROL_FD_ENV);
     let socket = std::env::var_os(CONTROL_SOCKET_ENV);
     if fd.is_none() && socket.is_none() {

@@ -9,7 +9,7 @@ use crate::layout::{KIND_PADDING, MAX_POSITION, RECORD_ALIGN, RecordHeader, reco
 use crate::sync::{Ordering, fence};
 
 use super::shared::RingMemory;
-use crate::wait::{self, EndpointConfig, WaitStep, Waiter};
+use crate::wait::{self, EndpointConfig, SpinBudget, WaitStep, Waiter};
 
 /// The consuming end of a ring: reads records in place. Dropping it closes the ring for the
 /// producer.
@@ -23,6 +23,8 @@ pub struct Consumer {
     /// Last write position loaded from shared memory. In `read ..= read + capacity`.
     cached_write: u64,
     config: EndpointConfig,
+    /// The next wait's spin.
+    spin: SpinBudget,
     batch: u64,
     poison: Option<(&'static str, String)>,
     closed: bool,
@@ -40,6 +42,7 @@ impl Consumer {
             read,
             published: read,
             cached_write: read,
+            spin: SpinBudget::new(&config),
             config,
             batch,
             poison: None,
@@ -95,14 +98,18 @@ impl Consumer {
         if let Some((start, h)) = self.next()? {
             return Ok(self.record(start, h));
         }
-        let mut waiter = Waiter::new(self.config.spin, timeout);
+        let mut waiter = Waiter::new(self.spin.get(), timeout);
         loop {
             if let Some((start, h)) = self.next()? {
+                self.spin.waited(waiter.elapsed());
                 return Ok(self.record(start, h));
             }
             match waiter.step() {
                 WaitStep::Spin => continue,
-                WaitStep::TimedOut(t) => return Err(Error::TimedOut(t)),
+                WaitStep::TimedOut(t) => {
+                    self.spin.waited(waiter.elapsed());
+                    return Err(Error::TimedOut(t));
+                }
                 WaitStep::Park => {}
             }
             // A clone so the flag can be held across `&mut self` calls; parking is the slow path.
@@ -115,6 +122,7 @@ impl Consumer {
                     self.next()
                 })?
             {
+                self.spin.waited(waiter.elapsed());
                 return Ok(self.record(start, h));
             }
         }
@@ -292,6 +300,11 @@ impl Consumer {
             &signals.producer_waiting,
             self.shared.space_ready(),
         );
+    }
+
+    /// The spin budget of this endpoint's waits (for [`wait::block`]).
+    pub(crate) fn spin_budget(&mut self) -> &mut SpinBudget {
+        &mut self.spin
     }
 
     /// Prepares to await data with an event loop instead of blocking a thread.

@@ -11,7 +11,7 @@ use crate::layout::{
 use crate::sync::{Ordering, fence};
 
 use super::shared::RingMemory;
-use crate::wait::{self, EndpointConfig, WaitStep, Waiter};
+use crate::wait::{self, EndpointConfig, SpinBudget, WaitStep, Waiter};
 
 /// Where a claimed record goes: padding from `from` up to `start`, then the record.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +33,8 @@ pub struct Producer {
     /// Last read position loaded from shared memory (never above `write`).
     cached_read: u64,
     config: EndpointConfig,
+    /// The next wait's spin.
+    spin: SpinBudget,
     batch: u64,
     poison: Option<(&'static str, String)>,
     closed: bool,
@@ -50,6 +52,7 @@ impl Producer {
             write,
             published: write,
             cached_read: read,
+            spin: SpinBudget::new(&config),
             config,
             batch,
             poison: None,
@@ -119,16 +122,20 @@ impl Producer {
         if let Some(p) = self.place(len)? {
             return Ok(self.claim_at(p));
         }
-        let mut waiter = Waiter::new(self.config.spin, timeout);
+        let mut waiter = Waiter::new(self.spin.get(), timeout);
         loop {
             if let Some(p) = self.place(len)? {
+                self.spin.waited(waiter.elapsed());
                 return Ok(self.claim_at(p));
             }
             // The consumer may be waiting for records we have not published yet.
             self.flush();
             match waiter.step() {
                 WaitStep::Spin => continue,
-                WaitStep::TimedOut(t) => return Err(Error::TimedOut(t)),
+                WaitStep::TimedOut(t) => {
+                    self.spin.waited(waiter.elapsed());
+                    return Err(Error::TimedOut(t));
+                }
                 WaitStep::Park => {}
             }
             // A clone so the flag can be held across `&mut self` calls; parking is the slow path.
@@ -141,6 +148,7 @@ impl Producer {
                     self.place(len)
                 })?
             {
+                self.spin.waited(waiter.elapsed());
                 return Ok(self.claim_at(p));
             }
         }
@@ -295,6 +303,11 @@ impl Producer {
         // ORDERING: Acquire pairs with the consumer's Release store of its closed flag.
         let closed = &self.shared.control().signals.0.consumer_closed;
         closed.load(Ordering::Acquire) != 0
+    }
+
+    /// The spin budget of this endpoint's waits (for [`wait::block`]).
+    pub(crate) fn spin_budget(&mut self) -> &mut SpinBudget {
+        &mut self.spin
     }
 
     /// Prepares to await space with an event loop instead of blocking a thread.

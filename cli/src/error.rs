@@ -19,6 +19,9 @@ pub enum Error {
     /// `shmplug bench` could not run as asked, or a measurement failed.
     #[error("bench: {0}")]
     Bench(String),
+    /// `shmplug serve` could not start or stopped on an error.
+    #[error("serve: {0}")]
+    Serve(String),
 }
 
 impl Error {

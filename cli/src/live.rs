@@ -192,7 +192,7 @@ impl Live {
     }
 }
 
-fn plugin_snapshot(plugin: &Plugin) -> PluginSnapshot {
+pub fn plugin_snapshot(plugin: &Plugin) -> PluginSnapshot {
     let status = plugin.status();
     let (phase, restart_attempt) = match status.phase {
         Phase::Running => ("running", None),

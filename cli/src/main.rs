@@ -10,6 +10,7 @@ mod plugins;
 mod pump;
 mod run;
 mod scale;
+mod serve;
 mod status;
 
 use std::path::PathBuf;
@@ -45,6 +46,12 @@ enum Command {
     /// latency percentiles, errors, restarts). While it runs, `shmplug status` shows it, and
     /// on a terminal a progress line on stderr is redrawn about every 250 ms.
     Run(run::RunArgs),
+    /// Serve eKuiper's REST API for portable plugins (`/plugins/portables`: list, describe,
+    /// install from a zip, update, delete, status) and Prometheus metrics (`/metrics`) over
+    /// HTTP, on 127.0.0.1:9081 unless --listen says otherwise. Starts every installed plugin
+    /// and runs until SIGINT or SIGTERM, then stops them all. Listening beyond this machine
+    /// lets whoever reaches the address install and run programs on it.
+    Serve(serve::ServeArgs),
     /// Show the running `shmplug run`s: their plugins, processes, instances and counters.
     ///
     /// For each `shmplug run` of this user: its pipeline, uptime, tuples, tuples per second,
@@ -123,6 +130,7 @@ fn execute(cli: Cli) -> crate::error::Result<()> {
     match cli.command {
         Command::Plugins(command) => plugins::execute(&registry()?, command),
         Command::Run(args) => run::execute(&registry()?, &args),
+        Command::Serve(args) => serve::execute(registry()?, &args),
         Command::Status(args) => status::execute(&registry()?, &args),
         Command::Bench(args) => bench::execute(&args),
         Command::Scale(args) => scale::execute(&args),

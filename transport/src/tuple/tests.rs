@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use super::check::{TAG_LIST, TAG_MAP, check_depth, validate};
+use super::check::{TAG_LIST, TAG_MAP, validate};
+use super::check_reference::check_depth;
 use super::*;
 
 /// A tuple channel over a fresh 64 KiB ring, with a short spin, for tests within one thread.

@@ -77,6 +77,7 @@
 //! # Ok::<(), shmplug_transport::Error>(())
 //! ```
 
+mod archive;
 mod batch;
 mod borrowed;
 pub mod call;

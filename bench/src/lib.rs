@@ -90,6 +90,9 @@ pub enum Impl {
     Shmplug,
     /// Owned tuples through `rtrb` between two threads of this process.
     RtrbInprocess,
+    /// The tuples' encoded bytes through an `rtrb` byte queue between two threads of this
+    /// process, copied out and validated as the host does, allocating nothing (not for calls).
+    RtrbBytes,
     /// Length-prefixed JSON over a Unix socket between two processes.
     JsonUds,
     /// The tuples' bytes through iceoryx2 publish-subscribe (request-response for calls)
@@ -104,9 +107,10 @@ pub enum Impl {
 
 impl Impl {
     /// Every implementation, in the order of the table.
-    pub const ALL: [Impl; 6] = [
+    pub const ALL: [Impl; 7] = [
         Impl::Shmplug,
         Impl::RtrbInprocess,
+        Impl::RtrbBytes,
         Impl::JsonUds,
         Impl::Iceoryx2,
         Impl::Memcpy,
@@ -118,6 +122,7 @@ impl Impl {
         match self {
             Impl::Shmplug => "shmplug",
             Impl::RtrbInprocess => "rtrb_inprocess",
+            Impl::RtrbBytes => "rtrb_bytes",
             Impl::JsonUds => "json_uds",
             Impl::Iceoryx2 => "iceoryx2",
             Impl::Memcpy => "memcpy",
@@ -136,6 +141,7 @@ impl Impl {
         match self {
             Impl::Memcpy => case == Case::Large1Mib,
             Impl::Pingpong => case == Case::FunctionRtt,
+            Impl::RtrbBytes => case != Case::FunctionRtt,
             _ => true,
         }
     }
@@ -300,6 +306,7 @@ pub fn measure(
     match imp {
         Impl::Shmplug => shmplug::measure(case, sizes.of(case), launcher),
         Impl::RtrbInprocess => rtrb_threads::measure(case, sizes.of(case)),
+        Impl::RtrbBytes => rtrb_threads::stream_bytes(case, sizes.of(case)),
         Impl::JsonUds => json_uds::measure(case, sizes.slow(case), launcher),
         #[cfg(feature = "iceoryx2")]
         Impl::Iceoryx2 => iceoryx2::measure(case, sizes.of(case), launcher),

@@ -20,7 +20,7 @@ pub struct BenchArgs {
     /// Only these cases (comma-separated): source_small, sink_small, function_rtt, large_1mib.
     #[arg(long, value_delimiter = ',', value_name = "CASE")]
     pub case: Vec<String>,
-    /// Only these implementations (comma-separated): shmplug, rtrb_inprocess, json_uds,
+    /// Only these implementations (comma-separated): shmplug, rtrb_inprocess, rtrb_bytes, json_uds,
     /// iceoryx2, memcpy, pingpong.
     #[arg(long = "impl", value_delimiter = ',', value_name = "IMPL")]
     pub imps: Vec<String>,

@@ -359,11 +359,12 @@ pub(crate) enum Wait {
 /// to write tuples between other records of a ring, or into a buffer of your own.
 ///
 /// # How a write works
-/// A [`Tuple`] or [`TupleRef`] is written in one pass: the encoder claims an estimate (the last
-/// tuple's size plus an eighth, at least 256 bytes, at most the ring's
-/// [`max_record_len`](Producer::max_record_len)), writes the archive into the claim and commits
-/// only the bytes written, tagged with [`RECORD_KIND`]. If the estimate was too small, it
-/// abandons the claim and takes the general path, which every other tuple type takes: compute
+/// A [`Tuple`] or [`TupleRef`] is written in one pass: if the ring has room for an estimate
+/// now (the last tuple's size plus an eighth, at least 256 bytes, at most the ring's
+/// [`max_record_len`](Producer::max_record_len)), the encoder claims it, writes the archive into
+/// the claim and commits only the bytes written, tagged with [`RECORD_KIND`]. If there was no
+/// room or the estimate was too small, it abandons the claim and takes the general path, which
+/// every other tuple type takes: compute
 /// [`Encode::size_bound`], claim that much, serialize with rkyv. A tuple whose bound exceeds the
 /// largest record is first serialized into a temporary buffer to learn its exact size: it fails
 /// with [`Error::TooLarge`] (claiming nothing) or is copied into a record of that size. A failed
@@ -478,24 +479,27 @@ impl Encoder {
         deferred: bool,
     ) -> Result<Option<usize>> {
         let max = producer.max_record_len();
+        // The one pass claims its estimate only if the ring has room for it now: a write never
+        // waits for more room than the general path would (a bound of this tuple).
         if T::BY_HAND {
             let estimate = (self.last_len + self.last_len / 8)
                 .clamp(256, max.max(256))
                 .min(max);
-            let Some(mut first) = claim(producer, estimate, wait)? else {
-                return Ok(None);
-            };
-            match tuple.archive_into(&mut first, &mut self.scratch) {
-                Some(Ok(len)) => {
-                    self.last_len = len;
-                    finish(first, len, deferred);
-                    return Ok(Some(len));
+            if let Some(mut first) = producer.try_claim(estimate)? {
+                match tuple.archive_into(&mut first, &mut self.scratch) {
+                    Some(Ok(len)) => {
+                        self.last_len = len;
+                        finish(first, len, deferred);
+                        return Ok(Some(len));
+                    }
+                    Some(Err(Fail::TooDeep)) => return Err(too_deep()),
+                    // Too small an estimate: abandon the claim (uncommitted, it publishes
+                    // nothing and the next claim reuses its space), take the general path.
+                    Some(Err(Fail::Overflow)) => {
+                        self.last_len = self.last_len.max(estimate * 2);
+                    }
+                    Some(Err(Fail::Unsupported)) | None => {}
                 }
-                Some(Err(Fail::TooDeep)) => return Err(too_deep()),
-                // Too small an estimate: abandon the claim (uncommitted, it publishes nothing
-                // and the next claim reuses its space), take the general path.
-                Some(Err(Fail::Overflow)) => self.last_len = self.last_len.max(estimate * 2),
-                Some(Err(Fail::Unsupported)) | None => {}
             }
         }
         let bound = tuple.size_bound()?;

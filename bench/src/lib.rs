@@ -100,6 +100,9 @@ pub enum Impl {
     Shmplug,
     /// Owned tuples through `rtrb` between two threads of this process.
     RtrbInprocess,
+    /// The tuples' encoded bytes through an `rtrb` byte queue between two threads of this
+    /// process, copied out and validated as the host does, allocating nothing (not for calls).
+    RtrbBytes,
     /// Length-prefixed JSON over a Unix socket between two processes.
     JsonUds,
     /// The tuples' bytes through iceoryx2 publish-subscribe (request-response for calls)
@@ -117,10 +120,11 @@ pub enum Impl {
 
 impl Impl {
     /// Every implementation, in the order of the table.
-    pub const ALL: [Impl; 7] = [
+    pub const ALL: [Impl; 8] = [
         Impl::Shmplug,
         Impl::Native,
         Impl::RtrbInprocess,
+        Impl::RtrbBytes,
         Impl::JsonUds,
         Impl::Iceoryx2,
         Impl::Memcpy,
@@ -132,6 +136,7 @@ impl Impl {
         match self {
             Impl::Shmplug => "shmplug",
             Impl::RtrbInprocess => "rtrb_inprocess",
+            Impl::RtrbBytes => "rtrb_bytes",
             Impl::JsonUds => "json_uds",
             Impl::Iceoryx2 => "iceoryx2",
             Impl::Memcpy => "memcpy",
@@ -153,6 +158,7 @@ impl Impl {
             Impl::Pingpong => case == Case::FunctionRtt,
             Impl::Native => case == Case::Pipeline,
             Impl::RtrbInprocess | Impl::Iceoryx2 => case != Case::Pipeline,
+            Impl::RtrbBytes => case != Case::FunctionRtt && case != Case::Pipeline,
             Impl::Shmplug | Impl::JsonUds => true,
         }
     }
@@ -327,6 +333,7 @@ pub fn measure(
     match imp {
         Impl::Shmplug => shmplug::measure(case, sizes.of(case), launcher),
         Impl::RtrbInprocess => rtrb_threads::measure(case, sizes.of(case)),
+        Impl::RtrbBytes => rtrb_threads::stream_bytes(case, sizes.of(case)),
         Impl::JsonUds => json_uds::measure(case, sizes.slow(case), launcher),
         #[cfg(feature = "iceoryx2")]
         Impl::Iceoryx2 => iceoryx2::measure(case, sizes.of(case), launcher),

@@ -1,11 +1,14 @@
 //! What a native in-process plugin pays: owned tuples (each built with the builder, as a
-//! plugin would) through an `rtrb` queue between two threads of this process.
+//! plugin would) through an `rtrb` queue between two threads of this process; and what a
+//! careful in-process design pays (`rtrb_bytes`): the same encoded bytes shmplug moves, through
+//! an `rtrb` byte queue, nothing allocated per tuple.
 
 use std::hint::spin_loop;
 use std::thread;
 use std::time::Instant;
 
-use shmplug_transport::tuple::{Tuple, Value};
+use rkyv::util::AlignedVec;
+use shmplug_transport::tuple::{Encoder, Tuple, TupleView, Value};
 
 use super::workload::{LARGE_BYTES, Workload};
 use super::{BenchError, Case, Measurement, STUCK};
@@ -87,6 +90,85 @@ fn stream(case: Case, n: u64) -> Result<Measurement, BenchError> {
         let bytes = if large { LARGE_BYTES as u64 } else { 0 };
         Ok(Measurement::throughput(n.saturating_sub(1), elapsed, bytes))
     })
+}
+
+/// Bytes of the byte queue: 1 MiB for small tuples (as shmplug's ring), 8 MiB for large ones.
+fn byte_capacity(large: bool) -> usize {
+    if large { 8 << 20 } else { 1 << 20 }
+}
+
+/// One thread encodes each tuple (a `TupleRef` over the workload's data, with shmplug's
+/// [`Encoder`]) into a reused aligned buffer and pushes its length (`u32`, little-endian) and
+/// bytes into an `rtrb` byte queue; the other copies each record out into its own reused
+/// aligned buffer (the queue's bytes are not aligned, and a copy is what the host makes too),
+/// validates it with [`TupleView::from_bytes`] and checks its fields. No allocation per tuple.
+pub(super) fn stream_bytes(case: Case, n: u64) -> Result<Measurement, BenchError> {
+    let large = case == Case::Large1Mib;
+    let workload = Workload::new();
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(byte_capacity(large));
+    thread::scope(|s| {
+        let producer = s.spawn(|| -> Result<(), BenchError> {
+            let mut encoder = Encoder::new();
+            let mut buf = AlignedVec::<16>::new();
+            buf.resize(if large { LARGE_BYTES + 4096 } else { 4096 }, 0);
+            for i in 0..n {
+                let len = if large {
+                    workload.with_large(i, |t| encoder.encode_into(t, &mut buf))?
+                } else {
+                    workload.with_small(i, |t| encoder.encode_into(t, &mut buf))?
+                };
+                let header = (len as u32).to_le_bytes();
+                let need = header.len() + len;
+                spin("rtrb_bytes producer", || (tx.slots() >= need).then_some(()))?;
+                // Two chunks: a slice iterator alone copies at memcpy speed, a chained one does not.
+                let chunk = tx.write_chunk_uninit(header.len()).map_err(queue)?;
+                chunk.fill_from_iter(header);
+                let chunk = tx.write_chunk_uninit(len).map_err(queue)?;
+                chunk.fill_from_iter(buf[..len].iter().copied());
+            }
+            Ok(())
+        });
+        let mut copy = AlignedVec::<16>::new();
+        let mut start = None;
+        for i in 0..n {
+            spin("rtrb_bytes consumer", || (rx.slots() >= 4).then_some(()))?;
+            let header = rx.read_chunk(4).map_err(queue)?;
+            let mut len = [0u8; 4];
+            let (a, b) = header.as_slices();
+            len[..a.len()].copy_from_slice(a);
+            len[a.len()..].copy_from_slice(b);
+            header.commit_all();
+            let len = u32::from_le_bytes(len) as usize;
+            spin("rtrb_bytes consumer", || (rx.slots() >= len).then_some(()))?;
+            let record = rx.read_chunk(len).map_err(queue)?;
+            start.get_or_insert_with(Instant::now);
+            let (a, b) = record.as_slices();
+            copy.clear();
+            copy.extend_from_slice(a);
+            copy.extend_from_slice(b);
+            record.commit_all();
+            let view = TupleView::from_bytes(&copy)?;
+            if large {
+                workload.check_large_view(&view.fields(), i)?;
+            } else {
+                workload.check_small_view(&view.fields(), i)?;
+            }
+        }
+        let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+        producer.join().map_err(|_| {
+            BenchError::Protocol("the rtrb_bytes producer thread panicked".into())
+        })??;
+        let bytes = if large { LARGE_BYTES as u64 } else { 0 };
+        Ok(Measurement::throughput(n.saturating_sub(1), elapsed, bytes))
+    })
+}
+
+/// A chunk the queue said it had room (or bytes) for was refused: cannot happen with one
+/// producer and one consumer, reported rather than unwrapped.
+fn queue(e: rtrb::chunks::ChunkError) -> BenchError {
+    BenchError::Protocol(format!(
+        "the rtrb byte queue refused a chunk it had room for: {e}"
+    ))
 }
 
 /// Calls as owned argument lists through one queue, replies through another; the echo thread

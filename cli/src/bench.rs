@@ -22,7 +22,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_name = "CASE")]
     pub case: Vec<String>,
     /// Only these implementations (comma-separated): shmplug, native, rtrb_inprocess,
-    /// json_uds, iceoryx2, memcpy, pingpong.
+    /// rtrb_bytes, json_uds, iceoryx2, memcpy, pingpong.
     #[arg(long = "impl", value_delimiter = ',', value_name = "IMPL")]
     pub imps: Vec<String>,
     /// How many times a full run repeats each measurement (medians are quoted); the order

@@ -199,7 +199,8 @@ fn hand_built_chains_validate_up_to_the_limit() {
 
 #[test]
 fn very_deep_records_cannot_exhaust_a_small_stack() {
-    // 200 000 levels would take several megabytes of stack in bytecheck's recursion; the check
+    // 200 000 levels would take several megabytes of stack in a recursion without a depth
+    // limit (bytecheck's); the check
     // runs here on a 256 KiB stack and must reject it, and still accept the deepest valid one.
     let deep = hostile_chain(200_000);
     let ok = hostile_chain(MAX_DEPTH);

@@ -136,7 +136,7 @@ impl TupleBatch {
         let &(start, len) = self.spans.get(index)?;
         let bytes = &self.bytes[start..start + len];
         // SAFETY: `spans` holds only ranges whose bytes were validated as an `ArchivedTuple`
-        // (bytecheck, with the depth pre-check) at this same offset, aligned to 16 bytes, or
+        // (`check::validate`) at this same offset, aligned to 16 bytes, or
         // copied unchanged from a validated private view (an rkyv archive reads the same at any
         // address of its alignment: its pointers are relative). The buffer is not written
         // again until `clear` or a `push` past the end, both of which need `&mut self`, while

@@ -16,6 +16,7 @@ use rkyv::util::AlignedVec;
 use crate::error::{Error, Result};
 use crate::ring::{Claim, Producer};
 
+use super::archive::{self, Fail};
 use super::borrowed::{MapRef, TupleRef, ValueRef};
 use super::relay::{FieldValue, SpliceEnc, TupleFields, TupleWith, WithEnc};
 use super::value::{ArchivedTuple, ArchivedValue, Tuple, Value};
@@ -38,6 +39,8 @@ pub(crate) mod sealed {
     use rkyv::ser::allocator::ArenaHandle;
     use rkyv::ser::writer::Buffer;
 
+    use crate::tuple::archive::Fail;
+
     /// Keeps [`super::Encode`] implemented only by the tuple types of this module.
     pub trait Sealed {
         fn serialize_into<'b>(
@@ -45,6 +48,20 @@ pub(crate) mod sealed {
             buf: Buffer<'b>,
             arena: ArenaHandle<'_>,
         ) -> Result<Buffer<'b>, rancor::Error>;
+
+        /// True if [`archive_into`](Self::archive_into) archives this type.
+        const BY_HAND: bool = false;
+
+        /// Archives the tuple by hand ([`crate::tuple::archive`]) into the front of `buf`, if
+        /// this type can be: `None` if not.
+        fn archive_into(
+            &self,
+            buf: &mut [u8],
+            scratch: &mut Vec<u32>,
+        ) -> Option<Result<usize, Fail>> {
+            let _ = (buf, scratch);
+            None
+        }
     }
 }
 
@@ -67,6 +84,12 @@ impl sealed::Sealed for Tuple {
         arena: rkyv::ser::allocator::ArenaHandle<'_>,
     ) -> Result<Buffer<'b>, rancor::Error> {
         to_bytes_in_with_alloc(self, buf, arena)
+    }
+
+    const BY_HAND: bool = true;
+
+    fn archive_into(&self, buf: &mut [u8], scratch: &mut Vec<u32>) -> Option<Result<usize, Fail>> {
+        Some(archive::archive_tuple(self, buf, scratch))
     }
 }
 
@@ -93,6 +116,12 @@ impl sealed::Sealed for TupleRef<'_> {
         arena: rkyv::ser::allocator::ArenaHandle<'_>,
     ) -> Result<Buffer<'b>, rancor::Error> {
         to_bytes_in_with_alloc(self, buf, arena)
+    }
+
+    const BY_HAND: bool = true;
+
+    fn archive_into(&self, buf: &mut [u8], scratch: &mut Vec<u32>) -> Option<Result<usize, Fail>> {
+        Some(archive::archive_tuple_ref(self, buf, scratch))
     }
 }
 
@@ -284,11 +313,15 @@ fn list_bound<'v, V: 'v>(
 /// Checks that a container at `level` may hold values one level deeper.
 pub(crate) fn deeper(level: usize) -> Result<usize> {
     if level >= MAX_DEPTH {
-        return Err(Error::InvalidTuple(format!(
-            "lists and maps nest deeper than {MAX_DEPTH} levels; flatten the value"
-        )));
+        return Err(too_deep());
     }
     Ok(level + 1)
+}
+
+fn too_deep() -> Error {
+    Error::InvalidTuple(format!(
+        "lists and maps nest deeper than {MAX_DEPTH} levels; flatten the value"
+    ))
 }
 
 /// Out-of-line bytes of an owned value (its inline 16 bytes are counted by its container).
@@ -342,15 +375,23 @@ pub(crate) enum Wait {
 /// to write tuples between other records of a ring, or into a buffer of your own.
 ///
 /// # How a write works
-/// It computes [`Encode::size_bound`], claims that much (at most the ring's
-/// [`max_record_len`](Producer::max_record_len)), serializes into the claim and commits only the
-/// bytes written, tagged with [`RECORD_KIND`]. A tuple whose bound exceeds the largest record is
-/// first serialized into a temporary buffer to learn its exact size: it fails with
-/// [`Error::TooLarge`] (claiming nothing) or is copied into a record of that size. A failed
+/// A [`Tuple`] or [`TupleRef`] is written in one pass: if the ring has room for an estimate
+/// now (the last tuple's size plus an eighth, at least 256 bytes, at most the ring's
+/// [`max_record_len`](Producer::max_record_len)), the encoder claims it, writes the archive into
+/// the claim and commits only the bytes written, tagged with [`RECORD_KIND`]. If there was no
+/// room or the estimate was too small, it abandons the claim and takes the general path, which
+/// every other tuple type takes: compute
+/// [`Encode::size_bound`], claim that much, serialize with rkyv. A tuple whose bound exceeds the
+/// largest record is first serialized into a temporary buffer to learn its exact size: it fails
+/// with [`Error::TooLarge`] (claiming nothing) or is copied into a record of that size. A failed
 /// write abandons its claim, so the consumer never sees part of a tuple.
 #[derive(Default)]
 pub struct Encoder {
     arena: Arena,
+    /// The one-pass writer's stack of element positions.
+    scratch: Vec<u32>,
+    /// The size of the last tuple written in one pass.
+    last_len: usize,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -374,6 +415,11 @@ impl Encoder {
     /// [`Error::TooLarge`] if `buf` is too small (`size` is then the exact archived size);
     /// [`Error::InvalidTuple`] if the tuple nests deeper than [`MAX_DEPTH`].
     pub fn encode_into<T: Encode + ?Sized>(&mut self, tuple: &T, buf: &mut [u8]) -> Result<usize> {
+        match tuple.archive_into(buf, &mut self.scratch) {
+            Some(Ok(len)) => return Ok(len),
+            Some(Err(Fail::TooDeep)) => return Err(too_deep()),
+            Some(Err(Fail::Overflow | Fail::Unsupported)) | None => {}
+        }
         tuple.size_bound()?;
         match tuple.serialize_into(Buffer::from(&mut *buf), self.arena.acquire()) {
             Ok(written) => Ok(written.pos()),
@@ -448,8 +494,31 @@ impl Encoder {
         wait: Wait,
         deferred: bool,
     ) -> Result<Option<usize>> {
-        let bound = tuple.size_bound()?;
         let max = producer.max_record_len();
+        // The one pass claims its estimate only if the ring has room for it now: a write never
+        // waits for more room than the general path would (a bound of this tuple).
+        if T::BY_HAND {
+            let estimate = (self.last_len + self.last_len / 8)
+                .clamp(256, max.max(256))
+                .min(max);
+            if let Some(mut first) = producer.try_claim(estimate)? {
+                match tuple.archive_into(&mut first, &mut self.scratch) {
+                    Some(Ok(len)) => {
+                        self.last_len = len;
+                        finish(first, len, deferred);
+                        return Ok(Some(len));
+                    }
+                    Some(Err(Fail::TooDeep)) => return Err(too_deep()),
+                    // Too small an estimate: abandon the claim (uncommitted, it publishes
+                    // nothing and the next claim reuses its space), take the general path.
+                    Some(Err(Fail::Overflow)) => {
+                        self.last_len = self.last_len.max(estimate * 2);
+                    }
+                    Some(Err(Fail::Unsupported)) | None => {}
+                }
+            }
+        }
+        let bound = tuple.size_bound()?;
         if bound <= max {
             let Some(mut claim) = claim(producer, bound, wait)? else {
                 return Ok(None);

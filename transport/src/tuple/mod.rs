@@ -20,8 +20,8 @@
 //!   (unchecked, chosen with an `unsafe` constructor). A record that fails yields
 //!   [`Error::InvalidTuple`](crate::Error::InvalidTuple) and poisons the receiver.
 //! - **Depth.** Lists and maps nest at most [`MAX_DEPTH`] levels. Writers refuse deeper
-//!   values; readers reject deeper records *before* rkyv's recursive validation runs, so a
-//!   hostile record cannot overflow the stack.
+//!   values; readers reject deeper records in the same one-pass validation that checks the rest of
+//!   the record, so a hostile record cannot overflow the stack.
 //!
 //! Tuple records carry the record kind [`RECORD_KIND`], which also names the format's version.
 //!
@@ -77,11 +77,14 @@
 //! # Ok::<(), shmplug_transport::Error>(())
 //! ```
 
+mod archive;
 mod batch;
 mod borrowed;
 pub mod call;
 mod channel;
 mod check;
+#[cfg(any(test, fuzzing))]
+mod check_reference;
 mod encode;
 mod json;
 mod relay;
@@ -102,8 +105,7 @@ pub use view::{TupleView, Validation};
 /// How deep lists and maps may nest. A field whose value is a scalar has depth 0, a list of
 /// scalars depth 1, a list of such lists depth 2; a field's value may have depth up to
 /// `MAX_DEPTH`. Enforced when writing (an [`Error::InvalidTuple`](crate::Error::InvalidTuple),
-/// nothing written), when reading (the record is rejected before rkyv validates it
-/// recursively), and when converting from JSON.
+/// nothing written), when reading (the validator rejects the record), and when converting from JSON.
 pub const MAX_DEPTH: usize = 64;
 
 /// The record kind ([`Claim::set_kind`](crate::Claim::set_kind)) of a tuple record, `"TPL1"`
@@ -113,4 +115,24 @@ pub const MAX_DEPTH: usize = 64;
 pub const RECORD_KIND: u32 = u32::from_le_bytes(*b"TPL1");
 
 #[cfg(test)]
+mod check_tests;
+#[cfg(test)]
 mod tests;
+
+/// Hooks for the fuzz targets, built only with `--cfg fuzzing` (as `cargo fuzz` builds).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{Tuple, TupleView};
+
+    /// The validator every receiver uses; an accepted record is read out as an owned tuple.
+    pub fn validate(bytes: &[u8]) -> Result<Tuple, String> {
+        super::check::validate(bytes).map(|root| TupleView::from_checked(root, bytes).to_owned())
+    }
+
+    /// The validator it replaced (depth walk, then rkyv's bytecheck), which it must agree with.
+    pub fn validate_reference(bytes: &[u8]) -> Result<Tuple, String> {
+        super::check_reference::validate(bytes)
+            .map(|root| TupleView::from_checked(root, bytes).to_owned())
+    }
+}

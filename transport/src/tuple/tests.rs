@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use super::check::{TAG_LIST, TAG_MAP, check_depth, validate};
+use super::check::{TAG_LIST, TAG_MAP, validate};
+use super::check_reference::check_depth;
 use super::*;
 
 /// A tuple channel over a fresh 64 KiB ring, with a short spin, for tests within one thread.
@@ -149,4 +150,30 @@ fn size_bound_covers_the_archive() {
         let actual = archive(&tuple).len();
         assert!(actual <= bound, "{actual} > {bound}");
     }
+}
+
+#[test]
+fn a_tuple_past_the_encoders_estimate_takes_the_general_path() {
+    let (mut tx, mut rx) = channel();
+    let small = Tuple::new(1).with_field("a", 1);
+    let large = Tuple::new(2).with_field("s", "x".repeat(5000));
+    for tuple in [&small, &large, &large, &small] {
+        tx.send(tuple).expect("sent");
+        let view = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("received");
+        assert_eq!(&view.to_owned(), tuple);
+    }
+}
+
+#[test]
+fn a_tuple_too_deep_for_the_one_pass_writer_leaves_nothing_in_the_ring() {
+    let (mut tx, mut rx) = channel();
+    let err = tx.send(&nested(MAX_DEPTH + 1)).expect_err("too deep");
+    assert!(matches!(err, crate::Error::InvalidTuple(_)), "{err}");
+    tx.send(&Tuple::new(3)).expect("sent");
+    let view = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("received");
+    assert_eq!(view.timestamp(), 3);
 }

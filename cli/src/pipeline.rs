@@ -145,6 +145,16 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// The directory relative paths in the pipeline file at `path` resolve against: the
+    /// file's own, made absolute. `shmplug run` starts its plugins there.
+    pub fn base_dir(path: &Path) -> Result<PathBuf> {
+        let absolute = std::path::absolute(path)
+            .map_err(|source| Error::io("resolving the pipeline file's directory", path, source))?;
+        Ok(absolute
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf))
+    }
+
     /// Every plugin the pipeline uses, each once, in order of appearance.
     pub fn plugins(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
@@ -196,6 +206,20 @@ count = 5
         let p = Pipeline::parse(json, Path::new("p.json")).unwrap();
         assert!(p.functions.is_empty());
         assert_eq!(p.limits, Limits::default());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_pipeline_files_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            Pipeline::base_dir(Path::new("jobs/p.toml")).unwrap(),
+            cwd.join("jobs")
+        );
+        assert_eq!(Pipeline::base_dir(Path::new("p.toml")).unwrap(), cwd);
+        assert_eq!(
+            Pipeline::base_dir(Path::new("/srv/jobs/p.toml")).unwrap(),
+            Path::new("/srv/jobs")
+        );
     }
 
     #[test]

@@ -59,10 +59,17 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
     let interrupted = stop_signal_flag();
 
     let names = pipeline.plugins();
+    // Plugins run in the pipeline file's directory, so that a relative path in a property
+    // means what the file's author sees beside it; each finds its own in SHMPLUG_PLUGIN_DIR.
+    let base_dir = Pipeline::base_dir(&args.pipeline)?;
     let mut plugins: HashMap<String, Plugin> = HashMap::new();
     for name in &names {
         let info = registry.describe(name)?;
-        let plugin = Plugin::start(PluginSpec::from_info(&info), SupervisorConfig::default())?;
+        let spec = PluginSpec {
+            dir: Some(base_dir.clone()),
+            ..PluginSpec::from_info(&info)
+        };
+        let plugin = Plugin::start(spec, SupervisorConfig::default())?;
         plugins.insert(name.clone(), plugin);
     }
     let plugin = |name: &str| &plugins[name];

@@ -1,0 +1,77 @@
+//! `shmplug run` starts its plugins in the pipeline file's directory (so that relative paths in
+//! properties resolve there) and tells each its own directory in `SHMPLUG_PLUGIN_DIR`.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use support::cli::{self, stderr, stdout};
+
+#[test]
+fn fake_plugin_entry() {
+    support::fake::entry();
+}
+
+/// A package `dir/fake` whose executable notes its working directory and `SHMPLUG_PLUGIN_DIR`
+/// in `state`, then runs this test binary as the fake plugin.
+fn fake_package(dir: &Path, state: &Path) -> std::path::PathBuf {
+    let pkg = dir.join("fake");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("fake.json"),
+        r#"{"version": "v1.0.0", "language": "rust", "executable": "run.sh",
+            "sources": ["counter"], "sinks": ["collect"], "functions": ["echo"]}"#,
+    )
+    .unwrap();
+    let state = state.display();
+    let script = format!(
+        "#!/bin/sh\npwd > '{state}/cwd'\nprintf '%s\\n' \"$SHMPLUG_PLUGIN_DIR\" > '{state}/plugin_dir'\n\
+         export {}=ok {}=fake {}='{state}'\nexec '{}' --exact fake_plugin_entry --nocapture --test-threads=1\n",
+        support::fake::MODE_ENV,
+        support::fake::NAME_ENV,
+        support::fake::STATE_ENV,
+        std::env::current_exe().unwrap().display()
+    );
+    std::fs::write(pkg.join("run.sh"), script).unwrap();
+    std::fs::set_permissions(pkg.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    pkg
+}
+
+#[test]
+fn plugins_run_in_the_pipeline_files_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let plugins = dir_path.join("plugins");
+    let state = tempfile::tempdir().unwrap();
+    let pkg = fake_package(&dir_path, state.path());
+    let out = cli::shmplug(&plugins, &["plugins", "install", pkg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jobs = dir_path.join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    std::fs::write(
+        jobs.join("pipeline.toml"),
+        "[source]\nplugin = \"fake\"\nsymbol = \"counter\"\nproperties = { count = 3 }\n\n\
+         [sink]\nplugin = \"fake\"\nsymbol = \"collect\"\n",
+    )
+    .unwrap();
+    // The pipeline named relative to the command's own working directory.
+    let out = cli::command(&plugins, &["run", "jobs/pipeline.toml"])
+        .current_dir(&dir_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("tuples:     3 in"),
+        "{}",
+        stdout(&out)
+    );
+    let read = |name: &str| {
+        std::fs::read_to_string(state.path().join(name))
+            .unwrap()
+            .trim_end()
+            .to_owned()
+    };
+    assert_eq!(Path::new(&read("cwd")), jobs);
+    assert_eq!(Path::new(&read("plugin_dir")), plugins.join("fake"));
+}

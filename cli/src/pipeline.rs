@@ -1,4 +1,6 @@
-//! The pipeline file `shmplug run` reads: TOML (`.toml`) or JSON (anything else).
+//! The pipeline file `shmplug run` reads: TOML (`.toml`) or JSON (anything else). Every key and
+//! default is in `docs/guide.md` ("Pipeline file reference"); relative paths in properties
+//! resolve against the file's directory ([`Pipeline::base_dir`]), where the plugins run.
 //!
 //! ```toml
 //! [source]
@@ -16,7 +18,7 @@
 //! [sink]
 //! plugin = "mirror"
 //! symbol = "file"
-//! properties = { path = "/tmp/out.txt" }
+//! properties = { path = "out.txt" }  # beside this file
 //!
 //! [limits]                          # optional; Ctrl-C always stops
 //! count = 100000

@@ -19,6 +19,9 @@ pub enum Error {
     /// `shmplug bench` could not run as asked, or a measurement failed.
     #[error("bench: {0}")]
     Bench(String),
+    /// `shmplug plugins new` cannot write the crate as asked.
+    #[error("plugins new: {0}")]
+    New(String),
 }
 
 impl Error {

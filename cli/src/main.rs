@@ -9,6 +9,7 @@ mod pipeline;
 mod plugins;
 mod pump;
 mod run;
+mod scaffold;
 mod status;
 
 use std::path::PathBuf;
@@ -115,6 +116,9 @@ fn execute(cli: Cli) -> crate::error::Result<()> {
         Registry::open(dir)
     };
     match cli.command {
+        Command::Plugins(plugins::PluginsCommand::New { name, sdk }) => {
+            plugins::new(&name, sdk.as_deref())
+        }
         Command::Plugins(command) => plugins::execute(&registry()?, command),
         Command::Run(args) => run::execute(&registry()?, &args),
         Command::Status(args) => status::execute(&registry()?, &args),

@@ -7,6 +7,19 @@ use shmplug_host::registry::{InstallOptions, Listed, PluginInfo, Registry};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
+    /// Start a new plugin crate in ./NAME: a source, a sink and a function, the manifest
+    /// (NAME.json) and tests through the SDK's test harness; `cargo test` in it passes as
+    /// generated. Until the shmplug crates are published, it depends on the SDK by path (this
+    /// checkout's `sdk`, or --sdk).
+    New {
+        /// The plugin's name (lowercase letters, digits, `_`): the crate, executable and
+        /// manifest name.
+        name: String,
+        /// The shmplug SDK directory the crate depends on [default: the `sdk` of the checkout
+        /// this shmplug was built from].
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
     /// Install a plugin from a directory or a zip file. The package must hold `{name}.json`
     /// (eKuiper's fields: version, language, executable, sources, sinks, functions) at its
     /// root, beside the executable. The name is the directory's name or the zip's file stem.
@@ -41,8 +54,29 @@ pub enum PluginsCommand {
     },
 }
 
+/// `shmplug plugins new`, which needs no plugins directory.
+pub fn new(name: &str, sdk: Option<&std::path::Path>) -> crate::error::Result<()> {
+    let (root, files) = crate::scaffold::new_plugin(name, std::path::Path::new("."), sdk)?;
+    println!("created the plugin crate {}:", root.display());
+    for file in files {
+        println!("  {file}");
+    }
+    println!(
+        "It depends on the shmplug SDK by path (see its Cargo.toml) until the shmplug crates are \
+         published; change `path` there if you move that checkout."
+    );
+    println!("Next: cd {} && cargo test", root.display());
+    println!(
+        "Then package it (the executable and {name}.json side by side), install it with \
+         `shmplug plugins install`, and run it from a pipeline file: see docs/guide.md in the \
+         shmplug repository."
+    );
+    Ok(())
+}
+
 pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Result<()> {
     match command {
+        PluginsCommand::New { name, sdk } => new(&name, sdk.as_deref())?,
         PluginsCommand::Install {
             package,
             name,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use shmplug_host::registry::{InstallOptions, Listed, PluginInfo, Registry};
+use shmplug_host::{Plugin, PluginSpec, SupervisorConfig};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
@@ -32,6 +33,10 @@ pub enum PluginsCommand {
         /// Replace an installed plugin of the same name.
         #[arg(long)]
         force: bool,
+        /// Do not start the executable to compare the symbols it offers with the manifest's
+        /// (for an executable that cannot run on this machine).
+        #[arg(long)]
+        no_check: bool,
     },
     /// List installed plugins (and directories that hold no valid plugin).
     List,
@@ -46,6 +51,9 @@ pub enum PluginsCommand {
         name: String,
         /// The new package: a directory or a `.zip` file.
         package: PathBuf,
+        /// Do not start the executable to compare its symbols with the manifest's.
+        #[arg(long)]
+        no_check: bool,
     },
     /// Remove an installed plugin and its files.
     Remove {
@@ -81,8 +89,16 @@ pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Re
             package,
             name,
             force,
+            no_check,
         } => {
-            let info = registry.install(&package, &InstallOptions { name, force })?;
+            let options = InstallOptions { name, force };
+            let info = registry.install_checked(&package, &options, |info| {
+                if no_check {
+                    Ok(())
+                } else {
+                    check_symbols(info)
+                }
+            })?;
             println!(
                 "installed {} {} in {}",
                 info.name,
@@ -103,8 +119,24 @@ pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Re
             }
         }
         PluginsCommand::Describe { name } => describe(&registry.describe(&name)?),
-        PluginsCommand::Update { name, package } => {
-            let info = registry.update(&name, &package)?;
+        PluginsCommand::Update {
+            name,
+            package,
+            no_check,
+        } => {
+            // As `Registry::update`, with the check.
+            registry.describe(&name)?;
+            let options = InstallOptions {
+                name: Some(name),
+                force: true,
+            };
+            let info = registry.install_checked(&package, &options, |info| {
+                if no_check {
+                    Ok(())
+                } else {
+                    check_symbols(info)
+                }
+            })?;
             println!("updated {} to {}", info.name, info.manifest.version);
         }
         PluginsCommand::Remove { name } => {
@@ -113,6 +145,18 @@ pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Re
         }
     }
     Ok(())
+}
+
+/// Starts the plugin unpacked at `info.dir`, waits for its hello, shuts it down, and compares
+/// the symbols it announced with its manifest's.
+fn check_symbols(info: &PluginInfo) -> shmplug_host::Result<()> {
+    let plugin = Plugin::start(PluginSpec::from_info(info), SupervisorConfig::default())?;
+    let hello = plugin.hello();
+    plugin.shutdown();
+    match hello {
+        Some(hello) => info.manifest.check_hello(&info.name, &hello),
+        None => Ok(()),
+    }
 }
 
 fn summary(info: &PluginInfo) -> String {

@@ -1,5 +1,7 @@
-//! `shmplug run` starts its plugins in the pipeline file's directory (so that relative paths in
-//! properties resolve there) and tells each its own directory in `SHMPLUG_PLUGIN_DIR`.
+//! What a plugin author meets: `shmplug run` starts plugins in the pipeline file's directory
+//! (so that relative paths in properties resolve there) and tells each its own directory in
+//! `SHMPLUG_PLUGIN_DIR`; `shmplug plugins install` refuses a manifest whose symbols differ from
+//! the executable's.
 
 mod support;
 
@@ -13,15 +15,20 @@ fn fake_plugin_entry() {
     support::fake::entry();
 }
 
+/// The symbols the fake plugin offers, as manifest fields.
+const SYMBOLS: &str =
+    r#""sources": ["counter", "broken"], "sinks": ["collect"], "functions": ["echo", "fail"]"#;
+
 /// A package `dir/fake` whose executable notes its working directory and `SHMPLUG_PLUGIN_DIR`
-/// in `state`, then runs this test binary as the fake plugin.
-fn fake_package(dir: &Path, state: &Path) -> std::path::PathBuf {
+/// in `state`, then runs this test binary as the fake plugin; its manifest lists `symbols`.
+fn fake_package(dir: &Path, state: &Path, symbols: &str) -> std::path::PathBuf {
     let pkg = dir.join("fake");
     std::fs::create_dir_all(&pkg).unwrap();
     std::fs::write(
         pkg.join("fake.json"),
-        r#"{"version": "v1.0.0", "language": "rust", "executable": "run.sh",
-            "sources": ["counter"], "sinks": ["collect"], "functions": ["echo"]}"#,
+        format!(
+            r#"{{"version": "v1.0.0", "language": "rust", "executable": "run.sh", {symbols}}}"#
+        ),
     )
     .unwrap();
     let state = state.display();
@@ -44,7 +51,7 @@ fn plugins_run_in_the_pipeline_files_directory() {
     let dir_path = dir.path().canonicalize().unwrap();
     let plugins = dir_path.join("plugins");
     let state = tempfile::tempdir().unwrap();
-    let pkg = fake_package(&dir_path, state.path());
+    let pkg = fake_package(&dir_path, state.path(), SYMBOLS);
     let out = cli::shmplug(&plugins, &["plugins", "install", pkg.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let jobs = dir_path.join("jobs");
@@ -74,4 +81,38 @@ fn plugins_run_in_the_pipeline_files_directory() {
     };
     assert_eq!(Path::new(&read("cwd")), jobs);
     assert_eq!(Path::new(&read("plugin_dir")), plugins.join("fake"));
+}
+
+#[test]
+fn install_refuses_a_manifest_whose_symbols_differ_from_the_executables() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    let state = tempfile::tempdir().unwrap();
+    let symbols =
+        r#""sources": ["counter", "broken", "ghost"], "sinks": ["collect"], "functions": ["echo"]"#;
+    let pkg = fake_package(dir.path(), state.path(), symbols);
+    let out = cli::shmplug(&plugins, &["plugins", "install", pkg.to_str().unwrap()]);
+    let text = stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "plugin `fake`: its manifest and its executable disagree: the manifest \
+                       lists source `ghost`, which the executable does not offer; the \
+                       executable offers function `fail`, which the manifest does not list"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("fake.json"), "{text}");
+    let out = cli::shmplug(&plugins, &["plugins", "list"]);
+    assert!(
+        stdout(&out).contains("no plugins installed"),
+        "{}",
+        stdout(&out)
+    );
+    // The check can be skipped, for an executable that cannot run here.
+    let out = cli::shmplug(
+        &plugins,
+        &["plugins", "install", "--no-check", pkg.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 }

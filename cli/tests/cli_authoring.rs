@@ -116,3 +116,63 @@ fn install_refuses_a_manifest_whose_symbols_differ_from_the_executables() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// The fake package installed, and a pipeline `dir/pipeline.toml`: `count` tuples `{n}` from
+/// `counter`, then `function` called on the fields `args`, then `collect`.
+fn pipeline_with(
+    function: &str,
+    args: &str,
+    count: u32,
+) -> (tempfile::TempDir, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    let state = tempfile::tempdir().unwrap();
+    let pkg = fake_package(dir.path(), state.path(), SYMBOLS);
+    let out = cli::shmplug(&plugins, &["plugins", "install", pkg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        format!(
+            "[source]\nplugin = \"fake\"\nsymbol = \"counter\"\nproperties = {{ count = {count} }}\n\n\
+             [[functions]]\nplugin = \"fake\"\nsymbol = \"{function}\"\nargs = {args}\noutput = \"out\"\n\n\
+             [sink]\nplugin = \"fake\"\nsymbol = \"collect\"\n"
+        ),
+    )
+    .unwrap();
+    (dir, state, plugins)
+}
+
+#[test]
+fn a_missing_argument_field_is_counted_and_named_once() {
+    let (dir, _state, plugins) = pipeline_with("echo", r#"["n", "nope"]"#, 300);
+    let pipeline = dir.path().join("pipeline.toml");
+    let out = cli::shmplug(&plugins, &["run", pipeline.to_str().unwrap()]);
+    let (text, log) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}{log}");
+    assert!(text.contains("tuples:     300 in"), "{text}");
+    assert!(text.contains("errors:     300\n"), "{text}");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("`nope`")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("has no field `nope` to pass as argument 2"),
+        "{log}"
+    );
+}
+
+#[test]
+fn failed_calls_are_logged_at_most_once_a_second() {
+    let (dir, _state, plugins) = pipeline_with("fail", r#"["n"]"#, 2000);
+    let pipeline = dir.path().join("pipeline.toml");
+    let started = std::time::Instant::now();
+    let out = cli::shmplug(&plugins, &["run", pipeline.to_str().unwrap()]);
+    let seconds = started.elapsed().as_secs();
+    let (text, log) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}{log}");
+    assert!(text.contains("errors:     2000\n"), "{text}");
+    let lines = log.lines().filter(|l| l.contains("WARN")).count() as u64;
+    // The first at once, then at most one per second the run lasted.
+    assert!(
+        lines >= 1 && lines <= 2 + seconds,
+        "{lines} lines in {seconds} s:\n{log}"
+    );
+}

@@ -157,14 +157,9 @@ impl Reply<'_> {
 
     fn failed(&self, phase: &str, error: &PluginError) {
         let ctx = self.ctx;
-        let error = format!(
-            "plugin `{}`, {} `{}`, instance {} of rule `{}`: {phase} failed: {error}",
-            ctx.plugin_name(),
-            self.kind.name(),
-            ctx.symbol(),
-            ctx.instance_id(),
-            ctx.rule_id(),
-        );
+        // Only what the host does not know: it names the plugin, symbol and instance itself
+        // (and this event's span tags it with them), so saying them here would repeat them.
+        let error = format!("{phase} failed: {error}");
         tracing::debug!("{error}");
         let instance_id = ctx.instance_id();
         let _ = self

@@ -387,8 +387,7 @@ fn a_failing_configure_is_answered_with_its_text() {
     assert_eq!(instance_id, 2);
     assert_eq!(
         error,
-        "plugin `testplug`, source `picky`, instance 2 of rule `rule1`: configure failed: \
-         property `interval`: expected milliseconds, got Some(String(\"soon\"))"
+        "configure failed: property `interval`: expected milliseconds, got Some(String(\"soon\"))"
     );
     // The failed instance is gone: its id is free and stopping it is harmless.
     host.stop(2);

@@ -88,13 +88,20 @@ impl Stage {
 }
 
 impl Call {
-    pub fn spec(&self) -> InstanceSpec {
+    /// The instance of the pipeline's call number `index` (0-based): its properties carry
+    /// eKuiper's function id, `funcId` (the SDK's `FunctionContext::function_id`), set to
+    /// `index` unless the file gives one.
+    pub fn spec(&self, index: usize) -> InstanceSpec {
+        let mut properties = self.properties.clone();
+        properties
+            .entry("funcId")
+            .or_insert_with(|| serde_json::Value::from(index));
         InstanceSpec {
             rule_id: "shmplug-run".into(),
             op_id: self.output.clone(),
             symbol: self.symbol.clone(),
             data_source: None,
-            properties: self.properties.clone(),
+            properties,
         }
     }
 }
@@ -203,6 +210,10 @@ count = 5
         assert_eq!(p.limits.count, Some(5));
         assert_eq!(p.plugins(), ["mirror", "files"]);
         assert_eq!(p.source.spec().properties["interval"], 10);
+        assert_eq!(p.functions[0].spec(3).properties["funcId"], 3);
+        let mut given = p.functions[0].clone();
+        given.properties.insert("funcId".into(), 7.into());
+        assert_eq!(given.spec(3).properties["funcId"], 7);
         let json = r#"{"source": {"plugin": "a", "symbol": "s"},
                        "sink": {"plugin": "a", "symbol": "k"}}"#;
         let p = Pipeline::parse(json, Path::new("p.json")).unwrap();

@@ -75,10 +75,10 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
     let plugin = |name: &str| &plugins[name];
     let mut calls: Vec<(FunctionClient, Step)> = Vec::new();
     let mut steps: Vec<Step> = Vec::new();
-    for call in &pipeline.functions {
+    for (index, call) in pipeline.functions.iter().enumerate() {
         let step = Step::new(call.args.clone(), call.output.clone(), &steps);
         steps.push(step.clone());
-        calls.push((plugin(&call.plugin).function(call.spec())?, step));
+        calls.push((plugin(&call.plugin).function(call.spec(index))?, step));
     }
     let names_of_functions: Vec<String> = pipeline
         .functions

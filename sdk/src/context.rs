@@ -154,7 +154,8 @@ impl FunctionContext {
     }
 
     /// eKuiper's function id: which call site in the rule this instance serves. Taken from the
-    /// start message's `funcId` property; 0 when the host sent none.
+    /// start message's `funcId` property (`shmplug run` sends the call's position in the
+    /// pipeline file, 0, 1, ...); 0 when the host sent none.
     pub fn function_id(&self) -> u64 {
         self.function_id
     }

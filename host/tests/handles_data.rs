@@ -101,6 +101,39 @@ fn a_crash_mid_stream_restarts_the_plugin_and_data_resumes() {
 }
 
 #[test]
+fn an_instances_state_survives_a_plugin_restart() {
+    let fake = fake("stateful", "ok");
+    let plugin = Plugin::start(fake.spec.clone(), quick_config()).unwrap();
+    let mut reader = plugin
+        .source(
+            InstanceSpec::new("counter")
+                .property("crash_after", 50)
+                .property("put_state", "seen"),
+        )
+        .unwrap();
+    let first_pid = plugin.status().pid.unwrap();
+    // Read until the replayed instance starts again from 0 in the new process.
+    let mut last = None;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the plugin did not restart");
+        let n = next_n(&mut reader);
+        if last.is_some_and(|l| n < l) {
+            break;
+        }
+        last = Some(n);
+    }
+    // The replayed start carried what the first process put.
+    let kept = support::read_lines(&fake.state.path().join("kept_state"));
+    assert_eq!(kept, [format!(r#"{{"seen":{{"pid":{first_pid}}}}}"#)]);
+    drop(reader);
+    drop(plugin);
+    for pid in fake.pids() {
+        assert_reaped(pid);
+    }
+}
+
+#[test]
 fn a_wedged_plugin_is_noticed_and_restarted() {
     let fake = fake("wedgy", "ok");
     let config = SupervisorConfig {

@@ -12,7 +12,7 @@ use tracing::Dispatch;
 
 use super::drive::{self, Throttle, method};
 use crate::config::PluginConfig;
-use crate::context::{Cancel, FunctionContext, Meta, StreamContext};
+use crate::context::{Cancel, FunctionContext, Meta, StateStore, StreamContext};
 use crate::error::{PluginError, catch};
 
 /// What kind of symbol an instance is.
@@ -121,7 +121,8 @@ fn run(shared: InstanceEnv, kind: Kind, start: Start, rings: Vec<Ring>, state: A
             op_id: start.op_id.clone(),
             instance_id: id,
         };
-        let ctx = StreamContext::new(meta, state.cancel.clone());
+        let store = StateStore::new(start.state.clone(), Some(shared.channel.clone()));
+        let ctx = StreamContext::with_state(meta, state.cancel.clone(), store);
         let _entered = ctx.span().clone().entered();
         let reply = Reply {
             channel: &shared.channel,

@@ -104,7 +104,7 @@ fn a_crash_mid_stream_restarts_the_plugin_and_data_resumes() {
 fn an_instances_state_survives_a_plugin_restart() {
     let fake = fake("stateful", "ok");
     let plugin = Plugin::start(fake.spec.clone(), quick_config()).unwrap();
-    let mut reader = plugin
+    let reader = plugin
         .source(
             InstanceSpec::new("counter")
                 .property("crash_after", 50)
@@ -112,17 +112,12 @@ fn an_instances_state_survives_a_plugin_restart() {
         )
         .unwrap();
     let first_pid = plugin.status().pid.unwrap();
-    // Read until the replayed instance starts again from 0 in the new process.
-    let mut last = None;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        assert!(Instant::now() < deadline, "the plugin did not restart");
-        let n = next_n(&mut reader);
-        if last.is_some_and(|l| n < l) {
-            break;
-        }
-        last = Some(n);
-    }
+    // The first process puts its entry, writes 50 tuples (they fit in the ring unread) and
+    // exits; the supervisor starts a second one and replays the instance.
+    support::wait_for("the plugin's restart", || plugin.status().restarts >= 1);
+    support::wait_for("the replayed start", || {
+        !support::read_lines(&fake.state.path().join("kept_state")).is_empty()
+    });
     // The replayed start carried what the first process put.
     let kept = support::read_lines(&fake.state.path().join("kept_state"));
     assert_eq!(kept, [format!(r#"{{"seen":{{"pid":{first_pid}}}}}"#)]);

@@ -22,6 +22,9 @@ pub enum Error {
     /// `shmplug serve` could not start or stopped on an error.
     #[error("serve: {0}")]
     Serve(String),
+    /// `shmplug plugins new` cannot write the crate as asked.
+    #[error("plugins new: {0}")]
+    New(String),
 }
 
 impl Error {

@@ -9,6 +9,7 @@ mod pipeline;
 mod plugins;
 mod pump;
 mod run;
+mod scaffold;
 mod scale;
 mod serve;
 mod status;
@@ -128,6 +129,9 @@ fn execute(cli: Cli) -> crate::error::Result<()> {
         Registry::open(dir)
     };
     match cli.command {
+        Command::Plugins(plugins::PluginsCommand::New { name, sdk }) => {
+            plugins::new(&name, sdk.as_deref())
+        }
         Command::Plugins(command) => plugins::execute(&registry()?, command),
         Command::Run(args) => run::execute(&registry()?, &args),
         Command::Serve(args) => serve::execute(registry()?, &args),
@@ -150,11 +154,33 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Colours only for a person at a terminal, not in a log file or a pipe.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = colours(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Colours only for a person at a terminal, not in a log file or a pipe, and never when
+/// `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
+fn colours(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colours(true, None));
+        assert!(colours(true, Some(OsStr::new(""))));
+        assert!(!colours(true, Some(OsStr::new("1"))));
+        assert!(!colours(false, None));
+    }
 }

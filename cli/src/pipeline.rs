@@ -1,4 +1,6 @@
-//! The pipeline file `shmplug run` reads: TOML (`.toml`) or JSON (anything else).
+//! The pipeline file `shmplug run` reads: TOML (`.toml`) or JSON (anything else). Every key and
+//! default is in `docs/guide.md` ("Pipeline file reference"); relative paths in properties
+//! resolve against the file's directory ([`Pipeline::base_dir`]), where the plugins run.
 //!
 //! ```toml
 //! [source]
@@ -16,7 +18,7 @@
 //! [sink]
 //! plugin = "mirror"
 //! symbol = "file"
-//! properties = { path = "/tmp/out.txt" }
+//! properties = { path = "out.txt" }  # beside this file
 //! delivery = "at-least-once"        # optional (the default), or "at-most-once"
 //!
 //! [limits]                          # optional; Ctrl-C always stops
@@ -110,13 +112,20 @@ impl Stage {
 }
 
 impl Call {
-    pub fn spec(&self) -> InstanceSpec {
+    /// The instance of the pipeline's call number `index` (0-based): its properties carry
+    /// eKuiper's function id, `funcId` (the SDK's `FunctionContext::function_id`), set to
+    /// `index` unless the file gives one.
+    pub fn spec(&self, index: usize) -> InstanceSpec {
+        let mut properties = self.properties.clone();
+        properties
+            .entry("funcId")
+            .or_insert_with(|| serde_json::Value::from(index));
         InstanceSpec {
             rule_id: "shmplug-run".into(),
             op_id: self.output.clone(),
             symbol: self.symbol.clone(),
             data_source: None,
-            properties: self.properties.clone(),
+            properties,
             ring_capacity: None,
         }
     }
@@ -175,6 +184,16 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// The directory relative paths in the pipeline file at `path` resolve against: the
+    /// file's own, made absolute. `shmplug run` starts its plugins there.
+    pub fn base_dir(path: &Path) -> Result<PathBuf> {
+        let absolute = std::path::absolute(path)
+            .map_err(|source| Error::io("resolving the pipeline file's directory", path, source))?;
+        Ok(absolute
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf))
+    }
+
     /// Every plugin the pipeline uses, each once, in order of appearance.
     pub fn plugins(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
@@ -224,11 +243,29 @@ count = 5
         assert_eq!(p.source.spec().properties["interval"], 10);
         assert_eq!(p.sink.delivery, Some(DeliveryChoice::AtMostOnce));
         assert_eq!(p.source.delivery, None);
+        assert_eq!(p.functions[0].spec(3).properties["funcId"], 3);
+        let mut given = p.functions[0].clone();
+        given.properties.insert("funcId".into(), 7.into());
+        assert_eq!(given.spec(3).properties["funcId"], 7);
         let json = r#"{"source": {"plugin": "a", "symbol": "s"},
                        "sink": {"plugin": "a", "symbol": "k"}}"#;
         let p = Pipeline::parse(json, Path::new("p.json")).unwrap();
         assert!(p.functions.is_empty());
         assert_eq!(p.limits, Limits::default());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_pipeline_files_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            Pipeline::base_dir(Path::new("jobs/p.toml")).unwrap(),
+            cwd.join("jobs")
+        );
+        assert_eq!(Pipeline::base_dir(Path::new("p.toml")).unwrap(), cwd);
+        assert_eq!(
+            Pipeline::base_dir(Path::new("/srv/jobs/p.toml")).unwrap(),
+            Path::new("/srv/jobs")
+        );
     }
 
     #[test]

@@ -4,9 +4,23 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use shmplug_host::registry::{InstallOptions, Listed, PluginInfo, Registry};
+use shmplug_host::{Plugin, PluginSpec, SupervisorConfig};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
+    /// Start a new plugin crate in ./NAME: a source, a sink and a function, the manifest
+    /// (NAME.json) and tests through the SDK's test harness; `cargo test` in it passes as
+    /// generated. Until the shmplug crates are published, it depends on the SDK by path (this
+    /// checkout's `sdk`, or --sdk).
+    New {
+        /// The plugin's name (lowercase letters, digits, `_`): the crate, executable and
+        /// manifest name.
+        name: String,
+        /// The shmplug SDK directory the crate depends on [default: the `sdk` of the checkout
+        /// this shmplug was built from].
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
     /// Install a plugin from a directory or a zip file. The package must hold `{name}.json`
     /// (eKuiper's fields: version, language, executable, sources, sinks, functions) at its
     /// root, beside the executable. The name is the directory's name or the zip's file stem.
@@ -19,6 +33,10 @@ pub enum PluginsCommand {
         /// Replace an installed plugin of the same name.
         #[arg(long)]
         force: bool,
+        /// Do not start the executable to compare the symbols it offers with the manifest's
+        /// (for an executable that cannot run on this machine).
+        #[arg(long)]
+        no_check: bool,
     },
     /// List installed plugins (and directories that hold no valid plugin).
     List,
@@ -33,6 +51,9 @@ pub enum PluginsCommand {
         name: String,
         /// The new package: a directory or a `.zip` file.
         package: PathBuf,
+        /// Do not start the executable to compare its symbols with the manifest's.
+        #[arg(long)]
+        no_check: bool,
     },
     /// Remove an installed plugin and its files.
     Remove {
@@ -41,14 +62,43 @@ pub enum PluginsCommand {
     },
 }
 
+/// `shmplug plugins new`, which needs no plugins directory.
+pub fn new(name: &str, sdk: Option<&std::path::Path>) -> crate::error::Result<()> {
+    let (root, files) = crate::scaffold::new_plugin(name, std::path::Path::new("."), sdk)?;
+    println!("created the plugin crate {}:", root.display());
+    for file in files {
+        println!("  {file}");
+    }
+    println!(
+        "It depends on the shmplug SDK by path (see its Cargo.toml) until the shmplug crates are \
+         published; change `path` there if you move that checkout."
+    );
+    println!("Next: cd {} && cargo test", root.display());
+    println!(
+        "Then package it (the executable and {name}.json side by side), install it with \
+         `shmplug plugins install`, and run it from a pipeline file: see docs/guide.md in the \
+         shmplug repository."
+    );
+    Ok(())
+}
+
 pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Result<()> {
     match command {
+        PluginsCommand::New { name, sdk } => new(&name, sdk.as_deref())?,
         PluginsCommand::Install {
             package,
             name,
             force,
+            no_check,
         } => {
-            let info = registry.install(&package, &InstallOptions { name, force })?;
+            let options = InstallOptions { name, force };
+            let info = registry.install_checked(&package, &options, |info| {
+                if no_check {
+                    Ok(())
+                } else {
+                    check_symbols(info)
+                }
+            })?;
             println!(
                 "installed {} {} in {}",
                 info.name,
@@ -69,8 +119,24 @@ pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Re
             }
         }
         PluginsCommand::Describe { name } => describe(&registry.describe(&name)?),
-        PluginsCommand::Update { name, package } => {
-            let info = registry.update(&name, &package)?;
+        PluginsCommand::Update {
+            name,
+            package,
+            no_check,
+        } => {
+            // As `Registry::update`, with the check.
+            registry.describe(&name)?;
+            let options = InstallOptions {
+                name: Some(name),
+                force: true,
+            };
+            let info = registry.install_checked(&package, &options, |info| {
+                if no_check {
+                    Ok(())
+                } else {
+                    check_symbols(info)
+                }
+            })?;
             println!("updated {} to {}", info.name, info.manifest.version);
         }
         PluginsCommand::Remove { name } => {
@@ -79,6 +145,18 @@ pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Re
         }
     }
     Ok(())
+}
+
+/// Starts the plugin unpacked at `info.dir`, waits for its hello, shuts it down, and compares
+/// the symbols it announced with its manifest's.
+fn check_symbols(info: &PluginInfo) -> shmplug_host::Result<()> {
+    let plugin = Plugin::start(PluginSpec::from_info(info), SupervisorConfig::default())?;
+    let hello = plugin.hello();
+    plugin.shutdown();
+    match hello {
+        Some(hello) => info.manifest.check_hello(&info.name, &hello),
+        None => Ok(()),
+    }
 }
 
 fn summary(info: &PluginInfo) -> String {

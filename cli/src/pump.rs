@@ -9,6 +9,8 @@
 //! (A module with no dependency on the rest of the command, so that a test binary with a
 //! counting allocator can run it as it is.)
 
+use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -85,6 +87,10 @@ pub struct Pump {
     outputs: Vec<String>,
     /// Spare room for the fields added to each tuple (recycled across batches).
     extra: Vec<(&'static str, FieldValue<'static>)>,
+    /// Failed calls are logged through this: the first at once, then one a second.
+    call_errors: Throttle,
+    /// Per function, whether a missing argument field has been reported.
+    missing_reported: Vec<bool>,
     pub stats: Stats,
 }
 
@@ -98,6 +104,8 @@ impl Pump {
             outputs: Vec::new(),
             answers: (0..functions).map(|_| TupleBatch::new()).collect(),
             extra: Vec::with_capacity(functions),
+            call_errors: Throttle::new(),
+            missing_reported: vec![false; functions],
             stats: Stats {
                 tuples: 0,
                 errors: 0,
@@ -178,13 +186,11 @@ impl Pump {
         let functions_count = functions.len();
         for (k, (client, step)) in functions.iter_mut().enumerate() {
             let (done, rest) = self.answers.split_at_mut(k);
-            let calls = Args {
-                tuples: &self.tuples,
-                earlier: done,
-                step,
-            };
+            let calls = Args::new(&self.tuples, done, step);
+            let throttle = &mut self.call_errors;
             if k + 1 < functions_count {
-                self.stats.errors += call(client, &calls, &mut rest[0], &mut self.encoder);
+                self.stats.errors +=
+                    call(client, &calls, &mut rest[0], &mut self.encoder, throttle);
             } else {
                 // The last function: each tuple goes on to the sink as soon as its answer
                 // is in, so the sink works while the function answers the rest.
@@ -196,7 +202,7 @@ impl Pump {
                 let result = client.call_each(&calls, None, |i, answer| {
                     let value = answer.unwrap_or_else(|e| {
                         failed += 1;
-                        tracing::warn!("{e}");
+                        throttle.warn(&e);
                         ValueView::Null
                     });
                     answered = i + 1;
@@ -218,6 +224,7 @@ impl Pump {
                 }
                 self.stats.errors += failed;
             }
+            self.stats.errors += calls.report_missing(&mut self.missing_reported[k]);
             let now = Instant::now();
             self.stats.functions[k] += now - mark;
             mark = now;
@@ -290,6 +297,7 @@ fn call(
     calls: &Args<'_>,
     answers: &mut TupleBatch,
     encoder: &mut Encoder,
+    throttle: &mut Throttle,
 ) -> u64 {
     answers.clear();
     let mut errors = 0;
@@ -298,7 +306,7 @@ fn call(
             Ok(value) => value,
             Err(e) => {
                 errors += 1;
-                tracing::warn!("{e}");
+                throttle.warn(&e);
                 ValueView::Null
             }
         };
@@ -337,12 +345,54 @@ fn keep(answers: &mut TupleBatch, encoder: &mut Encoder, value: ValueView<'_>) {
 }
 
 /// The arguments of one function's calls: each named field of each tuple, or the answer of an
-/// earlier function of that name, read where it lies.
+/// earlier function of that name, read where it lies. A field the tuple lacks is passed as
+/// null and counted.
 struct Args<'b> {
     tuples: &'b TupleBatch,
     /// The answers of the functions before this one.
     earlier: &'b [TupleBatch],
     step: &'b Step,
+    /// Arguments whose field was missing, each (call, argument) counted once. (Atomics because
+    /// `Calls` is `Sync`; one thread reads the arguments, so relaxed is enough.)
+    missing: AtomicU64,
+    /// The first argument whose field was missing; `usize::MAX` for none.
+    first_missing: AtomicUsize,
+    /// 1 + the position (`call * arity + argument`) of the latest argument read; 0 before the
+    /// first. The handle reads arguments in order, and reads some again (to size a record, or
+    /// to send again after a restart), which must not count twice.
+    read: AtomicU64,
+}
+
+impl<'b> Args<'b> {
+    fn new(tuples: &'b TupleBatch, earlier: &'b [TupleBatch], step: &'b Step) -> Args<'b> {
+        Args {
+            tuples,
+            earlier,
+            step,
+            missing: AtomicU64::new(0),
+            first_missing: AtomicUsize::new(usize::MAX),
+            read: AtomicU64::new(0),
+        }
+    }
+
+    /// The number of missing argument fields; warns once per function (`reported`) naming the
+    /// first.
+    fn report_missing(&self, reported: &mut bool) -> u64 {
+        let missing = self.missing.load(Relaxed);
+        let index = self.first_missing.load(Relaxed);
+        if index != usize::MAX && !*reported {
+            *reported = true;
+            tracing::warn!(
+                "the call that fills `{}` has no field `{}` to pass as argument {} in {missing} \
+                 tuple(s) of this batch: passed as null and counted as errors (said once; \
+                 check the name in the pipeline file's `args`)",
+                self.step.output,
+                self.step.args[index],
+                index + 1,
+            );
+        }
+        missing
+    }
 }
 
 impl Calls for Args<'_> {
@@ -357,10 +407,26 @@ impl Calls for Args<'_> {
     fn arg(&self, call: usize, index: usize) -> FieldValue<'_> {
         let value = match self.step.from[index] {
             Some(k) => self.earlier[k].fields(call).and_then(|f| f.get(ANSWER)),
-            None => self
-                .tuples
-                .fields(call)
-                .and_then(|f| f.get(&self.step.args[index])),
+            None => {
+                let field = self
+                    .tuples
+                    .fields(call)
+                    .and_then(|f| f.get(&self.step.args[index]));
+                let position = (call * self.step.args.len() + index) as u64 + 1;
+                if position > self.read.load(Relaxed) {
+                    self.read.store(position, Relaxed);
+                    if field.is_none() {
+                        self.missing.fetch_add(1, Relaxed);
+                        let _ = self.first_missing.compare_exchange(
+                            usize::MAX,
+                            index,
+                            Relaxed,
+                            Relaxed,
+                        );
+                    }
+                }
+                field
+            }
         };
         FieldValue::View(value.unwrap_or(ValueView::Null))
     }
@@ -373,4 +439,62 @@ fn recycle<'b>(mut v: Vec<(&str, FieldValue<'_>)>) -> Vec<(&'b str, FieldValue<'
     v.into_iter()
         .map(|_| ("", FieldValue::View(ValueView::Null)))
         .collect()
+}
+
+/// Logs warnings of one kind without flooding the log: the first at once, then at most one a
+/// second, saying how many were not logged since the last.
+#[derive(Debug)]
+struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn new() -> Throttle {
+        Throttle {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Logs `e` unless one was logged less than a second ago; true if it did.
+    fn warn(&mut self, e: &dyn Display) -> bool {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now - last < Self::EVERY) {
+            self.suppressed += 1;
+            return false;
+        }
+        if self.suppressed > 0 {
+            tracing::warn!(
+                "{e} (and {} more failed calls since the last such line)",
+                self.suppressed
+            );
+        } else {
+            tracing::warn!("{e}");
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_logs_the_first_then_once_a_second() {
+        let mut throttle = Throttle::new();
+        assert!(throttle.warn(&"first"));
+        for _ in 0..1999 {
+            assert!(!throttle.warn(&"again"));
+        }
+        assert_eq!(throttle.suppressed, 1999);
+        // A second later (moved back rather than waited for), the next one is logged.
+        throttle.last = Instant::now().checked_sub(Throttle::EVERY);
+        assert!(throttle.warn(&"later"));
+        assert_eq!(throttle.suppressed, 0);
+    }
 }

@@ -60,22 +60,29 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
     let interrupted = stop_signal_flag();
 
     let names = pipeline.plugins();
+    // Plugins run in the pipeline file's directory, so that a relative path in a property
+    // means what the file's author sees beside it; each finds its own in SHMPLUG_PLUGIN_DIR.
+    let base_dir = Pipeline::base_dir(&args.pipeline)?;
     let mut plugins: HashMap<String, Plugin> = HashMap::new();
     for name in &names {
         let info = registry.describe(name)?;
-        let plugin = Plugin::start(PluginSpec::from_info(&info), SupervisorConfig::default())?;
+        let spec = PluginSpec {
+            dir: Some(base_dir.clone()),
+            ..PluginSpec::from_info(&info)
+        };
+        let plugin = Plugin::start(spec, SupervisorConfig::default())?;
         plugins.insert(name.clone(), plugin);
     }
     let plugin = |name: &str| &plugins[name];
     // Every stage's symbol is checked against its plugin's hello before any instance opens, so
     // a typo fails the run before a sink has done anything.
-    check_symbols(&pipeline, &plugins)?;
+    check_symbols(&pipeline, |name| plugins.get(name))?;
     let mut calls: Vec<(FunctionClient, Step)> = Vec::new();
     let mut steps: Vec<Step> = Vec::new();
-    for call in &pipeline.functions {
+    for (index, call) in pipeline.functions.iter().enumerate() {
         let step = Step::new(call.args.clone(), call.output.clone(), &steps);
         steps.push(step.clone());
-        calls.push((plugin(&call.plugin).function(call.spec())?, step));
+        calls.push((plugin(&call.plugin).function(call.spec(index))?, step));
     }
     let names_of_functions: Vec<String> = pipeline
         .functions
@@ -160,9 +167,9 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
 
 /// Checks that each stage's plugin offers its symbol (as its hello said), naming what it
 /// offers otherwise.
-fn check_symbols(
+pub(crate) fn check_symbols<'p>(
     pipeline: &Pipeline,
-    plugins: &HashMap<String, Plugin>,
+    plugin: impl Fn(&str) -> Option<&'p Plugin>,
 ) -> crate::error::Result<()> {
     let stages = std::iter::once((
         SymbolKind::Source,
@@ -181,7 +188,7 @@ fn check_symbols(
         &pipeline.sink.symbol,
     )));
     for (kind, name, symbol) in stages {
-        let Some(hello) = plugins.get(name).and_then(Plugin::hello) else {
+        let Some(hello) = plugin(name).and_then(Plugin::hello) else {
             return Err(shmplug_host::Error::Unavailable {
                 plugin: name.clone(),
                 reason: "it has no running process to ask for its symbols".into(),

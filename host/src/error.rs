@@ -101,6 +101,17 @@ pub enum Error {
         /// The manifest's `name`.
         found: String,
     },
+    /// The manifest's symbols differ from those the executable announces in its hello.
+    #[error(
+        "plugin `{plugin}`: its manifest and its executable disagree: {detail}; make \
+         `{plugin}.json` list exactly the symbols the executable offers (its PluginConfig)"
+    )]
+    SymbolsMismatch {
+        /// The plugin.
+        plugin: String,
+        /// Which symbols one side has and the other lacks.
+        detail: String,
+    },
     /// The manifest lists no source, sink or function.
     #[error(
         "plugin `{name}` declares no symbols; list at least one name in `sources`, `sinks` or \

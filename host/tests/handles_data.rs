@@ -101,6 +101,35 @@ fn a_crash_mid_stream_restarts_the_plugin_and_data_resumes() {
 }
 
 #[test]
+fn an_instances_state_survives_a_plugin_restart() {
+    let fake = fake("stateful", "ok");
+    let plugin = Plugin::start(fake.spec.clone(), quick_config()).unwrap();
+    let reader = plugin
+        .source(
+            InstanceSpec::new("counter")
+                .property("crash_after", 50)
+                .property("put_state", "seen"),
+        )
+        .unwrap();
+    // The first process puts its entry, writes 50 tuples (they fit in the ring unread) and
+    // exits; the supervisor starts a second one and replays the instance.
+    support::wait_for("the plugin's restart", || plugin.status().restarts >= 1);
+    support::wait_for("the replayed start", || {
+        !support::read_lines(&fake.state.path().join("kept_state")).is_empty()
+    });
+    // The replayed start carried what the first process put.
+    let kept = support::read_lines(&fake.state.path().join("kept_state"));
+    // (The first process may be gone before `status` could say its pid: ask the fake's log.)
+    let first_pid = fake.pids()[0];
+    assert_eq!(kept, [format!(r#"{{"seen":{{"pid":{first_pid}}}}}"#)]);
+    drop(reader);
+    drop(plugin);
+    for pid in fake.pids() {
+        assert_reaped(pid);
+    }
+}
+
+#[test]
 fn a_wedged_plugin_is_noticed_and_restarted() {
     let fake = fake("wedgy", "ok");
     let config = SupervisorConfig {

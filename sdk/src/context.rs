@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use shmplug_transport::control::{ControlChannel, MAX_STATE_BYTES, Message, state_size};
+
+use crate::api::Props;
 use crate::error::PluginError;
 
 /// The context of a source or sink instance, after eKuiper's `StreamContext`: which rule,
@@ -39,12 +42,18 @@ struct Inner {
     instance_id: u64,
     cancel: Cancel,
     span: tracing::Span,
+    state: StateStore,
 }
 
 impl StreamContext {
     /// A context for `symbol` of `plugin`, for `rule_id` / `op_id` / `instance_id`; its span
     /// is made here, in the calling thread's `tracing` dispatcher.
     pub(crate) fn new(meta: Meta, cancel: Cancel) -> StreamContext {
+        StreamContext::with_state(meta, cancel, StateStore::default())
+    }
+
+    /// As [`new`](Self::new), with the instance's state.
+    pub(crate) fn with_state(meta: Meta, cancel: Cancel, state: StateStore) -> StreamContext {
         // ERROR level so that the span exists whatever level filter is in force: events inside
         // it are filtered by their own level, and need the span to be tagged with the instance.
         let span = tracing::error_span!(
@@ -64,6 +73,7 @@ impl StreamContext {
                 instance_id: meta.instance_id,
                 cancel,
                 span,
+                state,
             }),
         }
     }
@@ -114,6 +124,52 @@ impl StreamContext {
         }
     }
 
+    /// The value of the state entry `key` (eKuiper's `GetState`), if there is one.
+    ///
+    /// An instance's state outlives its plugin process: the host keeps what
+    /// [`put_state`](Self::put_state) writes and hands it back when it starts the instance
+    /// again after a restart, so a counter or a last-seen offset picks up where it was. (Not
+    /// across runs of `shmplug run` or an engine's restarts: the host keeps it in memory.)
+    ///
+    /// # Examples
+    /// ```
+    /// # fn example(ctx: &shmplug_sdk::SourceContext) -> Result<(), shmplug_sdk::PluginError> {
+    /// // Resume after the last line emitted before a crash.
+    /// let mut line = ctx.get_state("line").and_then(|v| v.as_u64()).unwrap_or(0);
+    /// line += 1;
+    /// ctx.put_state("line", line)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn get_state(&self, key: &str) -> Option<serde_json::Value> {
+        self.inner.state.get(key)
+    }
+
+    /// Sets the state entry `key` to `value` (eKuiper's `PutState`), here and in the host's
+    /// copy; see [`get_state`](Self::get_state). One control message to the host per call:
+    /// fine per window or per second, too much per tuple.
+    ///
+    /// # Errors
+    /// [`PluginError::Message`] if the state would exceed [`MAX_STATE_BYTES`] (256 KiB of keys
+    /// and values as JSON); the entry is left as it was.
+    pub fn put_state(
+        &self,
+        key: &str,
+        value: impl Into<serde_json::Value>,
+    ) -> Result<(), PluginError> {
+        self.inner
+            .state
+            .put(self.inner.instance_id, key, Some(value.into()))
+    }
+
+    /// Removes the state entry `key` (eKuiper's `DeleteState`), here and in the host's copy.
+    ///
+    /// # Errors
+    /// None today; a `Result` so that a store with limits can refuse.
+    pub fn delete_state(&self, key: &str) -> Result<(), PluginError> {
+        self.inner.state.put(self.inner.instance_id, key, None)
+    }
+
     /// The `tracing` span of this instance (see [Logging](#logging)).
     pub fn span(&self) -> &tracing::Span {
         &self.inner.span
@@ -154,7 +210,8 @@ impl FunctionContext {
     }
 
     /// eKuiper's function id: which call site in the rule this instance serves. Taken from the
-    /// start message's `funcId` property; 0 when the host sent none.
+    /// start message's `funcId` property (`shmplug run` sends the call's position in the
+    /// pipeline file, 0, 1, ...); 0 when the host sent none.
     pub fn function_id(&self) -> u64 {
         self.function_id
     }
@@ -170,6 +227,73 @@ impl Deref for FunctionContext {
 
     fn deref(&self) -> &StreamContext {
         &self.stream
+    }
+}
+
+/// An instance's state: the plugin's copy, and the control channel that tells the host each
+/// change (none in the test harness).
+#[derive(Default)]
+pub(crate) struct StateStore {
+    entries: Mutex<Props>,
+    host: Option<Arc<ControlChannel>>,
+}
+
+impl StateStore {
+    /// A store holding `entries` (what the host kept), telling `host` of changes.
+    pub fn new(entries: Props, host: Option<Arc<ControlChannel>>) -> StateStore {
+        StateStore {
+            entries: Mutex::new(entries),
+            host,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<serde_json::Value> {
+        self.lock().get(key).cloned()
+    }
+
+    fn put(
+        &self,
+        instance_id: u64,
+        key: &str,
+        value: Option<serde_json::Value>,
+    ) -> Result<(), PluginError> {
+        {
+            let mut entries = self.lock();
+            match &value {
+                None => {
+                    entries.remove(key);
+                }
+                Some(value) => {
+                    let old = entries.insert(key.to_owned(), value.clone());
+                    if state_size(&entries) > MAX_STATE_BYTES {
+                        match old {
+                            Some(old) => entries.insert(key.to_owned(), old),
+                            None => entries.remove(key),
+                        };
+                        return Err(PluginError::new(format!(
+                            "state entry `{key}` refused: the instance's state would exceed \
+                             {MAX_STATE_BYTES} bytes of keys and values as JSON; keep less in it"
+                        )));
+                    }
+                }
+            }
+        }
+        if let Some(host) = &self.host {
+            let message = Message::State {
+                instance_id,
+                key: key.to_owned(),
+                value,
+            };
+            // A host that is gone ends the plugin anyway; the local copy stays usable.
+            if let Err(e) = host.send(&message, &[]) {
+                tracing::debug!("cannot tell the host of state entry `{key}`: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Props> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -253,6 +377,22 @@ impl Cancel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_is_read_put_deleted_and_bounded() {
+        let kept = serde_json::json!({"count": 3}).as_object().unwrap().clone();
+        let ctx =
+            StreamContext::with_state(Meta::default(), Cancel::new(), StateStore::new(kept, None));
+        assert_eq!(ctx.get_state("count"), Some(3.into()));
+        ctx.put_state("count", 4).unwrap();
+        assert_eq!(ctx.get_state("count"), Some(4.into()));
+        ctx.delete_state("count").unwrap();
+        assert_eq!(ctx.get_state("count"), None);
+        let big = "x".repeat(MAX_STATE_BYTES);
+        let e = ctx.put_state("big", big.as_str()).unwrap_err().to_string();
+        assert!(e.contains("state entry `big` refused"), "{e}");
+        assert_eq!(ctx.get_state("big"), None);
+    }
 
     #[test]
     fn sleep_returns_early_when_cancelled() {

@@ -75,6 +75,18 @@ impl PluginError {
         }
     }
 
+    /// A required property `name` is absent: `what` says what it should hold.
+    ///
+    /// ```
+    /// use shmplug_sdk::PluginError;
+    ///
+    /// let e = PluginError::missing("path", "the CSV file to read");
+    /// assert_eq!(e.to_string(), "property `path`: is required: the CSV file to read");
+    /// ```
+    pub fn missing(name: impl Into<String>, what: impl std::fmt::Display) -> PluginError {
+        PluginError::property(name, format!("is required: {what}"))
+    }
+
     /// True for [`Cancelled`](Self::Cancelled) and [`Closed`](Self::Closed): the instance is
     /// being stopped, which is not a failure.
     pub fn is_stop(&self) -> bool {

@@ -337,6 +337,9 @@ fn open(host: &Host, id: &str, pipeline: Pipeline) -> Result<(Run, Opened), Stri
             }
         }
     }
+    // Every stage's symbol is checked before any instance opens, as `shmplug run` does.
+    crate::run::check_symbols(&pipeline, |name| plugins.get(name).map(|p| &**p))
+        .map_err(|e| e.to_string())?;
     let in_rule = |mut spec: InstanceSpec| {
         spec.rule_id = id.to_owned();
         spec
@@ -344,20 +347,25 @@ fn open(host: &Host, id: &str, pipeline: Pipeline) -> Result<(Run, Opened), Stri
     let failed = |what: String| move |e: shmplug_host::Error| format!("{what}: {e}");
     let mut calls = Vec::new();
     let mut steps: Vec<Step> = Vec::new();
-    for call in &pipeline.functions {
+    for (index, call) in pipeline.functions.iter().enumerate() {
         let step = Step::new(call.args.clone(), call.output.clone(), &steps);
         steps.push(step.clone());
         let client = plugins[&call.plugin]
-            .function(in_rule(call.spec()))
+            .function(in_rule(call.spec(index)))
             .map_err(failed(format!("function `{}`", call.symbol)))?;
         calls.push((client, step));
     }
-    let sink = plugins[&pipeline.sink.plugin]
-        .sink(in_rule(pipeline.sink.spec()))
-        .map_err(failed(format!("sink `{}`", pipeline.sink.symbol)))?;
+    // The source first: a source that cannot start must not open (and truncate) the sink's
+    // output, as with `shmplug run`.
     let source = plugins[&pipeline.source.plugin]
         .source(in_rule(pipeline.source.spec()))
         .map_err(failed(format!("source `{}`", pipeline.source.symbol)))?;
+    let mut sink = plugins[&pipeline.sink.plugin]
+        .sink(in_rule(pipeline.sink.spec()))
+        .map_err(failed(format!("sink `{}`", pipeline.sink.symbol)))?;
+    if let Some(choice) = pipeline.sink.delivery {
+        sink.set_delivery(choice.delivery());
+    }
     let run = Run {
         id: id.to_owned(),
         started: Instant::now(),

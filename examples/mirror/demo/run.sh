@@ -12,7 +12,7 @@ cp examples/mirror/mirror.json "$demo/mirror/"
 cp target/release/mirror "$demo/mirror/"
 shmplug=target/release/shmplug
 "$shmplug" --plugins-dir "$demo/plugins" plugins install --force "$demo/mirror"
-# A plugin runs in its own directory: give the sink an absolute path.
-sed "s|@OUT@|$PWD/$demo/out.jsonl|" examples/mirror/demo/pipeline.toml > "$demo/pipeline.toml"
+# Plugins run in the pipeline file's directory: the sink's relative path lands beside it.
+cp examples/mirror/demo/pipeline.toml "$demo/pipeline.toml"
 "$shmplug" --plugins-dir "$demo/plugins" run "$demo/pipeline.toml"
 printf 'sink output: %s lines in %s\n' "$(wc -l < "$demo/out.jsonl")" "$demo/out.jsonl"

@@ -5,16 +5,14 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use shmplug_sdk::{PluginError, Props, Sink, SinkContext, TupleView};
-
-use crate::props;
+use shmplug_sdk::{PluginError, Props, PropsExt, Sink, SinkContext, TupleView};
 
 /// The `file` sink: appends each tuple's fields (the eKuiper message) to a file as one line of
 /// JSON, as eKuiper's mirror example does.
 ///
 /// | property | default | meaning |
 /// | --- | --- | --- |
-/// | `path` | `"cache"` | the file, created if missing, appended to; relative to the plugin's working directory |
+/// | `path` | `"cache"` | the file, created if missing, appended to; a relative path is relative to the plugin's working directory (under `shmplug run`, the pipeline file's directory) |
 /// | `interval` | `1000` | write buffered lines out when a tuple arrives this long (milliseconds or a duration string) after the last write; `0` writes every line at once |
 ///
 /// Lines are buffered and always written out when the sink closes.
@@ -43,8 +41,12 @@ impl FileSink {
 
 impl Sink for FileSink {
     fn configure(&mut self, props: &Props) -> Result<(), PluginError> {
-        self.path = PathBuf::from(props::string(props, "path")?.unwrap_or("cache"));
-        self.interval = props::duration(props, "interval", Duration::from_secs(1))?;
+        self.path = props
+            .path("path")?
+            .unwrap_or_else(|| PathBuf::from("cache"));
+        self.interval = props
+            .duration("interval")?
+            .unwrap_or(Duration::from_secs(1));
         Ok(())
     }
 

@@ -29,7 +29,6 @@
 
 mod echo;
 mod file;
-mod props;
 mod random;
 
 pub use echo::Echo;

@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use shmplug_sdk::{
-    Emitter, PluginError, Props, Source, SourceContext, Tuple, TupleRef, Value, ValueRef,
+    Emitter, PluginError, Props, PropsExt, Source, SourceContext, Tuple, TupleBuilder, Value,
+    ValueRef,
 };
-
-use crate::props;
 
 /// The `random` source: every `interval`, emits `pattern` with a random whole number added to
 /// each of its numeric fields, as eKuiper's mirror example does.
@@ -51,19 +50,15 @@ enum Field {
 
 impl Source for RandomSource {
     fn configure(&mut self, _data_source: &str, props: &Props) -> Result<(), PluginError> {
-        let interval = props::duration(props, "interval", Duration::from_secs(1))?;
-        let seed = props::integer(props, "seed", 1)?.unwrap_or(100);
-        let count = props::integer(props, "count", 0)?.map(|n| n as u64);
-        let deduplicate = props::integer(props, "deduplicate", i64::MIN)?.unwrap_or(0);
-        let rng_seed = props::integer(props, "rngSeed", 0)?.map(|n| n as u64);
-        if let Some(format) = props::string(props, "format")?
-            && !format.eq_ignore_ascii_case("json")
-        {
-            return Err(PluginError::property(
-                "format",
-                format!("the random source only supports `json`, got {format:?}"),
-            ));
-        }
+        let interval = props
+            .duration("interval")?
+            .unwrap_or(Duration::from_secs(1));
+        let seed = props.integer_in("seed", 1..=i64::MAX)?.unwrap_or(100);
+        let count = props.integer_in("count", 0..=i64::MAX)?.map(|n| n as u64);
+        let deduplicate = props.integer("deduplicate")?.unwrap_or(0);
+        let rng_seed = props.integer_in("rngSeed", 0..=i64::MAX)?.map(|n| n as u64);
+        // Only `json`, as in eKuiper.
+        props.one_of("format", &["json"])?;
         let pattern = match props.get("pattern") {
             Some(Json::Object(pattern)) => pattern,
             Some(other) => {
@@ -73,9 +68,9 @@ impl Source for RandomSource {
                 ));
             }
             None => {
-                return Err(PluginError::property(
+                return Err(PluginError::missing(
                     "pattern",
-                    "is required: the JSON object to emit, such as {\"count\": 50}",
+                    "the JSON object to emit, such as {\"count\": 50}",
                 ));
             }
         };
@@ -124,7 +119,7 @@ impl Source for RandomSource {
         // through an owned tuple.
         let borrowed = config.fields.iter().all(|(_, f)| scalar_ref(f).is_some());
         let mut values: Vec<i64> = vec![0; config.fields.len()];
-        let mut fields: Vec<(&str, ValueRef<'_>)> = Vec::with_capacity(config.fields.len());
+        let mut builder = TupleBuilder::with_capacity(config.fields.len());
         let mut recent: VecDeque<Vec<i64>> = VecDeque::new();
         let mut next_tick = Instant::now();
         let mut emitted = 0u64;
@@ -158,19 +153,18 @@ impl Source for RandomSource {
             }
             let timestamp = shmplug_sdk::now_nanos();
             if borrowed {
-                fields.clear();
+                let mut tuple = builder.tuple(timestamp);
                 for (value, (name, field)) in values.iter().zip(&config.fields) {
                     let v = match field {
                         Field::Random(_) => ValueRef::Int(*value),
                         fixed => scalar_ref(fixed).unwrap_or(ValueRef::Null),
                     };
-                    fields.push((name.as_str(), v));
+                    tuple.field(name, v);
                 }
-                let tuple = TupleRef::new(timestamp, &fields);
                 if config.interval.is_zero() {
-                    emitter.emit_deferred(&tuple)?;
+                    emitter.emit_deferred(&tuple.as_tuple_ref())?;
                 } else {
-                    emitter.emit(&tuple)?;
+                    emitter.emit(&tuple.as_tuple_ref())?;
                 }
             } else {
                 let mut tuple = Tuple::new(timestamp);
@@ -320,7 +314,7 @@ mod tests {
             (json!({"pattern": {}, "count": -1}), "property `count`"),
             (
                 json!({"pattern": {}, "format": "csv"}),
-                "property `format`: the random source only supports `json`",
+                "property `format`: expected one of `json`, got \"csv\"",
             ),
         ];
         for (props, expected) in cases {

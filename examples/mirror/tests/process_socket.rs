@@ -65,6 +65,7 @@ fn it_serves_a_host_listening_on_a_socket_path() {
         symbol: "random".into(),
         data_source: Some("topic".into()),
         properties: props.as_object().unwrap().clone(),
+        ..Start::default()
     };
     host.send(&Message::StartSource(start), &[&ring]).unwrap();
     assert_eq!(next(&host), Message::Started { instance_id: 1 });

@@ -5,6 +5,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use shmplug_transport::control::Hello;
+
 use crate::error::{Error, Result};
 
 /// The contents of a plugin's `{name}.json`, with eKuiper's field names.
@@ -155,5 +157,39 @@ impl PluginManifest {
             });
         }
         Ok(())
+    }
+}
+
+impl PluginManifest {
+    /// Checks that the executable's `hello` announces exactly the manifest's symbols.
+    ///
+    /// # Errors
+    /// [`Error::SymbolsMismatch`] naming each symbol one side lists and the other lacks.
+    pub fn check_hello(&self, plugin: &str, hello: &Hello) -> Result<()> {
+        let mut problems = Vec::new();
+        for (kind, listed, offered) in [
+            ("source", &self.sources, &hello.sources),
+            ("sink", &self.sinks, &hello.sinks),
+            ("function", &self.functions, &hello.functions),
+        ] {
+            for symbol in listed.iter().filter(|s| !offered.contains(s)) {
+                problems.push(format!(
+                    "the manifest lists {kind} `{symbol}`, which the executable does not offer"
+                ));
+            }
+            for symbol in offered.iter().filter(|s| !listed.contains(s)) {
+                problems.push(format!(
+                    "the executable offers {kind} `{symbol}`, which the manifest does not list"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::SymbolsMismatch {
+                plugin: plugin.to_owned(),
+                detail: problems.join("; "),
+            })
+        }
     }
 }

@@ -163,6 +163,22 @@ impl Registry {
     /// [`Error::NoManifest`], the manifest errors of [`PluginManifest::load`], [`Error::Io`].
     /// Nothing is left in the plugins directory after an error.
     pub fn install(&self, package: &Path, options: &InstallOptions) -> Result<PluginInfo> {
+        self.install_checked(package, options, |_| Ok(()))
+    }
+
+    /// As [`install`](Self::install), but first runs `check` on the plugin as unpacked in a
+    /// staging directory (its executable can be started from there), and installs nothing if
+    /// it fails. `shmplug plugins install` starts the executable there and compares its hello
+    /// with the manifest ([`PluginManifest::check_hello`]).
+    ///
+    /// # Errors
+    /// As [`install`](Self::install), and `check`'s error.
+    pub fn install_checked(
+        &self,
+        package: &Path,
+        options: &InstallOptions,
+        check: impl FnOnce(&PluginInfo) -> Result<()>,
+    ) -> Result<PluginInfo> {
         let name = match &options.name {
             Some(name) => name.clone(),
             None => package_name(package)?,
@@ -182,6 +198,7 @@ impl Registry {
         check_layout(&name, package, staging.path())?;
         // Validate where it will run from, so the absolute executable path is the final one.
         load(&name, staging.path(), &target).map_err(|e| as_given(e, staging.path(), package))?;
+        check(&load(&name, staging.path(), staging.path())?)?;
         self.commit(&name, staging, &target, options.force)?;
         load(&name, &target, &target)
     }

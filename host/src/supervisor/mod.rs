@@ -80,12 +80,15 @@ impl PluginSpec {
         }
     }
 
-    /// Runs an installed plugin, in its own directory (as eKuiper does).
+    /// Runs an installed plugin, in its own directory (as eKuiper does), which it also finds
+    /// in [`PLUGIN_DIR_ENV`](shmplug_transport::control::PLUGIN_DIR_ENV) when `dir` is
+    /// changed.
     pub fn from_info(info: &PluginInfo) -> PluginSpec {
         PluginSpec {
             dir: Some(info.dir.clone()),
             ..PluginSpec::new(info.name.clone(), info.executable.clone())
         }
+        .env(shmplug_transport::control::PLUGIN_DIR_ENV, &info.dir)
     }
 
     /// This spec with `arg` appended to the arguments.

@@ -6,7 +6,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use shmplug_transport::Ring;
-use shmplug_transport::control::{ControlChannel, Hello, Message, Start};
+use shmplug_transport::control::{
+    ControlChannel, Hello, MAX_STATE_BYTES, Message, Start, state_size,
+};
 
 use super::slot::{Ids, Slot, SlotState};
 use super::{InstanceSpec, Phase, PluginSpec, SupervisorConfig, log};
@@ -49,6 +51,8 @@ pub(crate) struct Instance {
     pub sent_at: Instant,
     /// `Started` arrived for these rings.
     pub live: bool,
+    /// A state entry was refused for size (said once per instance).
+    pub state_refused: bool,
 }
 
 impl Instance {
@@ -166,6 +170,7 @@ impl Supervision {
                 symbol: spec.symbol,
                 data_source: spec.data_source,
                 properties: spec.properties,
+                state: Default::default(),
             },
             slot: slot.clone(),
             rings,
@@ -173,6 +178,7 @@ impl Supervision {
             generation: link.generation,
             sent_at: Instant::now(),
             live: false,
+            state_refused: false,
         };
         let ring_refs: Vec<&Ring> = instance.rings.iter().collect();
         if let Err(e) = link.channel.send(&instance.message(), &ring_refs) {
@@ -318,6 +324,35 @@ impl Supervision {
         }
     }
 
+    /// Applies a [`Message::State`] to the state kept for `instance`, which its next start
+    /// carries: the plugin's own process keeps working from its copy, the host's is for after
+    /// a restart. An entry that would make the state larger than [`MAX_STATE_BYTES`] is
+    /// refused (said once per instance), so a plugin cannot make the host hold more.
+    fn keep_state(&self, instance: &mut Instance, key: String, value: Option<serde_json::Value>) {
+        let kept = &mut instance.start.state;
+        let Some(value) = value else {
+            kept.remove(&key);
+            return;
+        };
+        let old = kept.insert(key.clone(), value);
+        if state_size(kept) <= MAX_STATE_BYTES {
+            return;
+        }
+        match old {
+            Some(old) => kept.insert(key.clone(), old),
+            None => kept.remove(&key),
+        };
+        if !instance.state_refused {
+            instance.state_refused = true;
+            tracing::warn!(
+                plugin = %self.name,
+                instance = instance.start.instance_id,
+                "state entry `{key}` refused: the instance's state would exceed {MAX_STATE_BYTES} \
+                 bytes (said once per instance)"
+            );
+        }
+    }
+
     /// Handles one message from process `generation`'s control channel. `Err` says why the
     /// channel can no longer be used (the plugin does not read what the host sends it).
     pub(crate) fn on_message(
@@ -365,6 +400,18 @@ impl Supervision {
                 }
             }
             Message::Log(entry) => log::forward(&self.name, &entry),
+            Message::State {
+                instance_id,
+                key,
+                value,
+            } => {
+                let mut state = self.lock();
+                if let Some(instance) = state.instances.get_mut(&instance_id)
+                    && instance.generation == generation
+                {
+                    self.keep_state(instance, key, value);
+                }
+            }
             Message::Error { message } => {
                 tracing::warn!(target: "shmplug::plugin", plugin = %self.name, "plugin reports: {message}");
             }

@@ -8,12 +8,14 @@
 //!
 //! Symbols: source `counter` (properties `count`, `interval_ms`, `crash_after`, `wedge_after`:
 //! tuples `{n: 0, 1, ...}`, with a pause of `interval_ms` after each if set; crash or wedge
-//! only once, guarded by a marker file), sink `collect` (appends each tuple's `n` to
-//! `FAKE_STATE/sink`; with property `truncate = true` it empties that file when it starts, as a
-//! sink that overwrites its output does; `stall_after` makes the first process stop taking
-//! tuples after that many), functions `echo` (first argument back), `fail` (an error), `once`
-//! (as `echo`, declared not safe to repeat; both take `crash_after`: the first process exits at
-//! that call), and source `broken` (always answers `Failed`).
+//! only once, guarded by a marker file; `put_state: KEY` puts a state entry `KEY` =
+//! `{"pid": PID}` at the start, and a start with state appends it to `FAKE_STATE/kept_state`),
+//! sink `collect` (appends each tuple's `n` to `FAKE_STATE/sink`; with property
+//! `truncate = true` it empties that file when it starts, as a sink that overwrites its output
+//! does; `stall_after` makes the first process stop taking tuples after that many), functions
+//! `echo` (first argument back), `fail` (an error), `once` (as `echo`, declared not safe to
+//! repeat; both take `crash_after`: the first process exits at that call), and source `broken`
+//! (always answers `Failed`).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -128,6 +130,21 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
             Message::StartSource(start) => {
                 let wedge = marker_once(state, &start, "wedge_after");
                 let id = start.instance_id;
+                if !start.state.is_empty() {
+                    let kept = serde_json::Value::Object(start.state.clone());
+                    append(&state.join("kept_state"), &kept.to_string());
+                }
+                let put = start.properties.get("put_state").and_then(|k| k.as_str());
+                if let Some(key) = put {
+                    let _ = channel.send(
+                        &Message::State {
+                            instance_id: id,
+                            key: key.to_owned(),
+                            value: Some(serde_json::json!({"pid": std::process::id()})),
+                        },
+                        &[],
+                    );
+                }
                 instances.insert(id, source(start, rings, state, &version));
                 let _ = channel.send(&Message::Started { instance_id: id }, &[]);
                 let _ = channel.send(

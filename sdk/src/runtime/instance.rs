@@ -12,7 +12,7 @@ use tracing::Dispatch;
 
 use super::drive::{self, Throttle, method};
 use crate::config::PluginConfig;
-use crate::context::{Cancel, FunctionContext, Meta, StreamContext};
+use crate::context::{Cancel, FunctionContext, Meta, StateStore, StreamContext};
 use crate::error::{PluginError, catch};
 
 /// What kind of symbol an instance is.
@@ -121,7 +121,8 @@ fn run(shared: InstanceEnv, kind: Kind, start: Start, rings: Vec<Ring>, state: A
             op_id: start.op_id.clone(),
             instance_id: id,
         };
-        let ctx = StreamContext::new(meta, state.cancel.clone());
+        let store = StateStore::new(start.state.clone(), Some(shared.channel.clone()));
+        let ctx = StreamContext::with_state(meta, state.cancel.clone(), store);
         let _entered = ctx.span().clone().entered();
         let reply = Reply {
             channel: &shared.channel,
@@ -157,14 +158,9 @@ impl Reply<'_> {
 
     fn failed(&self, phase: &str, error: &PluginError) {
         let ctx = self.ctx;
-        let error = format!(
-            "plugin `{}`, {} `{}`, instance {} of rule `{}`: {phase} failed: {error}",
-            ctx.plugin_name(),
-            self.kind.name(),
-            ctx.symbol(),
-            ctx.instance_id(),
-            ctx.rule_id(),
-        );
+        // Only what the host does not know: it names the plugin, symbol and instance itself
+        // (and this event's span tags it with them), so saying them here would repeat them.
+        let error = format!("{phase} failed: {error}");
         tracing::debug!("{error}");
         let instance_id = ctx.instance_id();
         let _ = self

@@ -54,6 +54,28 @@ impl Source for Counter {
     }
 }
 
+/// Emits `{"n": i}` for `i` from its state's `next` (0 without one) on, `count` of them,
+/// then puts `next` past them.
+#[derive(Default)]
+struct Resume {
+    count: i64,
+}
+
+impl Source for Resume {
+    fn configure(&mut self, _: &str, props: &Props) -> Result<(), PluginError> {
+        self.count = props.get("count").and_then(|c| c.as_i64()).unwrap_or(1);
+        Ok(())
+    }
+
+    fn open(&mut self, ctx: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
+        let next = ctx.get_state("next").and_then(|v| v.as_i64()).unwrap_or(0);
+        for n in next..next + self.count {
+            emitter.emit(&TupleRef::new(n, &[("n", ValueRef::Int(n))]))?;
+        }
+        ctx.put_state("next", next + self.count)
+    }
+}
+
 /// Fails to configure unless `interval` is a number.
 struct Picky;
 
@@ -168,6 +190,7 @@ fn config(events: &Events) -> PluginConfig {
     let kept = events.kept.clone();
     PluginConfig::new("testplug")
         .source("counter", Counter::default)
+        .source("resume", Resume::default)
         .source("picky", || Picky)
         .source("exploding", move || Exploding {
             closed: closed.lock().unwrap().clone(),
@@ -222,7 +245,7 @@ impl Host {
                 assert_eq!(hello.protocol_version, PROTOCOL_VERSION);
                 assert_eq!(
                     hello.sources,
-                    ["counter", "exploding", "factory_panics", "picky"]
+                    ["counter", "exploding", "factory_panics", "picky", "resume"]
                 );
                 assert_eq!(hello.sinks, ["keep"]);
                 assert_eq!(hello.functions, ["add"]);
@@ -271,6 +294,7 @@ impl Host {
             symbol: symbol.into(),
             data_source: None,
             properties: properties.as_object().cloned().unwrap_or_default(),
+            ..Start::default()
         }
     }
 
@@ -389,8 +413,7 @@ fn a_failing_configure_is_answered_with_its_text() {
     assert_eq!(instance_id, 2);
     assert_eq!(
         error,
-        "plugin `testplug`, source `picky`, instance 2 of rule `rule1`: configure failed: \
-         property `interval`: expected milliseconds, got Some(String(\"soon\"))"
+        "configure failed: property `interval`: expected milliseconds, got Some(String(\"soon\"))"
     );
     // The failed instance is gone: its id is free and stopping it is harmless.
     host.stop(2);
@@ -517,6 +540,38 @@ fn a_sink_whose_configure_fails_is_answered_with_failed() {
     assert!(
         error.ends_with("configure failed: property `fail`: asked to fail"),
         "{error}"
+    );
+    host.finish(true).unwrap();
+}
+
+#[test]
+fn a_source_reads_the_state_the_host_kept_and_tells_it_of_changes() {
+    let mut host = Host::new();
+    let ring = Ring::create(1 << 16).unwrap();
+    let mut receiver = TupleReceiver::new(ring.consumer(endpoint()).unwrap());
+    let mut start = Host::start(4, "resume", json!({"count": 2}));
+    start.state = json!({"next": 5}).as_object().unwrap().clone();
+    host.send(Message::StartSource(start), &[&ring]);
+    assert_eq!(host.next(), Message::Started { instance_id: 4 });
+    let ns: Vec<i64> = (0..2)
+        .map(|_| {
+            receiver
+                .recv_timeout(WAIT)
+                .unwrap()
+                .get("n")
+                .unwrap()
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ns, [5, 6]);
+    assert_eq!(
+        host.next(),
+        Message::State {
+            instance_id: 4,
+            key: "next".into(),
+            value: Some(json!(7)),
+        }
     );
     host.finish(true).unwrap();
 }

@@ -18,6 +18,7 @@ use super::version::{PROTOCOL_VERSION, ProtocolVersion};
 /// | [`Ping`](Message::Ping) / [`Pong`](Message::Pong) | either way / reply | 0 |
 /// | [`Shutdown`](Message::Shutdown) | host -> plugin | 0 |
 /// | [`Log`](Message::Log) | plugin -> host | 0 |
+/// | [`State`](Message::State) | plugin -> host | 0 |
 /// | [`Error`](Message::Error) | either way | 0 |
 ///
 /// Unknown fields are ignored when decoding, so a minor protocol version may add optional
@@ -76,7 +77,24 @@ pub enum Message {
         /// What went wrong, in words a person can act on.
         message: String,
     },
+    /// An instance put (or, with no value, deleted) an entry of its state (eKuiper's
+    /// `PutState` / `DeleteState`). The host keeps the state and hands it back in
+    /// [`Start::state`] when it starts the instance again after a plugin restart, up to
+    /// [`MAX_STATE_BYTES`] per instance.
+    State {
+        /// The instance whose state it is.
+        instance_id: u64,
+        /// The entry's key.
+        key: String,
+        /// The new value; `None` deletes the entry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<serde_json::Value>,
+    },
 }
+
+/// Most bytes an instance's state may hold (keys and values as JSON): the host refuses an
+/// entry that would make it larger, and a plugin's SDK refuses it first.
+pub const MAX_STATE_BYTES: usize = 256 * 1024;
 
 impl Message {
     /// Every message type's wire name, in declaration order.
@@ -94,6 +112,7 @@ impl Message {
         "shutdown",
         "log",
         "error",
+        "state",
     ];
 
     /// The message's wire name (its `type` field), one of [`Message::TYPES`].
@@ -112,6 +131,7 @@ impl Message {
             Message::Shutdown => 10,
             Message::Log(_) => 11,
             Message::Error { .. } => 12,
+            Message::State { .. } => 13,
         };
         Message::TYPES[index]
     }
@@ -186,6 +206,18 @@ pub struct Start {
     /// action properties.
     #[serde(default)]
     pub properties: serde_json::Map<String, serde_json::Value>,
+    /// The instance's state as the host kept it from [`Message::State`]s of an earlier run of
+    /// the instance (empty at the first start).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub state: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The size [`MAX_STATE_BYTES`] counts for `state`: each key's and value's JSON length.
+pub fn state_size(state: &serde_json::Map<String, serde_json::Value>) -> usize {
+    state
+        .iter()
+        .map(|(k, v)| k.len() + serde_json::to_vec(v).map_or(usize::MAX / 2, |b| b.len()))
+        .fold(0, usize::saturating_add)
 }
 
 /// A log event forwarded from the plugin to the host: the body of [`Message::Log`].

@@ -48,6 +48,12 @@
 /// descriptor is the plugin's end of the control socket (a decimal descriptor number).
 pub const CONTROL_FD_ENV: &str = "SHMPLUG_CONTROL_FD";
 
+/// Environment variable through which the host tells an installed plugin its own directory
+/// (where its manifest, executable and any files of its package are), since its working
+/// directory may be another one (`shmplug run` starts plugins in the pipeline file's
+/// directory, so that relative paths in properties resolve there).
+pub const PLUGIN_DIR_ENV: &str = "SHMPLUG_PLUGIN_DIR";
+
 /// Environment variable naming a Unix socket path the host listens on, for a plugin started by
 /// hand (under a debugger, say): the plugin connects to it instead of using an inherited
 /// descriptor.
@@ -65,7 +71,7 @@ pub use frame::{
     FRAME_MAGIC, FRAME_VERSION, HEADER_LEN, MAX_BODY_LEN, MAX_FRAME_LEN, decode_body, decode_frame,
     decode_header, encode_frame,
 };
-pub use message::{Hello, Log, LogLevel, Message, Start};
+pub use message::{Hello, Log, LogLevel, MAX_STATE_BYTES, Message, Start, state_size};
 pub use version::{InvalidProtocolVersion, PROTOCOL_VERSION, ProtocolVersion};
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ fn every_message() -> Vec<Message> {
             .as_object()
             .unwrap()
             .clone(),
+        state: json!({"count": 41, "last": "2026-12-03T14:00:00Z"})
+            .as_object()
+            .unwrap()
+            .clone(),
     };
     vec![
         Message::Hello(Hello {
@@ -62,6 +66,11 @@ fn every_message() -> Vec<Message> {
         }),
         Message::Error {
             message: "symbol `nope` not found; the plugin offers: random".into(),
+        },
+        Message::State {
+            instance_id: 3,
+            key: "count".into(),
+            value: Some(json!({"n": 42, "seen": ["a", "b"]})),
         },
     ]
 }

@@ -237,6 +237,8 @@ pub struct Waiter {
     spinning: bool,
     /// Spins since the clock was last read.
     spins: u32,
+    /// The clock was read since the start: the wait has lasted more than a few spins.
+    looked: bool,
 }
 
 /// Spins between looks at the clock: reading it costs about as much as a cache-line
@@ -328,6 +330,7 @@ impl Waiter {
             timeout: timeout.unwrap_or(Duration::MAX),
             spinning: !spin.is_zero() && timeout != Some(Duration::ZERO),
             spins: 0,
+            looked: false,
         }
     }
 
@@ -336,9 +339,19 @@ impl Waiter {
         self.deadline
     }
 
-    /// How long the wait has lasted.
+    /// How long the wait has lasted; zero, without reading the clock, while it has not yet
+    /// looked at the clock (a wait of a few spins, all the same to a spin budget).
     pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
+        if self.looked {
+            self.start.elapsed()
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// True for a try: the deadline had passed when the wait began.
+    pub fn is_try(&self) -> bool {
+        self.timeout.is_zero()
     }
 
     /// What to do after a look that found nothing.
@@ -349,6 +362,7 @@ impl Waiter {
             return WaitStep::Spin;
         }
         self.spins = 0;
+        self.looked = true;
         let elapsed = self.start.elapsed();
         if elapsed >= self.timeout {
             return WaitStep::TimedOut(self.timeout);
@@ -441,7 +455,7 @@ pub fn block(
         .filter_map(|(wait, _)| wait.spin_budget().map(|b| b.get()))
         .fold(spin, Duration::min);
     let mut waiter = Waiter::until(spin, deadline);
-    let is_try = waiter.deadline().is_some_and(|d| d <= Instant::now());
+    let is_try = waiter.is_try();
     let done = |waits: &mut [(&mut dyn Readiness, BorrowedFd<'_>)], waiter: &Waiter, ready| {
         if !is_try {
             let elapsed = waiter.elapsed();

@@ -202,7 +202,7 @@ impl FunctionClient {
     /// As [`call`](Self::call), and [`Error::TimedOut`]. A late answer to a timed-out call is
     /// discarded.
     pub fn call_timeout(&mut self, args: &[ValueRef<'_>], timeout: Duration) -> Result<Value> {
-        let results = self.collect_until(&[args], Some(Instant::now() + timeout))?;
+        let results = self.collect_until(&[args], Some(timeout))?;
         self.only(results)
     }
 
@@ -237,7 +237,7 @@ impl FunctionClient {
             answered += 1;
             result = Some(answer.map(|view| read.take().map(|read| read(view))));
         };
-        self.batch_until(&&[args][..], Some(Instant::now() + timeout), &mut answer)?;
+        self.batch_until(&&[args][..], Some(timeout), &mut answer)?;
         // One call has one answer: anything else is a broken plugin or ring.
         match (result, answered) {
             (Some(Ok(Some(value))), 1) => Ok(value),
@@ -287,8 +287,7 @@ impl FunctionClient {
             answer(index, result);
             index += 1;
         };
-        let deadline = timeout.map(|t| Instant::now() + t);
-        self.batch_until(calls, deadline, &mut each)
+        self.batch_until(calls, timeout, &mut each)
     }
 
     /// As [`call_batch`](Self::call_batch), giving up after `timeout` for the whole batch.
@@ -300,7 +299,7 @@ impl FunctionClient {
         calls: &[&[ValueRef<'_>]],
         timeout: Duration,
     ) -> Result<Vec<Result<Value>>> {
-        self.collect_until(calls, Some(Instant::now() + timeout))
+        self.collect_until(calls, Some(timeout))
     }
 
     /// As [`call`](Self::call), awaiting in the tokio reactor instead of blocking a thread.
@@ -371,25 +370,29 @@ impl FunctionClient {
     fn collect_until(
         &mut self,
         calls: &[&[ValueRef<'_>]],
-        deadline: Option<Instant>,
+        timeout: Option<Duration>,
     ) -> Result<Vec<Result<Value>>> {
         let mut results = Vec::with_capacity(calls.len());
         let mut copy = |result: Result<ValueView<'_>>| results.push(result.map(copy_out));
-        self.batch_until(&calls, deadline, &mut copy)?;
+        self.batch_until(&calls, timeout, &mut copy)?;
         Ok(results)
     }
 
+    /// Runs `calls` to their answers, giving up after `timeout` for the whole batch (`None`:
+    /// never). Reads the clock only when there is a time-out: a call's round trip is short
+    /// enough for a clock read to show.
     fn batch_until(
         &mut self,
         calls: &(dyn Calls + Sync),
-        deadline: Option<Instant>,
+        timeout: Option<Duration>,
         answer: Answer<'_>,
     ) -> Result<()> {
         let mut batch = Batch::new(calls, answer);
-        let started = Instant::now();
+        let deadline = timeout.map(|t| Instant::now() + t);
         let timed_out = |binding: &Binding| {
-            let waited = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(started));
-            binding.ids().timed_out("call", waited)
+            binding
+                .ids()
+                .timed_out("call", timeout.unwrap_or(Duration::ZERO))
         };
         loop {
             if !self.core.attach(deadline)? {

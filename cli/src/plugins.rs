@@ -92,13 +92,7 @@ pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Re
             no_check,
         } => {
             let options = InstallOptions { name, force };
-            let info = registry.install_checked(&package, &options, |info| {
-                if no_check {
-                    Ok(())
-                } else {
-                    check_symbols(info)
-                }
-            })?;
+            let info = install(registry, &package, &options, no_check)?;
             println!(
                 "installed {} {} in {}",
                 info.name,
@@ -130,13 +124,7 @@ pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Re
                 name: Some(name),
                 force: true,
             };
-            let info = registry.install_checked(&package, &options, |info| {
-                if no_check {
-                    Ok(())
-                } else {
-                    check_symbols(info)
-                }
-            })?;
+            let info = install(registry, &package, &options, no_check)?;
             println!("updated {} to {}", info.name, info.manifest.version);
         }
         PluginsCommand::Remove { name } => {
@@ -182,4 +170,22 @@ fn describe(info: &PluginInfo) {
     println!("sources:    {}", m.sources.join(", "));
     println!("sinks:      {}", m.sinks.join(", "));
     println!("functions:  {}", m.functions.join(", "));
+}
+
+/// Installs `package` as `options` say, checking its manifest against its executable's hello
+/// unless `no_check`.
+fn install(
+    registry: &Registry,
+    package: &std::path::Path,
+    options: &InstallOptions,
+    no_check: bool,
+) -> crate::error::Result<PluginInfo> {
+    let info = registry.install_checked(package, options, |info| {
+        if no_check {
+            Ok(())
+        } else {
+            check_symbols(info)
+        }
+    })?;
+    Ok(info)
 }

@@ -357,12 +357,16 @@ fn status_removes_the_sockets_of_ended_runs() {
 /// points of a stream (its own process, apart from the source's); every tuple the source
 /// emitted reaches the sink at least once, and the summary counts the replays and no fewer
 /// possible duplicates than the sink wrote twice.
-#[test]
-fn kill_9_of_the_sink_plugin_during_a_run_loses_no_tuple() {
-    const TUPLES: usize = 3000;
-    const KILLS: usize = 4;
-    let seed = fastrand::u64(..);
-    let mut rng = fastrand::Rng::with_seed(seed);
+/// The fake plugin installed twice, as `fake` (the source) and `fakesink` (the sink), each
+/// with a state directory of its own.
+struct TwoFakes {
+    dir: tempfile::TempDir,
+    plugins: std::path::PathBuf,
+    source_state: tempfile::TempDir,
+    sink_state: tempfile::TempDir,
+}
+
+fn two_fakes() -> TwoFakes {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     let source_state = tempfile::tempdir().unwrap();
@@ -374,6 +378,26 @@ fn kill_9_of_the_sink_plugin_during_a_run_loses_no_tuple() {
         let out = shmplug(&plugins, &args);
         assert!(out.status.success(), "{}", stderr(&out));
     }
+    TwoFakes {
+        dir,
+        plugins,
+        source_state,
+        sink_state,
+    }
+}
+
+#[test]
+fn kill_9_of_the_sink_plugin_during_a_run_loses_no_tuple() {
+    const TUPLES: usize = 3000;
+    const KILLS: usize = 4;
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let TwoFakes {
+        dir,
+        plugins,
+        source_state: _source_state,
+        sink_state,
+    } = two_fakes();
     let pipeline = dir.path().join("pipeline.toml");
     std::fs::write(
         &pipeline,
@@ -499,17 +523,12 @@ fn soak_with_restarts_stays_flat_and_loses_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30.0);
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    let source_state = tempfile::tempdir().unwrap();
-    let sink_state = tempfile::tempdir().unwrap();
-    for (name, state) in [("fake", &source_state), ("fakesink", &sink_state)] {
-        let pkg = fake_package_named(dir.path(), name, state.path());
-        // The fake executable offers more than its manifest lists.
-        let args = ["plugins", "install", "--no-check", pkg.to_str().unwrap()];
-        let out = shmplug(&plugins, &args);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
+    let TwoFakes {
+        dir,
+        plugins,
+        source_state: _source_state,
+        sink_state,
+    } = two_fakes();
     let pipeline = dir.path().join("pipeline.toml");
     std::fs::write(
         &pipeline,

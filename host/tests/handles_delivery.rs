@@ -38,6 +38,25 @@ fn counts(lines: &[String]) -> BTreeMap<i64, u64> {
     counts
 }
 
+/// Sends 200 tuples to a sink that stalls after 50, kills its process once it has those 50,
+/// and sends 50 more to the restarted one.
+fn stall_kill_and_send_more(fake: &support::Fake, plugin: &Plugin, writer: &mut SinkWriter) {
+    for n in 0..200 {
+        send(writer, n);
+    }
+    writer.flush();
+    wait_for("the sink to collect 50", || {
+        read_lines(&fake.path("sink")).len() == 50
+    });
+    let first = kill_9(plugin);
+    wait_for("the new process", || {
+        plugin.status().pid.is_some_and(|p| p != first)
+    });
+    for n in 200..250 {
+        send(writer, n);
+    }
+}
+
 /// A sink that stalls after 50 tuples, killed with 150 more in its ring: at least once, the
 /// 150 go to the new process, after the 50th again: the stalled process never came back for
 /// the next tuple, so it had not acknowledged that one (a counted duplicate).
@@ -49,20 +68,7 @@ fn at_least_once_replays_what_a_killed_sink_had_not_collected() {
         .sink(InstanceSpec::new("collect").property("stall_after", 50))
         .unwrap();
     assert_eq!(writer.delivery(), Delivery::AtLeastOnce);
-    for n in 0..200 {
-        send(&mut writer, n);
-    }
-    writer.flush();
-    wait_for("the sink to collect 50", || {
-        read_lines(&fake.path("sink")).len() == 50
-    });
-    let first = kill_9(&plugin);
-    wait_for("the new process", || {
-        plugin.status().pid.is_some_and(|p| p != first)
-    });
-    for n in 200..250 {
-        send(&mut writer, n);
-    }
+    stall_kill_and_send_more(&fake, &plugin, &mut writer);
     let stats = writer.stats();
     writer.stop().unwrap();
     let lines = read_lines(&fake.path("sink"));
@@ -88,20 +94,7 @@ fn at_most_once_drops_what_a_killed_sink_had_not_collected() {
         .sink(InstanceSpec::new("collect").property("stall_after", 50))
         .unwrap();
     writer.set_delivery(Delivery::AtMostOnce);
-    for n in 0..200 {
-        send(&mut writer, n);
-    }
-    writer.flush();
-    wait_for("the sink to collect 50", || {
-        read_lines(&fake.path("sink")).len() == 50
-    });
-    let first = kill_9(&plugin);
-    wait_for("the new process", || {
-        plugin.status().pid.is_some_and(|p| p != first)
-    });
-    for n in 200..250 {
-        send(&mut writer, n);
-    }
+    stall_kill_and_send_more(&fake, &plugin, &mut writer);
     assert_eq!(writer.stats(), SinkStats::default());
     writer.stop().unwrap();
     let got: Vec<i64> = read_lines(&fake.path("sink"))

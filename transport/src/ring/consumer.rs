@@ -170,17 +170,7 @@ impl Consumer {
                 .0
                 .acked
                 .store(self.read, Ordering::Release);
-            // ORDERING: Relaxed, as in `release`: a producer that set it is woken by `publish`.
-            let waiting = self
-                .shared
-                .control()
-                .signals
-                .0
-                .producer_waiting
-                .load(Ordering::Relaxed);
-            if self.acked - self.published >= self.batch || waiting != 0 {
-                self.publish();
-            }
+            self.publish_if_due();
         }
     }
 
@@ -336,10 +326,12 @@ impl Consumer {
         }
     }
 
-    fn release(&mut self, start: u64, len: u64) {
-        let span = record_span(len);
-        self.shared.granules.read(self.shared.offset(start), span);
-        self.read = start + span;
+    /// Publishes the position the producer may reuse up to once a batch of it is done, or at
+    /// once if the producer waits for space.
+    #[inline]
+    fn publish_if_due(&mut self) {
+        // ORDERING: Relaxed: a producer that set the flag is woken by `publish`, whose stores
+        // are the ones that order.
         let waiting = self
             .shared
             .control()
@@ -350,6 +342,13 @@ impl Consumer {
         if self.done() - self.published >= self.batch || waiting != 0 {
             self.publish();
         }
+    }
+
+    fn release(&mut self, start: u64, len: u64) {
+        let span = record_span(len);
+        self.shared.granules.read(self.shared.offset(start), span);
+        self.read = start + span;
+        self.publish_if_due();
     }
 
     /// Hands every released record's space back to the producer now, instead of at the next

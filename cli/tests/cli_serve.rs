@@ -655,6 +655,21 @@ fn runs_inspects_and_stops_pipelines() {
     assert_eq!(status["refCount"][&id], 3, "{status}");
     assert_eq!(server.get("/pipelines").json().as_array().unwrap().len(), 2);
     let text = server.get("/metrics").body;
+    // The running pipeline's sink instance has its delivery counters (nothing replayed yet).
+    let sink_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("shmplug_sink_replayed_total{") && l.contains(&format!("rule=\"{id}\""))
+        })
+        .unwrap_or_else(|| panic!("no replay counter for the sink of {id}: {text}"));
+    assert!(
+        sink_line.contains("symbol=\"file\"") && sink_line.ends_with(" 0"),
+        "{sink_line}"
+    );
+    assert!(
+        text.contains("# TYPE shmplug_sink_duplicates_total counter"),
+        "{text}"
+    );
     let counted = metric(
         &text,
         &format!("shmplug_pipeline_tuples_total{{pipeline=\"{id}\"}}"),

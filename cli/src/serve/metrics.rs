@@ -6,6 +6,8 @@
 //! | `shmplug_plugin_up` | gauge: 1 while the process runs and answers (0 also for a plugin whose process did not start) | `plugin` |
 //! | `shmplug_plugin_restarts_total` | counter: processes restarted after a crash or a wedge | `plugin` |
 //! | `shmplug_plugin_instances` | gauge: instances the running process confirmed | `plugin`, `kind` |
+//! | `shmplug_sink_replayed_total` | counter: a sink instance's records written again to a restarted process (at-least-once) | `plugin`, `symbol`, `instance`, `rule` |
+//! | `shmplug_sink_duplicates_total` | counter: of those, how many the dead process may have collected already | `plugin`, `symbol`, `instance`, `rule` |
 //! | `shmplug_pipeline_tuples_total` | counter: tuples sent on to the sink | `pipeline` |
 //! | `shmplug_pipeline_errors_total` | counter: failed calls, sends and the like | `pipeline` |
 //! | `shmplug_pipeline_running` | gauge: 1 until the pipeline ends | `pipeline` |
@@ -99,6 +101,33 @@ impl Collector for Plugins {
                 let labels = [("plugin", s.name.as_str()), ("kind", kind_label(kind))];
                 ConstGauge::new(i64::try_from(live).unwrap_or(i64::MAX))
                     .encode(instances.encode_family(&labels)?)?;
+            }
+        }
+        // At-least-once delivery, per sink instance.
+        for (name, help, value) in [
+            (
+                "shmplug_sink_replayed",
+                "Records of a sink instance written again to its restarted process",
+                (|i: &shmplug_host::InstanceStatus| i.replayed) as fn(&_) -> u64,
+            ),
+            (
+                "shmplug_sink_duplicates",
+                "Replayed records the dead process may have collected already",
+                |i: &shmplug_host::InstanceStatus| i.duplicates,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for s in &statuses {
+                for i in s.instances.iter().filter(|i| i.kind == SymbolKind::Sink) {
+                    let id = i.id.to_string();
+                    let labels = [
+                        ("plugin", s.name.as_str()),
+                        ("symbol", i.symbol.as_str()),
+                        ("instance", id.as_str()),
+                        ("rule", i.rule_id.as_str()),
+                    ];
+                    ConstCounter::new(value(i)).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         Ok(())

@@ -326,20 +326,14 @@ impl Consumer {
         }
     }
 
-    /// Publishes the position the producer may reuse up to once a batch of it is done, or at
-    /// once if the producer waits for space.
+    /// Publishes the position the producer may reuse up to once a batch of it is done (and
+    /// wakes the producer if it waits for space). A producer that waits is not woken for less:
+    /// woken for one record's room it would write that record, find the ring full again and
+    /// park again, a wake-up (tens of microseconds) per record. It is woken a batch at a time,
+    /// or when this side catches up with it (`refresh_write`) or closes.
     #[inline]
     fn publish_if_due(&mut self) {
-        // ORDERING: Relaxed: a producer that set the flag is woken by `publish`, whose stores
-        // are the ones that order.
-        let waiting = self
-            .shared
-            .control()
-            .signals
-            .0
-            .producer_waiting
-            .load(Ordering::Relaxed);
-        if self.done() - self.published >= self.batch || waiting != 0 {
+        if self.done() - self.published >= self.batch {
             self.publish();
         }
     }

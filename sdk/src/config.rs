@@ -135,6 +135,7 @@ impl PluginConfig {
         hello.sinks = self.sinks.keys().cloned().collect();
         hello.functions = self.functions.keys().cloned().collect();
         hello.not_repeatable = self.not_repeatable.iter().cloned().collect();
+        hello.call_batches = true;
         hello
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use shmplug_transport::Interrupter;
 use shmplug_transport::control::{ControlChannel, MAX_STATE_BYTES, Message, state_size};
 
 use crate::api::Props;
@@ -316,7 +317,8 @@ pub(crate) struct Cancel {
 #[derive(Debug, Default)]
 struct CancelInner {
     cancelled: AtomicBool,
-    lock: Mutex<()>,
+    /// The ring endpoints whose waits a cancellation ends (see [`Cancel::interrupts`]).
+    lock: Mutex<Vec<Interrupter>>,
     wake: Condvar,
 }
 
@@ -331,18 +333,39 @@ impl Cancel {
         self.inner.cancelled.load(Ordering::Acquire)
     }
 
-    /// Sets the flag and wakes every [`wait`](Self::wait)er.
+    /// Sets the flag, wakes every [`wait`](Self::wait)er and ends every wait of the ring
+    /// endpoints given to [`interrupts`](Self::interrupts).
     pub fn cancel(&self) {
         // ORDERING: pairs with the Acquire load in `is_cancelled`.
         self.inner.cancelled.store(true, Ordering::Release);
         // Taking the lock orders the store before any waiter's check-then-wait.
-        drop(
-            self.inner
+        let endpoints = std::mem::take(
+            &mut *self
+                .inner
                 .lock
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
         self.inner.wake.notify_all();
+        for endpoint in endpoints {
+            endpoint.interrupt();
+        }
+    }
+
+    /// Cancelling ends `endpoint`'s waits (at once if already cancelled): a thread blocked on
+    /// a ring then needs no time-out to notice a stop, and an idle instance costs nothing.
+    pub fn interrupts(&self, endpoint: Interrupter) {
+        let mut endpoints = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.is_cancelled() {
+            drop(endpoints);
+            endpoint.interrupt();
+        } else {
+            endpoints.push(endpoint);
+        }
     }
 
     /// Waits up to `timeout` for the flag; true if it is set.

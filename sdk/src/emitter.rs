@@ -1,22 +1,17 @@
 //! [`Emitter`]: how a source writes tuples straight into its ring.
 
-use std::time::Duration;
-
 use shmplug_transport::tuple::{Encode, Encoder};
-use shmplug_transport::{Error, Producer, Tuple, TupleRef, TupleSender};
+use shmplug_transport::{Producer, Tuple, TupleRef, TupleSender};
 
 use crate::context::Cancel;
 use crate::error::PluginError;
-
-/// How long one wait for ring space lasts before the emitter checks for cancellation again.
-const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 /// Writes a source's tuples into the ring the host reads, serialized in place (no intermediate
 /// buffer, no copy the author has to make).
 ///
 /// When the host reads more slowly than the source emits, the ring fills and `emit` waits
-/// (back-pressure): it spins briefly, then sleeps until the host frees space, checking every
-/// few milliseconds whether the instance was stopped.
+/// (back-pressure): it spins briefly, then sleeps until the host frees space or the instance is
+/// stopped (which ends the wait at once; a stalled source costs nothing while it waits).
 ///
 /// Every `emit*` method returns [`PluginError::Cancelled`] once the instance is stopped and
 /// [`PluginError::Closed`] once the host closed the ring; return those from
@@ -39,7 +34,9 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    pub(crate) fn new(sender: TupleSender, cancel: Cancel) -> Emitter {
+    pub(crate) fn new(mut sender: TupleSender, cancel: Cancel) -> Emitter {
+        // A stop ends a wait for room at once (the wait needs no time-out to notice it).
+        cancel.interrupts(sender.producer().interrupter());
         Emitter {
             sender,
             cancel,
@@ -144,9 +141,10 @@ impl Emitter {
     }
 }
 
-/// Waits until `producer` can take a `len`-byte record, checking `cancel` between waits of
-/// [`WAIT_SLICE`]. The claim that proves the room is abandoned (which leaves the ring as it
-/// was); the caller's next write of at most `len` bytes then finds the room without waiting.
+/// Waits until `producer` can take a `len`-byte record, or until `cancel` (which must
+/// [`interrupt`](Cancel::interrupts) the producer) is cancelled. The claim that proves the room
+/// is abandoned (which leaves the ring as it was); the caller's next write of at most `len`
+/// bytes then finds the room without waiting.
 pub(crate) fn wait_for_space(
     producer: &mut Producer,
     len: usize,
@@ -155,21 +153,17 @@ pub(crate) fn wait_for_space(
     if producer.try_claim(len)?.is_some() {
         return Ok(());
     }
-    loop {
-        if cancel.is_cancelled() {
-            return Err(PluginError::Cancelled);
-        }
-        match producer.claim_timeout(len, WAIT_SLICE) {
-            Ok(_) => return Ok(()),
-            Err(Error::TimedOut(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+    if cancel.is_cancelled() {
+        return Err(PluginError::Cancelled);
     }
+    producer.claim(len)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
+    use std::time::Duration;
 
     use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, ValueRef};
 

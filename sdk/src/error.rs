@@ -98,6 +98,9 @@ impl From<shmplug_transport::Error> for PluginError {
     fn from(e: shmplug_transport::Error) -> PluginError {
         if e.is_closed() {
             PluginError::Closed
+        } else if matches!(e, shmplug_transport::Error::Interrupted) {
+            // Only a stop interrupts the runtime's waits.
+            PluginError::Cancelled
         } else {
             PluginError::Transport(e)
         }

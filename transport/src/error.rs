@@ -28,6 +28,10 @@ pub enum Error {
     /// A blocking operation's time-out passed before it could complete.
     #[error("timed out after {0:?} waiting on the ring")]
     TimedOut(Duration),
+    /// The endpoint's waits were ended by its [`Interrupter`](crate::ring::Interrupter) (the
+    /// owner is stopping it).
+    #[error("the wait on the ring was interrupted (the endpoint is being stopped)")]
+    Interrupted,
     /// The other process broke the ring's invariants; this endpoint is poisoned.
     #[error(
         "ring corrupt: {what} ({detail}); the peer wrote invalid shared state, the ring is poisoned"

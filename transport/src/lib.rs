@@ -53,7 +53,7 @@ pub mod wait;
 
 pub use error::{Error, Result};
 pub use ring::{
-    Claim, Consumer, EndpointConfig, Park, Producer, Record, Ring, RingFds, Unfinished,
+    Claim, Consumer, EndpointConfig, Interrupter, Park, Producer, Record, Ring, RingFds, Unfinished,
 };
 pub use segment::Segment;
 pub use tuple::{

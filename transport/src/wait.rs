@@ -20,7 +20,7 @@ use std::os::fd::BorrowedFd;
 
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layout::{PARK_EVENTFD, PARK_FUTEX};
 use crate::ring::RingMemory;
 use crate::ring::{Consumer, Producer};
@@ -173,7 +173,12 @@ pub(crate) fn park<T>(
     flag.store(value, Ordering::Relaxed);
     // ORDERING: pairs with the other side's fence between storing its position (or closed
     // flag) and loading this flag: either it sees our flag and wakes us, or we see its store now.
+    // The same for an `Interrupter`'s fence between its flag and ours.
     fence(Ordering::SeqCst);
+    if memory.is_interrupted() {
+        flag.store(0, Ordering::Relaxed);
+        return Err(Error::Interrupted);
+    }
     let found = check();
     if !matches!(found, Ok(None)) {
         flag.store(0, Ordering::Relaxed);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shmplug_transport::tuple::call::{CallRecord, parse_reply};
+use shmplug_transport::tuple::call::{CallBatch, CallRecord, parse_reply};
 use shmplug_transport::tuple::{Encode, FieldValue, Value, ValueRef, ValueView};
 use shmplug_transport::wait::{self, Room};
 use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleSender, Validation};
@@ -42,6 +42,8 @@ pub struct FunctionClient {
     next_seq: u64,
     /// Run calls in flight at a crash again on the restarted process.
     retry: bool,
+    /// The plugin's process reads batches of calls (as its hello said; read per batch).
+    batches: bool,
 }
 
 /// A function client's endpoints: calls go out on the request ring (ring 0), answers come back
@@ -164,6 +166,7 @@ impl FunctionClient {
             core: Core::new(supervision, slot),
             next_seq: 1,
             retry: true,
+            batches: false,
         }
     }
 
@@ -463,6 +466,7 @@ impl FunctionClient {
             }
             // New rings: (re)send every call without an answer.
             batch.generation = Some(generation);
+            self.batches = self.core.binding.call_batches();
             batch.sent = batch.answered;
             batch.base = self.next_seq;
             self.next_seq += (batch.calls.count() - batch.answered) as u64;
@@ -472,6 +476,18 @@ impl FunctionClient {
         let mut need = None;
         while batch.sent < batch.calls.count() {
             let seq = batch.base + (batch.sent - batch.answered) as u64;
+            if self.batches {
+                match send_batch(&mut cur.ends.tx, batch.calls, batch.sent, seq) {
+                    Ok(0) => {}
+                    Ok(sent) => {
+                        batch.sent += sent;
+                        progress = true;
+                        continue;
+                    }
+                    Err(e) if e.is_closed() => return self.closed(generation),
+                    Err(e) => return Err(ids.data_error(e)),
+                }
+            }
             let (calls, call) = (batch.calls, batch.sent);
             let arg = move |index: usize| -> FieldValue<'_> { calls.arg(call, index) };
             let record = CallRecord {
@@ -559,6 +575,42 @@ impl FunctionClient {
             Err(self.core.binding.ids().end_of_stream())
         }
     }
+}
+
+/// Most calls one batch record carries: enough to spread a record's fixed costs thin, few
+/// enough that the plugin starts answering soon.
+const MAX_BATCH: usize = 64;
+
+/// Writes calls `first ..` of `calls` (those of `first`'s arity, at most [`MAX_BATCH`]) as one
+/// batch record numbered from `seq`, halving the batch while it does not fit the ring's free
+/// room or a quarter of its largest record. Returns how many calls it wrote: 0 when fewer than
+/// two would go (a single call record is then the way).
+fn send_batch(
+    tx: &mut TupleSender,
+    calls: &(dyn Calls + Sync),
+    first: usize,
+    seq: u64,
+) -> shmplug_transport::Result<usize> {
+    let arity = calls.arity(first);
+    let mut n = 1;
+    while n < MAX_BATCH && first + n < calls.count() && calls.arity(first + n) == arity {
+        n += 1;
+    }
+    let arg = move |i: usize| -> FieldValue<'_> { calls.arg(first + i / arity, i % arity) };
+    let limit = tx.max_tuple_len() / 4;
+    while n > 1 {
+        let record = CallBatch {
+            first_seq: seq,
+            calls: n,
+            arity,
+            arg: &arg,
+        };
+        if record.size_bound()? <= limit && tx.try_send_deferred(&record)? {
+            return Ok(n);
+        }
+        n /= 2;
+    }
+    Ok(0)
 }
 
 /// The answer copied out of the ring: what `call` and `call_batch` return.

@@ -86,6 +86,12 @@ impl Binding {
             .is_some_and(|l| l.hello.not_repeatable.contains(&self.ids().symbol))
     }
 
+    /// True if the plugin's running process reads batches of calls.
+    pub(crate) fn call_batches(&self) -> bool {
+        let state = self.shared.lock();
+        state.link.as_ref().is_some_and(|l| l.hello.call_batches)
+    }
+
     /// The plugin's last failure, in words (why its process was restarted).
     pub(crate) fn last_failure(&self) -> String {
         let state = self.shared.lock();

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use shmplug_transport::tuple::call;
+use shmplug_transport::tuple::{ListView, call};
 use shmplug_transport::{
     Consumer, Error, Producer, TupleReceiver, TupleSender, Validation, Value, ValueRef, ValueView,
 };
@@ -12,9 +12,6 @@ use crate::api::{Answer, Function, Sink, Source};
 use crate::context::{FunctionContext, StreamContext};
 use crate::emitter::{Emitter, wait_for_space};
 use crate::error::{PluginError, catch};
-
-/// How long a sink or function waits for a record before it checks for cancellation again.
-pub(crate) const POLL: Duration = Duration::from_millis(50);
 
 /// `"source `random`: open"`, for panic reports.
 pub(crate) fn method(kind: &str, symbol: &str, name: &str) -> String {
@@ -59,6 +56,8 @@ pub(crate) fn run_sink(
     // The host is trusted by its plugins: its records are validated and read in place. Each
     // record is acknowledged when it is released, after `collect` returned, so that a host
     // delivering at least once replays only what this process never finished.
+    // A stop ends the wait for the next record at once (no periodic wake-up while idle).
+    ctx.cancel().interrupts(consumer.interrupter());
     let mut receiver =
         TupleReceiver::with_validation(consumer.acknowledge(), Validation::VALIDATED);
     let mut collect = |view: &shmplug_transport::TupleView<'_>| {
@@ -83,9 +82,10 @@ pub(crate) fn run_sink(
                 }
             }
         }
-        match receiver.recv_timeout(POLL) {
+        match receiver.recv() {
             Ok(view) => collect(&view),
-            Err(Error::TimedOut(_)) => {}
+            // Stopped: the loop's first check collects what is left.
+            Err(Error::Interrupted) => {}
             Err(e) if e.is_closed() => return Ok(()),
             Err(e) => return Err(e.into()),
         }
@@ -106,6 +106,9 @@ pub(crate) fn run_function(
     on_panic: &mut dyn FnMut(&PluginError),
 ) -> Result<(), PluginError> {
     // The host is trusted by its plugins: its records are validated and read in place.
+    // A stop ends a wait for a call, or for room for a reply, at once.
+    ctx.cancel().interrupts(requests.interrupter());
+    ctx.cancel().interrupts(replies.interrupter());
     let mut receiver = TupleReceiver::with_validation(requests, Validation::VALIDATED);
     let mut sender = TupleSender::new(replies);
     // Reused for every call's argument views (their lifetime is the call's record).
@@ -119,57 +122,105 @@ pub(crate) fn run_function(
         if !matches!(receiver.consumer().is_ready(), Ok(true)) {
             sender.flush();
         }
-        let view = match receiver.recv_timeout(POLL) {
+        let view = match receiver.recv() {
             Ok(view) => view,
-            Err(Error::TimedOut(_)) => continue,
+            Err(Error::Interrupted) => continue,
             Err(e) if e.is_closed() => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let seq = view.timestamp() as u64;
-        let mut args = recycle(std::mem::take(&mut spare));
-        let result = match call::parse_call(&view) {
+        // A record holds one call or a batch of them (a host sends batches when the hello
+        // says this runtime reads them); each call gets a reply of its own.
+        let answered = match call::parse_call(&view) {
             Ok(parsed) => {
-                args.extend(parsed.args.iter());
-                let what = |name| method("function", ctx.symbol(), name);
-                catch(|| what("validate"), || function.validate(&args))
-                    .and_then(|()| catch(|| what("exec"), || function.exec_ref(ctx, &args)))
+                let mut answered = Ok(true);
+                for (seq, args) in parsed.calls() {
+                    answered = answer(
+                        function,
+                        ctx,
+                        &mut sender,
+                        seq,
+                        Ok(args),
+                        &mut spare,
+                        on_panic,
+                    );
+                    if !matches!(answered, Ok(true)) {
+                        break;
+                    }
+                }
+                answered
             }
             // Not a call (a host bug): answer it with the reason rather than leave it unanswered.
-            Err(e) => Err(PluginError::from(e)),
-        };
-        if let Err(e @ PluginError::Panicked { .. }) = &result {
-            on_panic(e);
-        }
-        let text;
-        let reply = match &result {
-            Ok(answer) => Ok(answer),
             Err(e) => {
-                text = e.to_string();
-                Err(text.as_str())
+                let seq = view.timestamp() as u64;
+                answer(
+                    function,
+                    ctx,
+                    &mut sender,
+                    seq,
+                    Err(e.into()),
+                    &mut spare,
+                    on_panic,
+                )
             }
         };
-        // The answer may borrow the call's record: it is released once the reply is written.
-        let room = reply_bound(&reply).min(sender.max_tuple_len());
-        match wait_for_space(sender.producer(), room, ctx.cancel()) {
-            Ok(()) => {}
-            Err(e) if e.is_stop() => return Ok(()),
+        drop(view);
+        match answered {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
             Err(e) => return Err(e),
         }
-        let sent = match reply {
-            Ok(answer) => match answer.as_field() {
-                Some(field) => call::send_reply_deferred(&mut sender, seq, Ok(field)),
-                None => call::send_reply(&mut sender, seq, Ok(answer.to_owned())),
-            },
-            Err(message) => call::send_reply_deferred(&mut sender, seq, Err(message)),
-        };
-        drop(result);
-        spare = recycle(args);
-        drop(view);
-        match sent {
-            Ok(()) => {}
-            Err(e) if e.is_closed() => return Ok(()),
-            Err(e) => return Err(e.into()),
+    }
+}
+
+/// Runs one call (validate, then exec) on `args` and writes its reply; `Ok(false)` when the
+/// instance was stopped or the host closed the ring.
+fn answer(
+    function: &mut dyn Function,
+    ctx: &FunctionContext,
+    sender: &mut TupleSender,
+    seq: u64,
+    args: Result<ListView<'_>, PluginError>,
+    spare: &mut Vec<ValueView<'static>>,
+    on_panic: &mut dyn FnMut(&PluginError),
+) -> Result<bool, PluginError> {
+    let mut views = recycle(std::mem::take(spare));
+    let result = args.and_then(|args| {
+        views.extend(args.iter());
+        let what = |name| method("function", ctx.symbol(), name);
+        catch(|| what("validate"), || function.validate(&views))
+            .and_then(|()| catch(|| what("exec"), || function.exec_ref(ctx, &views)))
+    });
+    if let Err(e @ PluginError::Panicked { .. }) = &result {
+        on_panic(e);
+    }
+    let text;
+    let reply = match &result {
+        Ok(answer) => Ok(answer),
+        Err(e) => {
+            text = e.to_string();
+            Err(text.as_str())
         }
+    };
+    // The answer may borrow the call's record: it is released once the reply is written.
+    let room = reply_bound(&reply).min(sender.max_tuple_len());
+    match wait_for_space(sender.producer(), room, ctx.cancel()) {
+        Ok(()) => {}
+        Err(e) if e.is_stop() => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let sent = match reply {
+        Ok(answer) => match answer.as_field() {
+            Some(field) => call::send_reply_deferred(sender, seq, Ok(field)),
+            None => call::send_reply(sender, seq, Ok(answer.to_owned())),
+        },
+        Err(message) => call::send_reply_deferred(sender, seq, Err(message)),
+    };
+    drop(result);
+    *spare = recycle(views);
+    match sent {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_closed() => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use shmplug_transport::control::{ControlChannel, LogLevel, Message, PROTOCOL_VERSION, Start};
-use shmplug_transport::tuple::call;
+use shmplug_transport::tuple::{FieldValue, call};
 use shmplug_transport::{
     EndpointConfig, Error, Ring, Tuple, TupleReceiver, TupleRef, TupleSender, TupleView, Value,
     ValueRef, ValueView,
@@ -620,6 +620,56 @@ fn function_calls_are_answered_in_order() {
     drop(view);
     host.stop(9);
     // The function released its rings.
+    assert!(answers.recv_timeout(WAIT).unwrap_err().is_closed());
+    host.finish(true).unwrap();
+}
+
+#[test]
+fn a_batch_of_calls_is_answered_call_by_call_in_order() {
+    let mut host = Host::new();
+    let requests = Ring::create(1 << 16).unwrap();
+    let replies = Ring::create(1 << 16).unwrap();
+    let mut calls = TupleSender::new(requests.producer(endpoint()).unwrap());
+    let mut answers = TupleReceiver::new(replies.consumer(endpoint()).unwrap());
+    host.send(
+        Message::StartFunction(Host::start(9, "add", json!({}))),
+        &[&requests, &replies],
+    );
+    assert_eq!(host.next(), Message::Started { instance_id: 9 });
+    // Calls 50..55 as one record: add(i, 1000) for i in 0..5, except that call 53 gets
+    // (6, 7), whose sum makes `add` panic; a single call follows the batch.
+    let arg = |i: usize| {
+        let (call, index) = (i / 2, i % 2);
+        let v = match (call, index) {
+            (3, 0) => 6,
+            (3, 1) => 7,
+            (_, 0) => call as i64,
+            _ => 1000,
+        };
+        FieldValue::from(ValueRef::Int(v))
+    };
+    let batch = call::CallBatch {
+        first_seq: 50,
+        calls: 5,
+        arity: 2,
+        arg: &arg,
+    };
+    calls.send(&batch).unwrap();
+    call::send_call(&mut calls, 55, &[ValueRef::Int(1), ValueRef::Int(2)]).unwrap();
+    for seq in 50..56u64 {
+        let view = answers.recv_timeout(WAIT).unwrap();
+        let (got, result) = call::parse_reply(&view).unwrap();
+        assert_eq!(got, seq);
+        match seq {
+            53 => assert_eq!(
+                result.unwrap_err(),
+                "function `add`: exec panicked: unlucky sum"
+            ),
+            55 => assert_eq!(result.unwrap().as_i64(), Some(3)),
+            _ => assert_eq!(result.unwrap().as_i64(), Some(seq as i64 - 50 + 1000)),
+        }
+    }
+    host.stop(9);
     assert!(answers.recv_timeout(WAIT).unwrap_err().is_closed());
     host.finish(true).unwrap();
 }

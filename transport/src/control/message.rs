@@ -169,6 +169,10 @@ pub struct Hello {
     /// function is retried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_repeatable: Vec<String>,
+    /// The plugin reads batches of calls (many calls in one record, see
+    /// [`tuple::call`](crate::tuple::call)); a host sends them only to a plugin that says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub call_batches: bool,
 }
 
 impl Hello {
@@ -182,6 +186,7 @@ impl Hello {
             sinks: Vec::new(),
             functions: Vec::new(),
             not_repeatable: Vec::new(),
+            call_batches: false,
         }
     }
 }

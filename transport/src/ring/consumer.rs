@@ -345,6 +345,11 @@ impl Consumer {
         self.publish_if_due();
     }
 
+    /// An [`Interrupter`](super::Interrupter) that ends this consumer's waits for records.
+    pub fn interrupter(&self) -> super::Interrupter {
+        super::Interrupter::new(self.shared.clone(), super::shared::Side::Consumer)
+    }
+
     /// Hands every released record's space back to the producer now, instead of at the next
     /// batch boundary or when the ring runs empty.
     pub fn flush(&mut self) {

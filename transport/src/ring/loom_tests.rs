@@ -341,3 +341,33 @@ fn loom_acknowledged_work_is_never_lost() {
         });
     }
 }
+
+/// An interrupt races a consumer and a producer on their way to sleep: neither sleeps through
+/// it (a lost wake-up would leave a thread asleep forever, which loom reports as a deadlock).
+#[test]
+fn loom_interrupt_ends_a_park() {
+    loom::model(|| {
+        let ring = Ring::heap(256);
+        let mut p = ring.producer(cfg()).unwrap();
+        let mut c = ring.consumer(cfg()).unwrap();
+        // Fill the ring so the producer's next claim waits; the consumer waits on the other
+        // ring below, which stays empty.
+        for seq in 0..3u8 {
+            let mut claim = p.try_claim(64).unwrap().unwrap();
+            stamp(&mut claim, seq);
+            claim.commit();
+        }
+        let empty = Ring::heap(256);
+        let _keep = empty.producer(cfg()).unwrap();
+        let mut idle = empty.consumer(cfg()).unwrap();
+        let (stop_p, stop_c) = (p.interrupter(), idle.interrupter());
+        let stopper = thread::spawn(move || {
+            stop_c.interrupt();
+            stop_p.interrupt();
+        });
+        assert!(matches!(idle.read(), Err(Error::Interrupted)));
+        assert!(matches!(p.claim(64), Err(Error::Interrupted)));
+        stopper.join().unwrap();
+        drop(c.try_read().unwrap());
+    });
+}

@@ -32,7 +32,7 @@ pub use crate::wait::{EndpointConfig, Park};
 pub use consumer::{Consumer, Record};
 pub use producer::{Claim, Producer, Unfinished};
 pub(crate) use shared::RingMemory;
-pub use shared::{Ring, RingFds};
+pub use shared::{Interrupter, Ring, RingFds};
 
 #[cfg(all(test, loom))]
 mod loom_tests;

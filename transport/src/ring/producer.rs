@@ -354,6 +354,11 @@ impl Producer {
         done == self.write
     }
 
+    /// An [`Interrupter`](super::Interrupter) that ends this producer's waits for room.
+    pub fn interrupter(&self) -> super::Interrupter {
+        super::Interrupter::new(self.shared.clone(), super::shared::Side::Producer)
+    }
+
     /// Publishes every committed record (including deferred ones) and wakes the consumer if it
     /// sleeps.
     pub fn flush(&mut self) {

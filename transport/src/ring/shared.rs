@@ -49,6 +49,8 @@ pub(crate) struct RingMemory {
     pub granules: Granules,
     producer_taken: AtomicBool,
     consumer_taken: AtomicBool,
+    /// Set by [`Interrupter::interrupt`]: every wait on this ring in this process ends.
+    interrupted: crate::sync::AtomicBool,
     backing: Backing,
 }
 
@@ -62,6 +64,13 @@ unsafe impl Send for RingMemory {}
 unsafe impl Sync for RingMemory {}
 
 impl RingMemory {
+    /// True once an [`Interrupter`] of this ring was used.
+    pub fn is_interrupted(&self) -> bool {
+        // ORDERING: Relaxed: a waiter reads it after its SeqCst fence in `wait::park`, which
+        // pairs with the interrupter's fence.
+        self.interrupted.load(crate::sync::Ordering::Relaxed)
+    }
+
     /// The shared control block.
     pub fn control(&self) -> &Control {
         // SAFETY: `control` points to a `Control` that lives as long as `self` (see `Backing`),
@@ -347,6 +356,7 @@ impl Ring {
                 granules: Granules::new(capacity),
                 producer_taken: AtomicBool::new(false),
                 consumer_taken: AtomicBool::new(false),
+                interrupted: crate::sync::AtomicBool::new(false),
                 backing: Backing::Segment {
                     segment,
                     data_ready,
@@ -387,6 +397,7 @@ impl Ring {
                 granules: Granules::new(capacity),
                 producer_taken: AtomicBool::new(false),
                 consumer_taken: AtomicBool::new(false),
+                interrupted: crate::sync::AtomicBool::new(false),
                 backing: Backing::Heap {
                     _control: control,
                     _data: data,
@@ -528,4 +539,68 @@ fn check_eventfd(fd: &OwnedFd) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Which waits an [`Interrupter`] ends: those of the endpoint it was taken from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    Producer,
+    Consumer,
+}
+
+/// Ends the waits of one endpoint of a ring, in this process, now and from then on: a claim or
+/// read that waits (or would) returns [`Error::Interrupted`]; tries are unaffected. For a thread
+/// that waits on a ring without a time-out and must still be stopped from another thread
+/// (instead of waking every few milliseconds to look for a stop).
+///
+/// Taken with [`Producer::interrupter`] or [`Consumer::interrupter`]; cheap to clone, `Send`
+/// and `Sync`.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use shmplug_transport::{EndpointConfig, Error, Ring};
+///
+/// let ring = Ring::create(4096)?;
+/// let mut consumer = ring.consumer(EndpointConfig::default())?;
+/// let stop = consumer.interrupter();
+/// let waiting = std::thread::spawn(move || matches!(consumer.read(), Err(Error::Interrupted)));
+/// stop.interrupt();
+/// assert!(waiting.join().unwrap());
+/// # Ok::<(), shmplug_transport::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Interrupter {
+    memory: Arc<RingMemory>,
+    side: Side,
+}
+
+impl std::fmt::Debug for Interrupter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupter")
+            .field("side", &self.side)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interrupter {
+    pub(crate) fn new(memory: Arc<RingMemory>, side: Side) -> Interrupter {
+        Interrupter { memory, side }
+    }
+
+    /// Ends the endpoint's current wait, if any, and every later one. Idempotent.
+    pub fn interrupt(&self) {
+        use crate::sync::{Ordering, fence};
+        self.memory.interrupted.store(true, Ordering::Relaxed);
+        // ORDERING: pairs with the fence in `wait::park` between setting the waiting flag and
+        // looking at `interrupted`: either the waiter sees the store, or we see its flag below
+        // and wake it (clearing the flag, so a sleep that has not begun returns at once).
+        fence(Ordering::SeqCst);
+        let memory = &self.memory;
+        let signals = &memory.control().signals.0;
+        match self.side {
+            Side::Producer => wait::wake(memory, &signals.producer_waiting, memory.space_ready()),
+            Side::Consumer => wait::wake(memory, &signals.consumer_waiting, memory.data_ready()),
+        }
+    }
 }

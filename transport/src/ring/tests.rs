@@ -188,6 +188,35 @@ fn producer_sees_consumer_close_even_while_parked() {
 }
 
 #[test]
+fn an_interrupt_ends_waits_for_room_and_records_at_once_and_for_good() {
+    let (ring, mut p, mut c) = pair(4096);
+    put(&mut p, &vec![0; ring.max_record_len()]);
+    put(&mut p, &vec![0; ring.max_record_len()]);
+    let stop_p = p.interrupter();
+    let ring2 = Ring::create(4096).unwrap();
+    let _p2 = ring2.producer(cfg()).unwrap();
+    let mut c2 = ring2.consumer(cfg()).unwrap();
+    let stop_c = c2.interrupter();
+    std::thread::scope(|s| {
+        // Both wait with a time-out far beyond the test's: only the interrupts end them.
+        let producer = s.spawn(|| p.claim_timeout(ring.max_record_len(), WAIT).map(|_| ()));
+        let consumer = s.spawn(|| c2.read_timeout(WAIT).map(|_| ()));
+        stop_p.interrupt();
+        stop_c.interrupt();
+        assert!(matches!(producer.join().unwrap(), Err(Error::Interrupted)));
+        assert!(matches!(consumer.join().unwrap(), Err(Error::Interrupted)));
+    });
+    // Later waits end at once too; tries still work, and records already there are read.
+    assert!(matches!(
+        p.claim_timeout(ring.max_record_len(), WAIT),
+        Err(Error::Interrupted)
+    ));
+    assert!(p.try_claim(16).unwrap().is_none());
+    assert!(matches!(c2.read_timeout(WAIT), Err(Error::Interrupted)));
+    assert!(c.try_read().unwrap().is_some());
+}
+
+#[test]
 fn endpoints_are_taken_once_per_process() {
     let ring = Ring::create(4096).unwrap();
     let p = ring.producer(cfg()).unwrap();

@@ -202,6 +202,12 @@ impl<'a> ListView<'a> {
         self.0.get(index).map(ValueView::new)
     }
 
+    /// The values in `range` (clamped to the list).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> ListView<'a> {
+        let end = range.end.min(self.0.len());
+        ListView(&self.0[range.start.min(end)..end])
+    }
+
     /// The values in order.
     pub fn iter(&self) -> ListIter<'a> {
         ListIter(self.0.iter())

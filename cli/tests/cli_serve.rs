@@ -659,7 +659,8 @@ fn runs_inspects_and_stops_pipelines() {
     let sink_line = text
         .lines()
         .find(|l| {
-            l.starts_with("shmplug_sink_replayed_total{") && l.contains(&format!("rule=\"{id}\""))
+            l.starts_with("shmplug_sink_replayed_total{")
+                && l.contains(&format!("pipeline=\"{id}\""))
         })
         .unwrap_or_else(|| panic!("no replay counter for the sink of {id}: {text}"));
     assert!(
@@ -778,6 +779,95 @@ fn runs_inspects_and_stops_pipelines() {
         "{stderr}"
     );
     assert!(stderr.contains("stopped plugin `mirror`"), "{stderr}");
+}
+
+/// The value of the one line of counter `name` for the `kind` instance of `pipeline`.
+fn instance_metric(text: &str, name: &str, pipeline: &str, kind: &str) -> u64 {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && l.contains(&format!("pipeline=\"{pipeline}\""))
+                && l.contains(&format!("kind=\"{kind}\""))
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "{name} of {kind} in {pipeline}: {text}");
+    let value = lines[0].rsplit(' ').next().unwrap();
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {}", lines[0]))
+}
+
+/// Per instance counters and per stage latencies: tuples out of the source, into and out of
+/// the function and into the sink all equal what the sink wrote; a function that fails every
+/// call counts each as an error (and the sink still gets each tuple).
+#[test]
+fn metrics_count_each_instance_and_stage() {
+    let f = Fixture::new();
+    let server = Server::start(&f);
+    let zip = f.mirror_zip("mirror.zip", "v1");
+    assert_eq!(server.install("mirror", &zip).status, 201);
+    let good_out = f.dir.path().join("good.jsonl");
+    let reply = server.post("/pipelines?id=good", &mirror_pipeline(Some(40), &good_out));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    // echo takes one argument: given two, every call fails.
+    let failing_out = f.dir.path().join("failing.jsonl");
+    let failing = mirror_pipeline(Some(30), &failing_out)
+        .replace(r#"args = ["value"]"#, r#"args = ["value", "value"]"#);
+    let reply = server.post("/pipelines?id=failing", &failing);
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    for id in ["good", "failing"] {
+        wait_for(&format!("pipeline {id} to end"), || {
+            server.get(&format!("/pipelines/{id}")).json()["state"] == "ended"
+        });
+    }
+    let text = server.get("/metrics").body;
+    let count = |name: &str, pipeline: &str, kind: &str| {
+        instance_metric(
+            &text,
+            &format!("shmplug_instance_{name}_total"),
+            pipeline,
+            kind,
+        )
+    };
+    for (id, out, tuples, answers) in [
+        ("good", &good_out, 40, 40),
+        ("failing", &failing_out, 30, 0),
+    ] {
+        let written = support::read_lines(out).len() as u64;
+        assert_eq!(written, tuples, "{id}");
+        assert_eq!(count("tuples_out", id, "source"), written, "{id}");
+        assert_eq!(count("tuples_in", id, "function"), written, "{id}");
+        assert_eq!(count("tuples_out", id, "function"), answers, "{id}");
+        assert_eq!(count("errors", id, "function"), written - answers, "{id}");
+        assert_eq!(count("tuples_in", id, "sink"), written, "{id}");
+        assert_eq!(count("errors", id, "source"), 0, "{id}");
+        assert_eq!(count("errors", id, "sink"), 0, "{id}");
+        for stage in ["source", "function", "sink"] {
+            let line = text
+                .lines()
+                .find(|l| {
+                    l.starts_with("shmplug_stage_latency_seconds_count{")
+                        && l.contains(&format!("pipeline=\"{id}\""))
+                        && l.contains(&format!("stage=\"{stage}\""))
+                })
+                .unwrap_or_else(|| panic!("no {stage} latency for {id}: {text}"));
+            assert!(line.ends_with(&format!(" {written}")), "{line}");
+        }
+    }
+    assert!(
+        text.contains("# TYPE shmplug_stage_latency_seconds histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        server.get("/pipelines/failing").json()["errors"],
+        30,
+        "the pipeline counts the failed calls too"
+    );
+    // Deleting an ended pipeline forgets its instances' figures.
+    assert_eq!(server.delete("/pipelines/good").status, 200);
+    let text = server.get("/metrics").body;
+    assert!(!text.contains("pipeline=\"good\""), "{text}");
 }
 
 #[test]

@@ -85,8 +85,15 @@ struct Server {
 
 impl Server {
     fn start(fixture: &Fixture) -> Server {
+        Server::start_with(fixture, &[])
+    }
+
+    /// A server with `args` after `serve --listen 127.0.0.1:0`.
+    fn start_with(fixture: &Fixture, args: &[&str]) -> Server {
         let stderr = fixture.dir.path().join("serve.stderr");
-        let mut child = cli::command(&fixture.plugins(), &["serve", "--listen", "127.0.0.1:0"])
+        let mut command_line = vec!["serve", "--listen", "127.0.0.1:0"];
+        command_line.extend_from_slice(args);
+        let mut child = cli::command(&fixture.plugins(), &command_line)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -401,9 +408,6 @@ fn bad_requests_get_ekuipers_statuses_and_say_what_is_wrong() {
         .install("", "file:///x.zip")
         .assert_error(400, 1000, &["name", "must not be empty"]);
     server
-        .install("mirror", "https://example.invalid/mirror.zip")
-        .assert_error(400, 1000, &["https:// is not supported yet"]);
-    server
         .install("mirror", "file:///nowhere/mirror.tar")
         .assert_error(400, 1000, &["invalid uri", ".zip"]);
     server
@@ -415,13 +419,14 @@ fn bad_requests_get_ekuipers_statuses_and_say_what_is_wrong() {
         );
 
     // Downloads that fail.
-    server
-        .install("mirror", "http://127.0.0.1:1/mirror.zip")
-        .assert_error(
+    for scheme in ["http", "https"] {
+        let url = format!("{scheme}://127.0.0.1:1/mirror.zip");
+        server.install("mirror", &url).assert_error(
             400,
             1000,
-            &["fail to download file http://127.0.0.1:1/mirror.zip"],
+            &[&format!("fail to download file {url}")],
         );
+    }
     let (url, thread) = serve_once("404 Not Found", &f.mirror_zip("m.zip", "v1"));
     server.install("mirror", &url).assert_error(
         400,
@@ -525,6 +530,141 @@ fn installs_from_an_http_url() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(left, ["mirror"]);
+}
+
+/// A certificate for `127.0.0.1` and its key, signed by `issuer` (or self-signed).
+fn certificate(
+    issuer: Option<&rcgen::Issuer<'_, rcgen::KeyPair>>,
+) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = match issuer {
+        Some(issuer) => params.signed_by(&key, issuer).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    (cert, key)
+}
+
+/// Serves one HTTPS request on an ephemeral port with certificate `cert` (key `key`) and the
+/// file at `file://` URL `body_of` as the body; the URL to ask, and the thread (joined to
+/// check it ended: a refused handshake ends it too).
+fn serve_tls_once(
+    cert: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+    body_of: &str,
+) -> (String, std::thread::JoinHandle<()>) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let body = std::fs::read(body_of.strip_prefix("file://").unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "https://{}/packages/mirror.zip",
+        listener.local_addr().unwrap()
+    );
+    let thread = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let connection = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        let mut tls = rustls::StreamOwned::new(connection, stream);
+        let mut reader = BufReader::new(&mut tls);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                // The client refused the certificate (or went away): nothing to answer.
+                Err(_) | Ok(0) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => {}
+            }
+        }
+        drop(reader);
+        write!(
+            tls,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        tls.write_all(&body).unwrap();
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+    });
+    (url, thread)
+}
+
+/// `https://` packages: one whose server's certificate is signed by the authority given with
+/// `--tls-ca` installs; one with a certificate no trusted authority signed is refused, and the
+/// message says the certificate is not trusted and how to trust it.
+#[test]
+fn installs_from_an_https_url_whose_certificate_it_trusts() {
+    let f = Fixture::new();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "shmplug test authority");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = f.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    let server = Server::start_with(&f, &["--tls-ca", ca_file.to_str().unwrap()]);
+    let zip = f.mirror_zip("mirror.zip", "v4.0.0");
+    let (cert, key) = certificate(Some(&issuer));
+    let (url, thread) = serve_tls_once(&cert, &key, &zip);
+    let reply = server.install("mirror", &url);
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    thread.join().unwrap();
+    assert_eq!(
+        server.get("/plugins/portables/mirror").json()["version"],
+        "v4.0.0"
+    );
+    server.plugin_pid("mirror");
+
+    let (cert, key) = certificate(None);
+    let (url, thread) = serve_tls_once(&cert, &key, &zip);
+    server.install("other", &url).assert_error(
+        400,
+        1000,
+        &[
+            &format!("fail to download file {url}"),
+            "certificate is not trusted",
+            "ca.pem",
+            "--tls-ca",
+        ],
+    );
+    thread.join().unwrap();
+    assert!(!f.plugins().join("other").exists());
+
+    // A --tls-ca that holds no certificate stops the server at once, naming the file.
+    let empty = f.dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").unwrap();
+    let out = shmplug(
+        &f.plugins(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-ca",
+            empty.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = cli::stderr(&out);
+    assert!(
+        stderr.contains("empty.pem") && stderr.contains("no certificate"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -41,6 +41,12 @@ pub struct ServeArgs {
     /// run plugins, which are programs) to whoever reaches it: make that choice deliberately.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9081")]
     pub listen: SocketAddr,
+
+    /// A PEM file of the certificates to trust for `https://` package URLs, instead of the
+    /// built-in public roots (Mozilla's): a private certificate authority, or a server's
+    /// self-signed certificate.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// What every handler shares.
@@ -49,6 +55,7 @@ pub struct App {
     host: Arc<Host>,
     pipelines: Arc<pipelines::Pipelines>,
     metrics: Arc<prometheus_client::registry::Registry>,
+    downloads: Arc<download::Downloader>,
 }
 
 pub fn execute(registry: Registry, args: &ServeArgs) -> crate::error::Result<()> {
@@ -63,6 +70,8 @@ pub fn execute(registry: Registry, args: &ServeArgs) -> crate::error::Result<()>
 async fn serve(registry: Registry, args: &ServeArgs) -> crate::error::Result<()> {
     // Listen for the signals before anything starts, so that a stop from now on is clean.
     let stop = stop_signal()?;
+    let downloads =
+        Arc::new(download::Downloader::new(args.tls_ca.as_deref()).map_err(serve_error)?);
     // Bind first: a busy port fails before any plugin process starts.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -86,6 +95,7 @@ async fn serve(registry: Registry, args: &ServeArgs) -> crate::error::Result<()>
         metrics: Arc::new(metrics::registry(host.clone(), pipelines.clone())),
         host: host.clone(),
         pipelines: pipelines.clone(),
+        downloads,
     };
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on http://{address}");

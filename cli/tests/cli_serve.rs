@@ -1010,6 +1010,55 @@ fn metrics_count_each_instance_and_stage() {
     assert!(!text.contains("pipeline=\"good\""), "{text}");
 }
 
+/// The plugins directory is shared with the command line: a plugin installed with
+/// `shmplug plugins install` while the server runs gets its process without a request, and one
+/// removed with `shmplug plugins remove` is stopped.
+#[test]
+fn plugins_installed_or_removed_from_the_command_line_start_and_stop() {
+    let f = Fixture::new();
+    let server = Server::start(&f);
+    let zip = f.mirror_zip("mirror.zip", "v5.0.0");
+    let out = shmplug(
+        &f.plugins(),
+        &["plugins", "install", zip.strip_prefix("file://").unwrap()],
+    );
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    wait_for("the server to start the plugin", || {
+        server.get("/plugins/portables/mirror/status").json()["status"] == "running"
+    });
+    let pid = server.plugin_pid("mirror");
+    assert!(!gone_or_zombie(pid));
+    let text = server.get("/metrics").body;
+    assert_eq!(
+        metric(&text, "shmplug_plugin_up{plugin=\"mirror\"}").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    // It runs pipelines like any other.
+    let out_file = f.dir.path().join("out.jsonl");
+    let reply = server.post("/pipelines?id=p", &mirror_pipeline(Some(10), &out_file));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    wait_for("the pipeline to end", || {
+        server.get("/pipelines/p").json()["state"] == "ended"
+    });
+    assert_eq!(support::read_lines(&out_file).len(), 10);
+
+    let out = shmplug(&f.plugins(), &["plugins", "remove", "mirror"]);
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    wait_for("the server to stop the removed plugin", || {
+        server.get("/plugins/portables/mirror/status").status == 404
+    });
+    wait_for("its process to end", || gone_or_zombie(pid));
+    assert!(
+        server
+            .stderr()
+            .contains("plugin `mirror` was removed from outside the server"),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(server.get("/plugins/portables").body, "[]");
+}
+
 #[test]
 fn an_installed_plugin_that_cannot_start_shows_its_error() {
     let f = Fixture::new();

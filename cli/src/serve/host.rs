@@ -1,8 +1,9 @@
 //! What `shmplug serve` holds: the plugins directory it shares with the command line, and one
-//! supervised process per plugin it started (every valid plugin at start-up, and each plugin
-//! installed through the API).
+//! supervised process per plugin it started (every valid plugin at start-up, each plugin
+//! installed through the API, and each one [`rescan`](Host::rescan) finds installed from the
+//! command line).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shmplug_host::registry::{InstallOptions, Listed, PluginInfo, Registry};
@@ -25,6 +26,8 @@ pub struct Host {
     config: SupervisorConfig,
     processes: Mutex<BTreeMap<String, Process>>,
     changes: tokio::sync::Mutex<()>,
+    /// Plugins with a process whose directory the last rescan did not find.
+    missing: Mutex<BTreeSet<String>>,
 }
 
 impl Host {
@@ -34,6 +37,7 @@ impl Host {
             config,
             processes: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            missing: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -89,6 +93,58 @@ impl Host {
                 Listed::Broken { name, error } => {
                     tracing::warn!("not starting `{name}`: {error}");
                 }
+            }
+        }
+    }
+
+    /// Brings the processes in line with the plugins directory, which the command line shares
+    /// (blocking; the caller holds [`change`](Self::change)): starts a process for each valid
+    /// plugin that has none, as an install through the API does, and stops the process of
+    /// each plugin whose directory is gone, as a delete does. A plugin is taken as gone when
+    /// two rescans in a row miss it: `shmplug plugins update` swaps a plugin's directory in
+    /// two renames, which one rescan may fall between. A plugin that is broken, or whose
+    /// process could not start, is left as it is.
+    pub fn rescan(&self) {
+        let listed = match self.registry.list() {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!("cannot list the installed plugins: {e}");
+                return;
+            }
+        };
+        let mut present = BTreeSet::new();
+        for entry in listed {
+            match entry {
+                Listed::Plugin(info) => {
+                    present.insert(info.name.clone());
+                    if self.process(&info.name).is_none() {
+                        tracing::info!(
+                            "plugin `{}` was installed from outside the server: starting it",
+                            info.name
+                        );
+                        let process = self.start(&info);
+                        self.processes().insert(info.name, process);
+                    }
+                }
+                Listed::Broken { name, .. } => {
+                    present.insert(name);
+                }
+            }
+        }
+        let absent: BTreeSet<String> = self
+            .processes()
+            .keys()
+            .filter(|name| !present.contains(*name))
+            .cloned()
+            .collect();
+        let missed_before = std::mem::replace(
+            &mut *self.missing.lock().unwrap_or_else(|e| e.into_inner()),
+            absent.clone(),
+        );
+        for name in absent.intersection(&missed_before) {
+            if let Some(process) = self.take(name) {
+                tracing::info!("plugin `{name}` was removed from outside the server: stopping it");
+                stop(name, process);
             }
         }
     }

@@ -9,7 +9,9 @@
 //!
 //! At start-up the server starts a process for every valid installed plugin, binds its
 //! address and prints `listening on http://ADDR` on stdout (the bound port when `--listen`
-//! asks for port 0). SIGINT or SIGTERM stop it: it finishes the requests in flight, then stops
+//! asks for port 0). Every second it looks at the plugins directory again: a plugin installed
+//! with `shmplug plugins install` gets its process, one removed with `shmplug plugins remove`
+//! is stopped, as through the API. SIGINT or SIGTERM stop it: it finishes the requests in flight, then stops
 //! every plugin process and reaps it.
 
 mod download;
@@ -34,6 +36,9 @@ use host::Host;
 
 /// The largest request body accepted (a plugin or pipeline description is far smaller).
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// How often the server looks for plugins installed or removed from the command line.
+const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -97,6 +102,7 @@ async fn serve(registry: Registry, args: &ServeArgs) -> crate::error::Result<()>
         pipelines: pipelines.clone(),
         downloads,
     };
+    tokio::spawn(rescan(host.clone()));
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on http://{address}");
     let _ = stdout.flush();
@@ -108,6 +114,8 @@ async fn serve(registry: Registry, args: &ServeArgs) -> crate::error::Result<()>
         .with_graceful_shutdown(stop)
         .await;
     tracing::info!("stopping every pipeline and plugin");
+    // Waits for a rescan in progress and keeps any other from starting a process now.
+    let _change = host.change().await;
     let stopping = host.clone();
     let stopped = tokio::task::spawn_blocking(move || {
         pipelines.stop_all();
@@ -142,6 +150,23 @@ fn router(app: App) -> Router {
         .route("/metrics", get(metrics::scrape))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
+}
+
+/// Every [`RESCAN_EVERY`], starts the plugins installed from the command line and stops
+/// those removed (see [`Host::rescan`]); runs until the server stops.
+async fn rescan(host: Arc<Host>) {
+    let mut ticks = tokio::time::interval(RESCAN_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: the plugins were just started.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let _change = host.change().await;
+        let scanning = host.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || scanning.rescan()).await {
+            tracing::error!("rescanning the plugins directory failed: {e}");
+        }
+    }
 }
 
 /// Resolves at the first SIGINT or SIGTERM.

@@ -257,8 +257,8 @@ pub async fn status(
         None if app.host.registry().describe(&name).is_ok() => Status {
             ref_count: Default::default(),
             status: "stop",
-            err_msg: "installed while the server ran, from outside it: PUT it through the API \
-                      to start its process"
+            err_msg: "installed from the command line: the server starts its process within a \
+                      second"
                 .into(),
             pid: None,
             restarts: 0,

@@ -1011,10 +1011,11 @@ fn metrics_count_each_instance_and_stage() {
 }
 
 /// The plugins directory is shared with the command line: a plugin installed with
-/// `shmplug plugins install` while the server runs gets its process without a request, and one
-/// removed with `shmplug plugins remove` is stopped.
+/// `shmplug plugins install` while the server runs gets its process without a request, one
+/// updated with `shmplug plugins update` gets the new version's process, and one removed with
+/// `shmplug plugins remove` is stopped.
 #[test]
-fn plugins_installed_or_removed_from_the_command_line_start_and_stop() {
+fn plugins_installed_updated_or_removed_from_the_command_line_start_swap_and_stop() {
     let f = Fixture::new();
     let server = Server::start(&f);
     let zip = f.mirror_zip("mirror.zip", "v5.0.0");
@@ -1042,6 +1043,32 @@ fn plugins_installed_or_removed_from_the_command_line_start_and_stop() {
         server.get("/pipelines/p").json()["state"] == "ended"
     });
     assert_eq!(support::read_lines(&out_file).len(), 10);
+
+    let v6 = f.mirror_zip("mirror-v6.zip", "v6.0.0");
+    let out = shmplug(
+        &f.plugins(),
+        &[
+            "plugins",
+            "update",
+            "mirror",
+            v6.strip_prefix("file://").unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    let first = pid;
+    wait_for("the server to swap the process", || {
+        let status = server.get("/plugins/portables/mirror/status").json();
+        status["status"] == "running" && status["pid"].as_i64() != Some(i64::from(first))
+    });
+    wait_for("the old process to end", || gone_or_zombie(first));
+    let pid = server.plugin_pid("mirror");
+    assert!(
+        server
+            .stderr()
+            .contains("updated from outside the server to v6.0.0"),
+        "{}",
+        server.stderr()
+    );
 
     let out = shmplug(&f.plugins(), &["plugins", "remove", "mirror"]);
     assert!(out.status.success(), "{}", cli::stderr(&out));

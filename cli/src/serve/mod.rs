@@ -10,8 +10,8 @@
 //! At start-up the server starts a process for every valid installed plugin, binds its
 //! address and prints `listening on http://ADDR` on stdout (the bound port when `--listen`
 //! asks for port 0). Every second it looks at the plugins directory again: a plugin installed
-//! with `shmplug plugins install` gets its process, one removed with `shmplug plugins remove`
-//! is stopped, as through the API. SIGINT or SIGTERM stop it: it finishes the requests in flight, then stops
+//! with `shmplug plugins install` gets its process, one updated with `shmplug plugins update`
+//! the new version's, one removed with `shmplug plugins remove` is stopped, as through the API. SIGINT or SIGTERM stop it: it finishes the requests in flight, then stops
 //! every plugin process and reaps it.
 
 mod download;

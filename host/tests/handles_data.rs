@@ -315,6 +315,14 @@ fn async_handles_share_one_runtime_thread() {
     wait_for("the sink to collect 200 tuples", || {
         read_lines(&fake.path("sink")).len() >= 200
     });
+    // The async forms count as the blocking ones do.
+    assert!(readers.iter().all(|r| r.stats().received == 500));
+    assert_eq!(writer.stats().sent, 200);
+    let echoed = echo.stats();
+    assert_eq!(
+        (echoed.calls, echoed.answers, echoed.errors),
+        (1001, 1001, 0)
+    );
 }
 
 /// Awaits every future, concurrently, on the current task.

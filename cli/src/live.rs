@@ -218,6 +218,9 @@ pub fn plugin_snapshot(plugin: &Plugin) -> PluginSnapshot {
                 live: i.live,
                 replayed: i.replayed,
                 duplicates: i.duplicates,
+                tuples_in: i.tuples_in,
+                tuples_out: i.tuples_out,
+                errors: i.errors,
             })
             .collect(),
     }
@@ -287,6 +290,15 @@ pub struct InstanceSnapshot {
     /// Of those, how many the dead process may have collected already.
     #[serde(default)]
     pub duplicates: u64,
+    /// Tuples into the instance: written to a sink, calls sent to a function.
+    #[serde(default)]
+    pub tuples_in: u64,
+    /// Tuples out of it: received from a source, answers a function gave.
+    #[serde(default)]
+    pub tuples_out: u64,
+    /// Failed calls and records refused as invalid.
+    #[serde(default)]
+    pub errors: u64,
 }
 
 /// `ms` since the Unix epoch as `YYYY-MM-DD hh:mm:ss UTC`.

@@ -55,6 +55,11 @@ pub struct Stats {
     pub errors: u64,
     /// Per tuple, from its batch's arrival to its batch sent on to the sink, in nanoseconds.
     pub latency: Histogram<u64>,
+    /// Per stage (the source, each function, the sink) and per tuple, the time its batch spent
+    /// in that stage, in nanoseconds: taking the batch from the source once its first tuple
+    /// arrived, each function's pipelined calls, and the writes to the sink that did not
+    /// overlap the last function's calls.
+    pub stages: Vec<Histogram<u64>>,
     /// Time spent taking tuples from the source (waiting for them included).
     pub source: Duration,
     /// Time spent in each function's batch of calls.
@@ -96,8 +101,8 @@ pub struct Pump {
 
 impl Pump {
     pub fn new(functions: usize) -> Pump {
-        let latency =
-            Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds");
+        let histogram =
+            || Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds");
         Pump {
             tuples: TupleBatch::new(),
             encoder: Encoder::new(),
@@ -109,7 +114,8 @@ impl Pump {
             stats: Stats {
                 tuples: 0,
                 errors: 0,
-                latency,
+                latency: histogram(),
+                stages: (0..functions + 2).map(|_| histogram()).collect(),
                 source: Duration::ZERO,
                 functions: vec![Duration::ZERO; functions],
                 sink: Duration::ZERO,
@@ -163,6 +169,8 @@ impl Pump {
         }
         let mut mark = Instant::now();
         self.stats.source += mark - started;
+        let batch = self.tuples.len() as u64;
+        record(&mut self.stats.stages[0], mark - received, batch);
 
         if self.outputs.len() != functions.len() {
             self.outputs = functions.iter().map(|(_, s)| s.output.clone()).collect();
@@ -227,6 +235,7 @@ impl Pump {
             self.stats.errors += calls.report_missing(&mut self.missing_reported[k]);
             let now = Instant::now();
             self.stats.functions[k] += now - mark;
+            record(&mut self.stats.stages[k + 1], now - mark, batch);
             mark = now;
         }
         if functions_count == 0 {
@@ -242,17 +251,24 @@ impl Pump {
         self.stats.errors += errors;
         let done = Instant::now();
         self.stats.sink += done - mark;
+        record(
+            &mut self.stats.stages[functions_count + 1],
+            done - mark,
+            batch,
+        );
         self.stats.tuples += sent;
-        let latency = u64::try_from((done - received).as_nanos()).unwrap_or(u64::MAX);
-        let _ = self
-            .stats
-            .latency
-            .record_n(latency.clamp(1, MAX_LATENCY_NS), self.tuples.len() as u64);
+        record(&mut self.stats.latency, done - received, batch);
         match sink_end.or(source_end) {
             Some(end) => end,
             None => Outcome::Moved,
         }
     }
+}
+
+/// Records `time` for each of `tuples` tuples (clamped to the histogram's range).
+fn record(histogram: &mut Histogram<u64>, time: Duration, tuples: u64) {
+    let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+    let _ = histogram.record_n(nanos.clamp(1, MAX_LATENCY_NS), tuples);
 }
 
 /// Writes tuple `i` of `tuples` to the sink, with the answers of the functions named

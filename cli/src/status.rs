@@ -212,13 +212,19 @@ fn print_run(run: &RunSnapshot) {
             } else {
                 String::new()
             };
+            let moved = match i.kind.as_str() {
+                "source" => format!("{} out", i.tuples_out),
+                "sink" => format!("{} in", i.tuples_in),
+                _ => format!("{} in, {} out", i.tuples_in, i.tuples_out),
+            };
             println!(
-                "      instance {:<4} {:<8} {:<16} rule {:<16} {}{replays}",
+                "      instance {:<4} {:<8} {:<16} rule {:<16} {}; {moved}, {} errors{replays}",
                 i.id,
                 i.kind,
                 i.symbol,
                 i.rule_id,
-                if i.live { "live" } else { "starting" }
+                if i.live { "live" } else { "starting" },
+                i.errors
             );
         }
     }

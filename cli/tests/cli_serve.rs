@@ -85,8 +85,15 @@ struct Server {
 
 impl Server {
     fn start(fixture: &Fixture) -> Server {
+        Server::start_with(fixture, &[])
+    }
+
+    /// A server with `args` after `serve --listen 127.0.0.1:0`.
+    fn start_with(fixture: &Fixture, args: &[&str]) -> Server {
         let stderr = fixture.dir.path().join("serve.stderr");
-        let mut child = cli::command(&fixture.plugins(), &["serve", "--listen", "127.0.0.1:0"])
+        let mut command_line = vec!["serve", "--listen", "127.0.0.1:0"];
+        command_line.extend_from_slice(args);
+        let mut child = cli::command(&fixture.plugins(), &command_line)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -401,9 +408,6 @@ fn bad_requests_get_ekuipers_statuses_and_say_what_is_wrong() {
         .install("", "file:///x.zip")
         .assert_error(400, 1000, &["name", "must not be empty"]);
     server
-        .install("mirror", "https://example.invalid/mirror.zip")
-        .assert_error(400, 1000, &["https:// is not supported yet"]);
-    server
         .install("mirror", "file:///nowhere/mirror.tar")
         .assert_error(400, 1000, &["invalid uri", ".zip"]);
     server
@@ -415,13 +419,14 @@ fn bad_requests_get_ekuipers_statuses_and_say_what_is_wrong() {
         );
 
     // Downloads that fail.
-    server
-        .install("mirror", "http://127.0.0.1:1/mirror.zip")
-        .assert_error(
+    for scheme in ["http", "https"] {
+        let url = format!("{scheme}://127.0.0.1:1/mirror.zip");
+        server.install("mirror", &url).assert_error(
             400,
             1000,
-            &["fail to download file http://127.0.0.1:1/mirror.zip"],
+            &[&format!("fail to download file {url}")],
         );
+    }
     let (url, thread) = serve_once("404 Not Found", &f.mirror_zip("m.zip", "v1"));
     server.install("mirror", &url).assert_error(
         400,
@@ -525,6 +530,141 @@ fn installs_from_an_http_url() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(left, ["mirror"]);
+}
+
+/// A certificate for `127.0.0.1` and its key, signed by `issuer` (or self-signed).
+fn certificate(
+    issuer: Option<&rcgen::Issuer<'_, rcgen::KeyPair>>,
+) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = match issuer {
+        Some(issuer) => params.signed_by(&key, issuer).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    (cert, key)
+}
+
+/// Serves one HTTPS request on an ephemeral port with certificate `cert` (key `key`) and the
+/// file at `file://` URL `body_of` as the body; the URL to ask, and the thread (joined to
+/// check it ended: a refused handshake ends it too).
+fn serve_tls_once(
+    cert: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+    body_of: &str,
+) -> (String, std::thread::JoinHandle<()>) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let body = std::fs::read(body_of.strip_prefix("file://").unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "https://{}/packages/mirror.zip",
+        listener.local_addr().unwrap()
+    );
+    let thread = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let connection = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        let mut tls = rustls::StreamOwned::new(connection, stream);
+        let mut reader = BufReader::new(&mut tls);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                // The client refused the certificate (or went away): nothing to answer.
+                Err(_) | Ok(0) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => {}
+            }
+        }
+        drop(reader);
+        write!(
+            tls,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        tls.write_all(&body).unwrap();
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+    });
+    (url, thread)
+}
+
+/// `https://` packages: one whose server's certificate is signed by the authority given with
+/// `--tls-ca` installs; one with a certificate no trusted authority signed is refused, and the
+/// message says the certificate is not trusted and how to trust it.
+#[test]
+fn installs_from_an_https_url_whose_certificate_it_trusts() {
+    let f = Fixture::new();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "shmplug test authority");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = f.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    let server = Server::start_with(&f, &["--tls-ca", ca_file.to_str().unwrap()]);
+    let zip = f.mirror_zip("mirror.zip", "v4.0.0");
+    let (cert, key) = certificate(Some(&issuer));
+    let (url, thread) = serve_tls_once(&cert, &key, &zip);
+    let reply = server.install("mirror", &url);
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    thread.join().unwrap();
+    assert_eq!(
+        server.get("/plugins/portables/mirror").json()["version"],
+        "v4.0.0"
+    );
+    server.plugin_pid("mirror");
+
+    let (cert, key) = certificate(None);
+    let (url, thread) = serve_tls_once(&cert, &key, &zip);
+    server.install("other", &url).assert_error(
+        400,
+        1000,
+        &[
+            &format!("fail to download file {url}"),
+            "certificate is not trusted",
+            "ca.pem",
+            "--tls-ca",
+        ],
+    );
+    thread.join().unwrap();
+    assert!(!f.plugins().join("other").exists());
+
+    // A --tls-ca that holds no certificate stops the server at once, naming the file.
+    let empty = f.dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").unwrap();
+    let out = shmplug(
+        &f.plugins(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-ca",
+            empty.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = cli::stderr(&out);
+    assert!(
+        stderr.contains("empty.pem") && stderr.contains("no certificate"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -659,7 +799,8 @@ fn runs_inspects_and_stops_pipelines() {
     let sink_line = text
         .lines()
         .find(|l| {
-            l.starts_with("shmplug_sink_replayed_total{") && l.contains(&format!("rule=\"{id}\""))
+            l.starts_with("shmplug_sink_replayed_total{")
+                && l.contains(&format!("pipeline=\"{id}\""))
         })
         .unwrap_or_else(|| panic!("no replay counter for the sink of {id}: {text}"));
     assert!(
@@ -778,6 +919,171 @@ fn runs_inspects_and_stops_pipelines() {
         "{stderr}"
     );
     assert!(stderr.contains("stopped plugin `mirror`"), "{stderr}");
+}
+
+/// The value of the one line of counter `name` for the `kind` instance of `pipeline`.
+fn instance_metric(text: &str, name: &str, pipeline: &str, kind: &str) -> u64 {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && l.contains(&format!("pipeline=\"{pipeline}\""))
+                && l.contains(&format!("kind=\"{kind}\""))
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "{name} of {kind} in {pipeline}: {text}");
+    let value = lines[0].rsplit(' ').next().unwrap();
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {}", lines[0]))
+}
+
+/// Per instance counters and per stage latencies: tuples out of the source, into and out of
+/// the function and into the sink all equal what the sink wrote; a function that fails every
+/// call counts each as an error (and the sink still gets each tuple).
+#[test]
+fn metrics_count_each_instance_and_stage() {
+    let f = Fixture::new();
+    let server = Server::start(&f);
+    let zip = f.mirror_zip("mirror.zip", "v1");
+    assert_eq!(server.install("mirror", &zip).status, 201);
+    let good_out = f.dir.path().join("good.jsonl");
+    let reply = server.post("/pipelines?id=good", &mirror_pipeline(Some(40), &good_out));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    // echo takes one argument: given two, every call fails.
+    let failing_out = f.dir.path().join("failing.jsonl");
+    let failing = mirror_pipeline(Some(30), &failing_out)
+        .replace(r#"args = ["value"]"#, r#"args = ["value", "value"]"#);
+    let reply = server.post("/pipelines?id=failing", &failing);
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    for id in ["good", "failing"] {
+        wait_for(&format!("pipeline {id} to end"), || {
+            server.get(&format!("/pipelines/{id}")).json()["state"] == "ended"
+        });
+    }
+    let text = server.get("/metrics").body;
+    let count = |name: &str, pipeline: &str, kind: &str| {
+        instance_metric(
+            &text,
+            &format!("shmplug_instance_{name}_total"),
+            pipeline,
+            kind,
+        )
+    };
+    for (id, out, tuples, answers) in [
+        ("good", &good_out, 40, 40),
+        ("failing", &failing_out, 30, 0),
+    ] {
+        let written = support::read_lines(out).len() as u64;
+        assert_eq!(written, tuples, "{id}");
+        assert_eq!(count("tuples_out", id, "source"), written, "{id}");
+        assert_eq!(count("tuples_in", id, "function"), written, "{id}");
+        assert_eq!(count("tuples_out", id, "function"), answers, "{id}");
+        assert_eq!(count("errors", id, "function"), written - answers, "{id}");
+        assert_eq!(count("tuples_in", id, "sink"), written, "{id}");
+        assert_eq!(count("errors", id, "source"), 0, "{id}");
+        assert_eq!(count("errors", id, "sink"), 0, "{id}");
+        for stage in ["source", "function", "sink"] {
+            let line = text
+                .lines()
+                .find(|l| {
+                    l.starts_with("shmplug_stage_latency_seconds_count{")
+                        && l.contains(&format!("pipeline=\"{id}\""))
+                        && l.contains(&format!("stage=\"{stage}\""))
+                })
+                .unwrap_or_else(|| panic!("no {stage} latency for {id}: {text}"));
+            assert!(line.ends_with(&format!(" {written}")), "{line}");
+        }
+    }
+    assert!(
+        text.contains("# TYPE shmplug_stage_latency_seconds histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        server.get("/pipelines/failing").json()["errors"],
+        30,
+        "the pipeline counts the failed calls too"
+    );
+    // Deleting an ended pipeline forgets its instances' figures.
+    assert_eq!(server.delete("/pipelines/good").status, 200);
+    let text = server.get("/metrics").body;
+    assert!(!text.contains("pipeline=\"good\""), "{text}");
+}
+
+/// The plugins directory is shared with the command line: a plugin installed with
+/// `shmplug plugins install` while the server runs gets its process without a request, one
+/// updated with `shmplug plugins update` gets the new version's process, and one removed with
+/// `shmplug plugins remove` is stopped.
+#[test]
+fn plugins_installed_updated_or_removed_from_the_command_line_start_swap_and_stop() {
+    let f = Fixture::new();
+    let server = Server::start(&f);
+    let zip = f.mirror_zip("mirror.zip", "v5.0.0");
+    let out = shmplug(
+        &f.plugins(),
+        &["plugins", "install", zip.strip_prefix("file://").unwrap()],
+    );
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    wait_for("the server to start the plugin", || {
+        server.get("/plugins/portables/mirror/status").json()["status"] == "running"
+    });
+    let pid = server.plugin_pid("mirror");
+    assert!(!gone_or_zombie(pid));
+    let text = server.get("/metrics").body;
+    assert_eq!(
+        metric(&text, "shmplug_plugin_up{plugin=\"mirror\"}").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    // It runs pipelines like any other.
+    let out_file = f.dir.path().join("out.jsonl");
+    let reply = server.post("/pipelines?id=p", &mirror_pipeline(Some(10), &out_file));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    wait_for("the pipeline to end", || {
+        server.get("/pipelines/p").json()["state"] == "ended"
+    });
+    assert_eq!(support::read_lines(&out_file).len(), 10);
+
+    let v6 = f.mirror_zip("mirror-v6.zip", "v6.0.0");
+    let out = shmplug(
+        &f.plugins(),
+        &[
+            "plugins",
+            "update",
+            "mirror",
+            v6.strip_prefix("file://").unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    let first = pid;
+    wait_for("the server to swap the process", || {
+        let status = server.get("/plugins/portables/mirror/status").json();
+        status["status"] == "running" && status["pid"].as_i64() != Some(i64::from(first))
+    });
+    wait_for("the old process to end", || gone_or_zombie(first));
+    let pid = server.plugin_pid("mirror");
+    assert!(
+        server
+            .stderr()
+            .contains("updated from outside the server to v6.0.0"),
+        "{}",
+        server.stderr()
+    );
+
+    let out = shmplug(&f.plugins(), &["plugins", "remove", "mirror"]);
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    wait_for("the server to stop the removed plugin", || {
+        server.get("/plugins/portables/mirror/status").status == 404
+    });
+    wait_for("its process to end", || gone_or_zombie(pid));
+    assert!(
+        server
+            .stderr()
+            .contains("plugin `mirror` was removed from outside the server"),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(server.get("/plugins/portables").body, "[]");
 }
 
 #[test]

@@ -305,6 +305,11 @@ fn status_shows_a_running_run_until_it_is_interrupted() {
         table.contains("counter") && table.contains("live"),
         "{table}"
     );
+    // Each instance's counters: the source's tuples out, the sink's in.
+    assert!(
+        table.contains(" out, 0 errors") && table.contains(" in, 0 errors"),
+        "{table}"
+    );
     let out = shmplug(&plugins, &["status", "other"]);
     assert!(!stdout(&out).contains("run "), "{}", stdout(&out));
 

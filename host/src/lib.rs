@@ -35,7 +35,9 @@ pub mod registry;
 pub mod supervisor;
 
 pub use error::{Error, Result, SymbolKind};
-pub use handles::{Delivery, FunctionClient, SinkStats, SinkWriter, SourceReader};
+pub use handles::{
+    Delivery, FunctionClient, FunctionStats, SinkStats, SinkWriter, SourceReader, SourceStats,
+};
 pub use shmplug_transport as transport;
 pub use supervisor::{
     InstanceSpec, InstanceStatus, Phase, Plugin, PluginSpec, PluginStatus, SupervisorConfig,

@@ -315,6 +315,14 @@ fn async_handles_share_one_runtime_thread() {
     wait_for("the sink to collect 200 tuples", || {
         read_lines(&fake.path("sink")).len() >= 200
     });
+    // The async forms count as the blocking ones do.
+    assert!(readers.iter().all(|r| r.stats().received == 500));
+    assert_eq!(writer.stats().sent, 200);
+    let echoed = echo.stats();
+    assert_eq!(
+        (echoed.calls, echoed.answers, echoed.errors),
+        (1001, 1001, 0)
+    );
 }
 
 /// Awaits every future, concurrently, on the current task.
@@ -443,4 +451,66 @@ fn an_instance_may_choose_its_ring_capacity_and_keeps_it_across_a_restart() {
         .sink(InstanceSpec::new("collect").ring_capacity(1000))
         .unwrap_err();
     assert!(err.to_string().contains("1000"), "{err}");
+}
+
+/// Each handle counts what moves through it (`stats()`), and the plugin's status reports the
+/// same figures per instance: tuples received from a source, written to a sink (deferred ones
+/// once flushed), calls answered and failed.
+#[test]
+fn handles_count_tuples_calls_and_failures() {
+    let fake = fake("stats", "ok");
+    let plugin = Plugin::start(fake.spec.clone(), quick_config()).unwrap();
+    let mut reader = plugin
+        .source(InstanceSpec::new("counter").property("count", 300))
+        .unwrap();
+    for expected in 0..300 {
+        assert_eq!(next_n(&mut reader), expected);
+    }
+    let mut writer = plugin.sink(InstanceSpec::new("collect")).unwrap();
+    for n in 0..100i64 {
+        writer
+            .send_deferred(&Tuple::new(n).with_field("n", n))
+            .unwrap();
+    }
+    assert_eq!(writer.stats().sent, 100);
+    let sink_id = writer.instance_id();
+    let in_status = |id: u64| {
+        let status = plugin.status();
+        let i = status.instances.iter().find(|i| i.id == id).unwrap();
+        (i.tuples_in, i.tuples_out, i.errors)
+    };
+    // Deferred writes reach the status at the flush (one store per batch).
+    assert_eq!(in_status(sink_id), (0, 0, 0));
+    writer.flush();
+    assert_eq!(in_status(sink_id), (100, 0, 0));
+    writer
+        .send_timeout(&Tuple::new(100).with_field("n", 100i64), WAIT)
+        .unwrap();
+    assert_eq!(in_status(sink_id), (101, 0, 0));
+
+    let mut echo = plugin.function(InstanceSpec::new("echo")).unwrap();
+    let args: Vec<[ValueRef<'_>; 1]> = (0..50).map(|i| [ValueRef::Int(i)]).collect();
+    let calls: Vec<&[ValueRef<'_>]> = args.iter().map(|a| &a[..]).collect();
+    assert!(
+        echo.call_batch_timeout(&calls, WAIT)
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    let mut fail = plugin.function(InstanceSpec::new("fail")).unwrap();
+    let failed = fail.call_batch_timeout(&calls[..3], WAIT).unwrap();
+    assert!(failed.iter().all(Result::is_err));
+    assert!(fail.call_timeout(&[ValueRef::Null], WAIT).is_err());
+
+    let source = reader.stats();
+    assert_eq!((source.received, source.errors), (300, 0));
+    let sink = writer.stats();
+    assert_eq!((sink.sent, sink.errors, sink.replayed), (101, 0, 0));
+    let echoed = echo.stats();
+    assert_eq!((echoed.calls, echoed.answers, echoed.errors), (50, 50, 0));
+    let refused = fail.stats();
+    assert_eq!((refused.calls, refused.answers, refused.errors), (4, 0, 4));
+    assert_eq!(in_status(reader.instance_id()), (0, 300, 0));
+    assert_eq!(in_status(echo.instance_id()), (50, 50, 0));
+    assert_eq!(in_status(fail.instance_id()), (4, 0, 4));
 }

@@ -78,6 +78,8 @@ fn at_least_once_replays_what_a_killed_sink_had_not_collected() {
     assert_eq!(
         stats,
         SinkStats {
+            sent: 250,
+            errors: 0,
             replayed: 151,
             duplicates: 1
         }
@@ -95,7 +97,13 @@ fn at_most_once_drops_what_a_killed_sink_had_not_collected() {
         .unwrap();
     writer.set_delivery(Delivery::AtMostOnce);
     stall_kill_and_send_more(&fake, &plugin, &mut writer);
-    assert_eq!(writer.stats(), SinkStats::default());
+    assert_eq!(
+        writer.stats(),
+        SinkStats {
+            sent: 250,
+            ..SinkStats::default()
+        }
+    );
     writer.stop().unwrap();
     let got: Vec<i64> = read_lines(&fake.path("sink"))
         .iter()

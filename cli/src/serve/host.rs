@@ -1,8 +1,9 @@
 //! What `shmplug serve` holds: the plugins directory it shares with the command line, and one
-//! supervised process per plugin it started (every valid plugin at start-up, and each plugin
-//! installed through the API).
+//! supervised process per plugin it started (every valid plugin at start-up, each plugin
+//! installed through the API, and each one [`rescan`](Host::rescan) finds installed from the
+//! command line).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shmplug_host::registry::{InstallOptions, Listed, PluginInfo, Registry};
@@ -25,6 +26,11 @@ pub struct Host {
     config: SupervisorConfig,
     processes: Mutex<BTreeMap<String, Process>>,
     changes: tokio::sync::Mutex<()>,
+    /// Plugins with a process whose directory the last rescan did not find.
+    missing: Mutex<BTreeSet<String>>,
+    /// The inode of each plugin's directory when its process was started: an install or an
+    /// update swaps the directory in a rename, so a new inode is a new version.
+    versions: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Host {
@@ -34,6 +40,8 @@ impl Host {
             config,
             processes: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            missing: Mutex::new(BTreeSet::new()),
+            versions: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -93,8 +101,91 @@ impl Host {
         }
     }
 
+    /// Brings the processes in line with the plugins directory, which the command line shares
+    /// (blocking; the caller holds [`change`](Self::change)): starts a process for each valid
+    /// plugin that has none, as an install through the API does, swaps the process of one
+    /// whose directory was replaced (`shmplug plugins update`) for the new version's, as an
+    /// update does, and stops the process of each plugin whose directory is gone, as a delete
+    /// does. A plugin is taken as gone when
+    /// two rescans in a row miss it: `shmplug plugins update` swaps a plugin's directory in
+    /// two renames, which one rescan may fall between. A plugin that is broken is left as it
+    /// is.
+    pub fn rescan(&self) {
+        let listed = match self.registry.list() {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!("cannot list the installed plugins: {e}");
+                return;
+            }
+        };
+        let mut present = BTreeSet::new();
+        for entry in listed {
+            match entry {
+                Listed::Plugin(info) => {
+                    present.insert(info.name.clone());
+                    let changed =
+                        self.inode(&info.name) != self.lock_versions().get(&info.name).copied();
+                    match self.process(&info.name) {
+                        None => {
+                            tracing::info!(
+                                "plugin `{}` was installed from outside the server: starting it",
+                                info.name
+                            );
+                            let process = self.start(&info);
+                            self.processes().insert(info.name, process);
+                        }
+                        Some(Process::Started(plugin)) if changed => {
+                            tracing::info!(
+                                "plugin `{}` was updated from outside the server to {}: \
+                                 swapping its process",
+                                info.name,
+                                info.manifest.version
+                            );
+                            self.remember(&info.name);
+                            if let Err(e) = plugin.update(PluginSpec::from_info(&info)) {
+                                tracing::warn!(
+                                    "the new version of `{}` did not start: {e}",
+                                    info.name
+                                );
+                            }
+                        }
+                        Some(Process::Failed(_)) if changed => {
+                            tracing::info!(
+                                "plugin `{}` was updated from outside the server: starting it",
+                                info.name
+                            );
+                            let process = self.start(&info);
+                            self.processes().insert(info.name, process);
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Listed::Broken { name, .. } => {
+                    present.insert(name);
+                }
+            }
+        }
+        let absent: BTreeSet<String> = self
+            .processes()
+            .keys()
+            .filter(|name| !present.contains(*name))
+            .cloned()
+            .collect();
+        let missed_before = std::mem::replace(
+            &mut *self.missing.lock().unwrap_or_else(|e| e.into_inner()),
+            absent.clone(),
+        );
+        for name in absent.intersection(&missed_before) {
+            if let Some(process) = self.take(name) {
+                tracing::info!("plugin `{name}` was removed from outside the server: stopping it");
+                stop(name, process);
+            }
+        }
+    }
+
     /// Starts `info`'s process (blocking until its hello or failure).
     fn start(&self, info: &PluginInfo) -> Process {
+        self.remember(&info.name);
         match Plugin::start(PluginSpec::from_info(info), self.config.clone()) {
             Ok(plugin) => {
                 tracing::info!("started plugin `{}`", info.name);
@@ -119,6 +210,7 @@ impl Host {
             .registry
             .install(package, &options)
             .map_err(|e| e.to_string())?;
+        self.remember(name);
         match Plugin::start(PluginSpec::from_info(&info), self.config.clone()) {
             Ok(plugin) => {
                 tracing::info!("installed and started plugin `{name}`");
@@ -148,6 +240,7 @@ impl Host {
             .map_err(|e| e.to_string())?;
         match self.process(name) {
             Some(Process::Started(plugin)) => {
+                self.remember(name);
                 plugin
                     .update(PluginSpec::from_info(&info))
                     .map_err(|e| format!("the new version's process did not start: {e}"))?;
@@ -170,7 +263,28 @@ impl Host {
 
     /// Takes plugin `name`'s process out of the server (the caller stops it).
     pub fn take(&self, name: &str) -> Option<Process> {
+        self.lock_versions().remove(name);
         self.processes().remove(name)
+    }
+
+    /// The inode of plugin `name`'s directory now, if it has one.
+    fn inode(&self, name: &str) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(self.registry.root().join(name))
+            .ok()
+            .map(|m| m.ino())
+    }
+
+    /// Records the version of plugin `name` being started (see `versions`).
+    fn remember(&self, name: &str) {
+        match self.inode(name) {
+            Some(inode) => self.lock_versions().insert(name.to_owned(), inode),
+            None => self.lock_versions().remove(name),
+        };
+    }
+
+    fn lock_versions(&self) -> MutexGuard<'_, BTreeMap<String, u64>> {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes every process out of the server (the caller stops them).

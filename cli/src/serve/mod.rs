@@ -9,7 +9,9 @@
 //!
 //! At start-up the server starts a process for every valid installed plugin, binds its
 //! address and prints `listening on http://ADDR` on stdout (the bound port when `--listen`
-//! asks for port 0). SIGINT or SIGTERM stop it: it finishes the requests in flight, then stops
+//! asks for port 0). Every second it looks at the plugins directory again: a plugin installed
+//! with `shmplug plugins install` gets its process, one updated with `shmplug plugins update`
+//! the new version's, one removed with `shmplug plugins remove` is stopped, as through the API. SIGINT or SIGTERM stop it: it finishes the requests in flight, then stops
 //! every plugin process and reaps it.
 
 mod download;
@@ -35,12 +37,21 @@ use host::Host;
 /// The largest request body accepted (a plugin or pipeline description is far smaller).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// How often the server looks for plugins installed or removed from the command line.
+const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The address to listen on. Anything but a loopback address exposes the API (install and
     /// run plugins, which are programs) to whoever reaches it: make that choice deliberately.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9081")]
     pub listen: SocketAddr,
+
+    /// A PEM file of the certificates to trust for `https://` package URLs, instead of the
+    /// built-in public roots (Mozilla's): a private certificate authority, or a server's
+    /// self-signed certificate.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// What every handler shares.
@@ -49,6 +60,7 @@ pub struct App {
     host: Arc<Host>,
     pipelines: Arc<pipelines::Pipelines>,
     metrics: Arc<prometheus_client::registry::Registry>,
+    downloads: Arc<download::Downloader>,
 }
 
 pub fn execute(registry: Registry, args: &ServeArgs) -> crate::error::Result<()> {
@@ -63,6 +75,8 @@ pub fn execute(registry: Registry, args: &ServeArgs) -> crate::error::Result<()>
 async fn serve(registry: Registry, args: &ServeArgs) -> crate::error::Result<()> {
     // Listen for the signals before anything starts, so that a stop from now on is clean.
     let stop = stop_signal()?;
+    let downloads =
+        Arc::new(download::Downloader::new(args.tls_ca.as_deref()).map_err(serve_error)?);
     // Bind first: a busy port fails before any plugin process starts.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -86,7 +100,9 @@ async fn serve(registry: Registry, args: &ServeArgs) -> crate::error::Result<()>
         metrics: Arc::new(metrics::registry(host.clone(), pipelines.clone())),
         host: host.clone(),
         pipelines: pipelines.clone(),
+        downloads,
     };
+    tokio::spawn(rescan(host.clone()));
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on http://{address}");
     let _ = stdout.flush();
@@ -98,6 +114,8 @@ async fn serve(registry: Registry, args: &ServeArgs) -> crate::error::Result<()>
         .with_graceful_shutdown(stop)
         .await;
     tracing::info!("stopping every pipeline and plugin");
+    // Waits for a rescan in progress and keeps any other from starting a process now.
+    let _change = host.change().await;
     let stopping = host.clone();
     let stopped = tokio::task::spawn_blocking(move || {
         pipelines.stop_all();
@@ -132,6 +150,23 @@ fn router(app: App) -> Router {
         .route("/metrics", get(metrics::scrape))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
+}
+
+/// Every [`RESCAN_EVERY`], starts the plugins installed from the command line and stops
+/// those removed (see [`Host::rescan`]); runs until the server stops.
+async fn rescan(host: Arc<Host>) {
+    let mut ticks = tokio::time::interval(RESCAN_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: the plugins were just started.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let _change = host.change().await;
+        let scanning = host.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || scanning.rescan()).await {
+            tracing::error!("rescanning the plugins directory failed: {e}");
+        }
+    }
 }
 
 /// Resolves at the first SIGINT or SIGTERM.

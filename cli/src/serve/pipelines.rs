@@ -27,7 +27,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use shmplug_host::{FunctionClient, InstanceSpec, Plugin, SinkWriter, SourceReader};
+use shmplug_host::{
+    FunctionClient, InstanceSpec, InstanceStatus, Plugin, SinkWriter, SourceReader,
+};
 
 use super::host::{Host, Process};
 use super::reply::{self, ApiError};
@@ -74,6 +76,19 @@ impl Latency {
             sum: histogram.mean() * count as f64 / 1e9,
         }
     }
+
+    /// Each bucket's upper bound and count (not cumulative: the encoder adds them up), the
+    /// last one `+Inf` with the latencies above [`LATENCY_BUCKETS`].
+    pub fn prometheus_buckets(&self) -> Vec<(f64, u64)> {
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .enumerate()
+            .map(|(i, bound)| (*bound, self.buckets.get(i).copied().unwrap_or(0)))
+            .collect();
+        let bounded: u64 = buckets.iter().map(|(_, n)| n).sum();
+        buckets.push((f64::INFINITY, self.count.saturating_sub(bounded)));
+        buckets
+    }
 }
 
 /// One pipeline's figures for `/metrics`.
@@ -84,6 +99,29 @@ pub struct Counters {
     pub errors: u64,
     pub running: bool,
     pub latency: Latency,
+    /// Per stage, in pipeline order.
+    pub stages: Vec<Stage>,
+}
+
+/// One stage of a pipeline (its source, a function, its sink): the instance and its
+/// latencies (per tuple, the time its batch spent in the stage; see `pump::Stats::stages`).
+#[derive(Clone, Debug)]
+pub struct Stage {
+    /// `source`, `function` or `sink`.
+    pub kind: &'static str,
+    pub plugin: String,
+    pub symbol: String,
+    pub instance: u64,
+    pub latency: Latency,
+}
+
+/// What a pipeline's thread publishes besides its counters.
+#[derive(Debug, Default)]
+struct Figures {
+    stages: Vec<Stage>,
+    /// Once it ended: its instances' counters as they were last (the instances themselves are
+    /// gone from their plugins' statuses), with their plugin's name.
+    instances: Vec<(String, InstanceStatus)>,
 }
 
 /// The server's pipelines, by id.
@@ -102,6 +140,7 @@ pub struct Run {
     tuples: AtomicU64,
     errors: AtomicU64,
     latency: Mutex<Latency>,
+    figures: Mutex<Figures>,
     stop: AtomicBool,
     /// Why it ended, and when (since `started`).
     ended: Mutex<Option<(String, Duration)>>,
@@ -160,7 +199,17 @@ impl Pipelines {
                 errors: r.errors.load(Ordering::Relaxed),
                 running: lock(&r.ended).is_none(),
                 latency: lock(&r.latency).clone(),
+                stages: lock(&r.figures).stages.clone(),
             })
+            .collect()
+    }
+
+    /// The instances of the pipelines that ended, with their plugin's name and their last
+    /// counters.
+    pub fn ended_instances(&self) -> Vec<(String, InstanceStatus)> {
+        lock(&self.runs)
+            .values()
+            .flat_map(|r| lock(&r.figures).instances.clone())
             .collect()
     }
 
@@ -375,6 +424,7 @@ fn open(host: &Host, id: &str, pipeline: Pipeline) -> Result<(Run, Opened), Stri
         tuples: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         latency: Mutex::new(Latency::default()),
+        figures: Mutex::default(),
         stop: AtomicBool::new(false),
         ended: Mutex::new(None),
         thread: Mutex::new(None),
@@ -408,6 +458,41 @@ fn pump(run: &Run, opened: Opened) {
         duration,
     } = opened;
     let mut pump = Pump::new(calls.len());
+    let stage = |kind, plugin: &str, symbol: &str, instance| Stage {
+        kind,
+        plugin: plugin.to_owned(),
+        symbol: symbol.to_owned(),
+        instance,
+        latency: Latency::default(),
+    };
+    let mut stages = vec![stage(
+        "source",
+        source.plugin(),
+        source.symbol(),
+        source.instance_id(),
+    )];
+    for (client, _) in &calls {
+        stages.push(stage(
+            "function",
+            client.plugin(),
+            client.symbol(),
+            client.instance_id(),
+        ));
+    }
+    stages.push(stage(
+        "sink",
+        sink.plugin(),
+        sink.symbol(),
+        sink.instance_id(),
+    ));
+    lock(&run.figures).stages = stages;
+    let publish_latencies = |pump: &Pump| {
+        *lock(&run.latency) = Latency::of(&pump.stats.latency);
+        let mut figures = lock(&run.figures);
+        for (stage, histogram) in figures.stages.iter_mut().zip(&pump.stats.stages) {
+            stage.latency = Latency::of(histogram);
+        }
+    };
     let mut published = Instant::now();
     let end = loop {
         if run.stop.load(Ordering::Relaxed) {
@@ -427,7 +512,7 @@ fn pump(run: &Run, opened: Opened) {
         run.tuples.store(pump.stats.tuples, Ordering::Relaxed);
         run.errors.store(pump.stats.errors, Ordering::Relaxed);
         if published.elapsed() >= LATENCY_EVERY {
-            *lock(&run.latency) = Latency::of(&pump.stats.latency);
+            publish_latencies(&pump);
             published = Instant::now();
         }
         match outcome {
@@ -436,6 +521,22 @@ fn pump(run: &Run, opened: Opened) {
             Outcome::Failed(reason) => break format!("failed: {reason}"),
         }
     };
+    // Every count is in (the last batch flushed the sink): keep the instances' figures, which
+    // leave their plugins' statuses as the instances stop.
+    lock(&run.figures).instances = run
+        .plugins
+        .iter()
+        .filter_map(|(_, plugin)| plugin.upgrade())
+        .flat_map(|plugin| {
+            let status = plugin.status();
+            let name = status.name;
+            status
+                .instances
+                .into_iter()
+                .filter(|i| i.rule_id == run.id)
+                .map(move |i| (name.clone(), i))
+        })
+        .collect();
     drop(source);
     if let Err(e) = sink.stop() {
         tracing::warn!(
@@ -446,7 +547,7 @@ fn pump(run: &Run, opened: Opened) {
     }
     drop(calls);
     run.errors.store(pump.stats.errors, Ordering::Relaxed);
-    *lock(&run.latency) = Latency::of(&pump.stats.latency);
+    publish_latencies(&pump);
     tracing::info!("pipeline `{}` ended: {end}", run.id);
     *lock(&run.ended) = Some((end, run.started.elapsed()));
 }

@@ -3,7 +3,7 @@
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /plugins/portables` | 200, a JSON array of plugins (as `GET .../{name}` shows each) |
-//! | `POST /plugins/portables` `{"name", "file"}` | 201 `portable plugin NAME is created`: installed from the zip (`file://` or `http://` URL) and started |
+//! | `POST /plugins/portables` `{"name", "file"}` | 201 `portable plugin NAME is created`: installed from the zip (`file://`, `http://` or `https://` URL) and started |
 //! | `GET /plugins/portables/{name}` | 200 `{"name", "version", "language", "executable", "sources", "sinks", "functions"}` |
 //! | `PUT /plugins/portables/{name}` `{"name", "file"}` | 200 `portable plugin NAME is updated`: the running process swapped for the new version's |
 //! | `DELETE /plugins/portables/{name}` | 200 `portable plugin NAME is deleted`: stopped and removed |
@@ -132,10 +132,11 @@ pub async fn create(
         ));
     }
     let host = app.host.clone();
+    let downloads = app.downloads.clone();
     let installed = {
         let name = name.clone();
         blocking(move || {
-            package.with_zip(host.registry().root(), &name, |zip| {
+            package.with_zip(&downloads, host.registry().root(), &name, |zip| {
                 host.install(&name, zip)
                     .map_err(|e| format!("fail to install plugin: {e}"))
             })
@@ -167,10 +168,11 @@ pub async fn update(
     let package = package(&request.file).map_err(|e| ApiError::bad_request(CONTEXT, e))?;
     let _change = app.host.change().await;
     let host = app.host.clone();
+    let downloads = app.downloads.clone();
     let updated = {
         let name = name.clone();
         blocking(move || {
-            package.with_zip(host.registry().root(), &name, |zip| {
+            package.with_zip(&downloads, host.registry().root(), &name, |zip| {
                 host.update(&name, zip)
                     .map_err(|e| format!("fail to install plugin: {e}"))
             })
@@ -255,8 +257,8 @@ pub async fn status(
         None if app.host.registry().describe(&name).is_ok() => Status {
             ref_count: Default::default(),
             status: "stop",
-            err_msg: "installed while the server ran, from outside it: PUT it through the API \
-                      to start its process"
+            err_msg: "installed from the command line: the server starts its process within a \
+                      second"
                 .into(),
             pid: None,
             restarts: 0,
@@ -280,7 +282,7 @@ async fn blocking<T: Send + 'static>(
 enum Package {
     /// A zip on this machine (a `file://` URL).
     Local(PathBuf),
-    /// A zip to download (an `http://` URL).
+    /// A zip to download (an `http://` or `https://` URL).
     Remote(String),
 }
 
@@ -288,6 +290,7 @@ impl Package {
     /// Downloads a remote package into `dir` (blocking); runs `install` with the zip's path.
     fn with_zip<T>(
         &self,
+        downloads: &download::Downloader,
         dir: &std::path::Path,
         name: &str,
         install: impl FnOnce(&std::path::Path) -> Result<T, String>,
@@ -295,21 +298,21 @@ impl Package {
         match self {
             Package::Local(path) => install(path),
             Package::Remote(url) => {
-                let downloaded = download::fetch(url, dir, name)?;
+                let downloaded = downloads.fetch(url, dir, name)?;
                 install(downloaded.path())
             }
         }
     }
 }
 
-/// The package a `file` URL names, as eKuiper takes it: a zip, by `file://` or `http://` URL
-/// (`https://` is refused: this build carries no TLS stack).
+/// The package a `file` URL names, as eKuiper takes it: a zip, by `file://`, `http://` or
+/// `https://` URL.
 fn package(url: &str) -> Result<Package, String> {
     let url = url.trim();
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(
-            "invalid uri {url:?}: expected a file:// or http:// URL of a zip, such as \
-             file:///var/plugins/mirror.zip"
+            "invalid uri {url:?}: expected a file://, http:// or https:// URL of a zip, such \
+             as file:///var/plugins/mirror.zip"
         ));
     };
     if !url.ends_with(".zip") {
@@ -319,13 +322,7 @@ fn package(url: &str) -> Result<Package, String> {
     }
     match scheme.to_ascii_lowercase().as_str() {
         "file" => {}
-        "http" => return Ok(Package::Remote(url.to_owned())),
-        "https" => {
-            return Err(format!(
-                "cannot fetch {url}: https:// is not supported yet (file:// and http:// are); \
-                 download the zip to this machine and give its file:// URL"
-            ));
-        }
+        "http" | "https" => return Ok(Package::Remote(url.to_owned())),
         _ => return Err(format!("invalid uri {url}: unsupported scheme `{scheme}`")),
     }
     // `file:///path` or `file://localhost/path`; no other host is this machine.
@@ -381,7 +378,10 @@ mod tests {
             let error = package(url).unwrap_err();
             assert!(error.contains(needle), "{needle:?} not in {error:?}");
         };
-        refused("https://x/m.zip", "https:// is not supported");
+        assert_eq!(
+            package("https://h/p/m.zip").unwrap(),
+            Package::Remote("https://h/p/m.zip".into())
+        );
         refused("file://relative/m.zip", "absolute");
         refused("file:///m.tar", ".zip");
         refused("/m.zip", "file://");

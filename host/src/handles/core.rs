@@ -121,6 +121,11 @@ impl<E: Endpoints> Core<E> {
     pub fn symbol(&self) -> &str {
         &self.binding.ids().symbol
     }
+
+    /// The plugin's name.
+    pub fn plugin(&self) -> &str {
+        &self.binding.ids().plugin
+    }
 }
 
 /// An error from awaiting an eventfd, as a data error of the handle's instance.

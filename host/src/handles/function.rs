@@ -1,6 +1,7 @@
 //! [`FunctionClient`]: calls to a function instance.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use shmplug_transport::tuple::call::{CallBatch, CallRecord, parse_reply};
@@ -12,7 +13,7 @@ use super::Binding;
 use super::core::{Core, Endpoints, io_error, spurious};
 use super::reactor::{self, DATA_READY, SPACE_READY};
 use crate::error::{Error, Result};
-use crate::supervisor::slot::Slot;
+use crate::supervisor::slot::{Slot, Traffic};
 use crate::supervisor::state::Supervision;
 
 /// Calls a function instance: each call is a record on the request ring, answered in order by
@@ -125,6 +126,19 @@ impl Calls for &[&[ValueRef<'_>]] {
     }
 }
 
+/// A function client's counters, since it was opened ([`FunctionClient::stats`]). Counted
+/// once per batch, at its end: `calls == answers + errors` between batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FunctionStats {
+    /// Calls sent (each counted once, also if it was sent again after a restart).
+    pub calls: u64,
+    /// Calls answered with a value.
+    pub answers: u64,
+    /// Calls without a value: failed by the function ([`Error::FunctionFailed`]),
+    /// interrupted by a crash, or left unanswered when their batch failed or timed out.
+    pub errors: u64,
+}
+
 /// What a batch does with each answer, in order: the value read in place from the reply ring,
 /// or the error.
 type Answer<'f> = &'f mut (dyn FnMut(Result<ValueView<'_>>) + Send);
@@ -137,6 +151,10 @@ struct Batch<'c, 'f> {
     answered: usize,
     /// Calls written to the current rings: `answered .. sent` are in flight.
     sent: usize,
+    /// Calls written at least once (the most `sent` reached).
+    written: usize,
+    /// Calls answered with a value.
+    succeeded: usize,
     /// Sequence number of call `answered` on the current rings.
     base: u64,
     /// The rings these calls went to.
@@ -186,6 +204,35 @@ impl FunctionClient {
     /// The function symbol.
     pub fn symbol(&self) -> &str {
         self.core.symbol()
+    }
+
+    /// The name of the plugin that runs the instance.
+    pub fn plugin(&self) -> &str {
+        self.core.plugin()
+    }
+
+    /// Calls made, answered and failed so far: three relaxed loads. The same figures are in
+    /// [`Plugin::status`](crate::Plugin::status) (as `tuples_in`, `tuples_out` and `errors`).
+    pub fn stats(&self) -> FunctionStats {
+        let traffic = &self.core.binding.slot().traffic;
+        FunctionStats {
+            calls: traffic.tuples_in.load(Ordering::Relaxed),
+            answers: traffic.tuples_out.load(Ordering::Relaxed),
+            errors: traffic.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds a finished batch's calls to the counters: one store each, per batch.
+    fn count(&self, batch: &Batch<'_, '_>) {
+        let traffic = &self.core.binding.slot().traffic;
+        let (written, succeeded) = (batch.written as u64, batch.succeeded as u64);
+        if written > 0 {
+            Traffic::add(&traffic.tuples_in, written);
+            Traffic::add(&traffic.tuples_out, succeeded);
+        }
+        if written > succeeded {
+            Traffic::add(&traffic.errors, written - succeeded);
+        }
     }
 
     /// Calls the function with `args` and waits for its result.
@@ -325,10 +372,17 @@ impl FunctionClient {
         let mut results = Vec::with_capacity(calls.len());
         let mut copy = |result: Result<ValueView<'_>>| results.push(result.map(copy_out));
         let mut batch = Batch::new(&calls, &mut copy);
+        let done = self.run_async(&mut batch).await;
+        self.count(&batch);
+        done.map(|()| results)
+    }
+
+    /// Runs `batch` to its answers, awaiting in the tokio reactor.
+    async fn run_async(&mut self, batch: &mut Batch<'_, '_>) -> Result<()> {
         loop {
             self.core.attach_async().await?;
-            let need = match self.round(&mut batch)? {
-                Round::Done => return Ok(results),
+            let need = match self.round(batch)? {
+                Round::Done => return Ok(()),
                 Round::Progress | Round::Switch => continue,
                 Round::Stalled(need) => need,
             };
@@ -391,6 +445,14 @@ impl FunctionClient {
         answer: Answer<'_>,
     ) -> Result<()> {
         let mut batch = Batch::new(calls, answer);
+        let done = self.run_until(&mut batch, timeout);
+        self.count(&batch);
+        done
+    }
+
+    /// Runs `batch` to its answers, giving up after `timeout` (see
+    /// [`batch_until`](Self::batch_until)).
+    fn run_until(&mut self, batch: &mut Batch<'_, '_>, timeout: Option<Duration>) -> Result<()> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let timed_out = |binding: &Binding| {
             binding
@@ -401,7 +463,7 @@ impl FunctionClient {
             if !self.core.attach(deadline)? {
                 return Err(timed_out(&self.core.binding));
             }
-            let need = match self.round(&mut batch)? {
+            let need = match self.round(batch)? {
                 Round::Done => return Ok(()),
                 Round::Progress | Round::Switch => continue,
                 Round::Stalled(need) => need,
@@ -498,6 +560,7 @@ impl FunctionClient {
             match cur.ends.tx.try_send_deferred(&record) {
                 Ok(true) => {
                     batch.sent += 1;
+                    batch.written = batch.written.max(batch.sent);
                     progress = true;
                 }
                 Ok(false) => {
@@ -519,6 +582,7 @@ impl FunctionClient {
                     match parse_reply(&view) {
                         Ok((seq, _)) if seq < expected => Reply::Stale,
                         Ok((seq, result)) if seq == expected => {
+                            batch.succeeded += usize::from(result.is_ok());
                             (batch.answer)(result.map_err(|message| Error::FunctionFailed {
                                 plugin: ids.plugin.clone(),
                                 symbol: ids.symbol.clone(),
@@ -625,6 +689,8 @@ impl<'c, 'f> Batch<'c, 'f> {
             answer,
             answered: 0,
             sent: 0,
+            written: 0,
+            succeeded: 0,
             base: 0,
             generation: None,
         }

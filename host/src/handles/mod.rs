@@ -34,9 +34,9 @@ use crate::error::Result;
 use crate::supervisor::slot::{Ids, Slot, SlotState};
 use crate::supervisor::state::Supervision;
 
-pub use function::{Calls, FunctionClient};
+pub use function::{Calls, FunctionClient, FunctionStats};
 pub use sink::{Delivery, SinkStats, SinkWriter};
-pub use source::SourceReader;
+pub use source::{SourceReader, SourceStats};
 
 /// A handle's tie to its instance: the slot to take rings from, and the supervisor to tell
 /// when the handle is dropped.

@@ -11,8 +11,8 @@ use shmplug_transport::{EndpointConfig, Ring, TupleSender, TupleView};
 
 use super::core::{Core, Endpoints, io_error};
 use super::reactor::{self, SPACE_READY};
-use crate::error::Result;
-use crate::supervisor::slot::Slot;
+use crate::error::{Error, Result};
+use crate::supervisor::slot::{Slot, Traffic};
 use crate::supervisor::state::Supervision;
 
 /// Writes tuples to a sink instance, serialized straight into shared memory.
@@ -55,6 +55,9 @@ pub struct SinkWriter {
     scratch: AlignedVec<16>,
     /// Rings retired so far.
     retired: u64,
+    /// Tuples written with [`send_deferred`](SinkWriter::send_deferred) since the last flush:
+    /// added to the slot's count at the flush, one store per batch.
+    unflushed: u64,
 }
 
 /// What a sink writer does with the tuples a plugin had not finished when it died.
@@ -69,9 +72,15 @@ pub enum Delivery {
     AtMostOnce,
 }
 
-/// A sink writer's delivery counters, since it was opened ([`SinkWriter::stats`]).
+/// A sink writer's counters, since it was opened ([`SinkWriter::stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SinkStats {
+    /// Tuples written (each counted once; those written again after a restart are
+    /// `replayed`).
+    pub sent: u64,
+    /// Writes refused with [`Error::Data`](crate::Error::Data) (a tuple too large for the ring,
+    /// a corrupt ring).
+    pub errors: u64,
     /// Tuples written again to a restarted process because the dead one had not acknowledged
     /// them.
     pub replayed: u64,
@@ -106,6 +115,7 @@ impl SinkWriter {
             next: 0,
             scratch: AlignedVec::new(),
             retired: 0,
+            unflushed: 0,
         }
     }
 
@@ -120,10 +130,16 @@ impl SinkWriter {
         self.delivery
     }
 
-    /// Tuples written again after restarts, and possible duplicates among them.
+    /// Tuples written, refused, written again after restarts, and possible duplicates among
+    /// them: four relaxed loads. The same figures are in
+    /// [`Plugin::status`](crate::Plugin::status) (`tuples_in` once flushed, `errors`,
+    /// `replayed`, `duplicates`).
     pub fn stats(&self) -> SinkStats {
-        let delivered = &self.core.binding.slot().delivered;
+        let slot = self.core.binding.slot();
+        let delivered = &slot.delivered;
         SinkStats {
+            sent: slot.traffic.tuples_in.load(Ordering::Relaxed) + self.unflushed,
+            errors: slot.traffic.errors.load(Ordering::Relaxed),
             replayed: delivered.replayed.load(Ordering::Relaxed),
             duplicates: delivered.duplicates.load(Ordering::Relaxed),
         }
@@ -137,6 +153,11 @@ impl SinkWriter {
     /// The sink symbol.
     pub fn symbol(&self) -> &str {
         self.core.symbol()
+    }
+
+    /// The name of the plugin that runs the instance.
+    pub fn plugin(&self) -> &str {
+        self.core.plugin()
     }
 
     /// Sends a [`Tuple`](shmplug_transport::Tuple) or [`TupleRef`](shmplug_transport::TupleRef),
@@ -170,6 +191,10 @@ impl SinkWriter {
         if let Some(cur) = self.core.current.as_mut() {
             cur.ends.flush();
         }
+        if self.unflushed > 0 {
+            Traffic::add(&self.core.binding.slot().traffic.tuples_in, self.unflushed);
+            self.unflushed = 0;
+        }
     }
 
     /// Sends if there is room now; `Ok(false)` (nothing written) if the ring is full.
@@ -199,6 +224,12 @@ impl SinkWriter {
     /// # Errors
     /// As [`send`](Self::send).
     pub async fn send_async<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<()> {
+        let sent = self.write_async(tuple).await;
+        self.count(sent.as_ref().map(|()| true));
+        sent
+    }
+
+    async fn write_async<T: Encode + ?Sized>(&mut self, tuple: &T) -> Result<()> {
         loop {
             self.core.attach_async().await?;
             let len = match self.attempt_pending()? {
@@ -245,6 +276,28 @@ impl SinkWriter {
     }
 
     fn send_until<T: Encode + ?Sized>(
+        &mut self,
+        tuple: &T,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
+        let sent = self.write_until(tuple, deadline);
+        self.count(sent.as_ref().copied());
+        sent
+    }
+
+    /// Counts what a send did (`Ok(true)`: written) for [`stats`](Self::stats).
+    fn count(&mut self, sent: std::result::Result<bool, &Error>) {
+        let traffic = &self.core.binding.slot().traffic;
+        match sent {
+            Ok(true) if self.deferred => self.unflushed += 1,
+            Ok(true) => Traffic::add(&traffic.tuples_in, 1),
+            Ok(false) => {}
+            Err(Error::Data { .. }) => Traffic::add(&traffic.errors, 1),
+            Err(_) => {}
+        }
+    }
+
+    fn write_until<T: Encode + ?Sized>(
         &mut self,
         tuple: &T,
         deadline: Option<Instant>,

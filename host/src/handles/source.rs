@@ -1,6 +1,7 @@
 //! [`SourceReader`]: tuples from a source instance.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
@@ -11,7 +12,7 @@ use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleView, Validati
 use super::core::{Core, Endpoints, io_error, spurious};
 use super::reactor::{self, DATA_READY};
 use crate::error::Result;
-use crate::supervisor::slot::Slot;
+use crate::supervisor::slot::{Slot, Traffic};
 use crate::supervisor::state::Supervision;
 
 /// Reads the tuples a source instance produces, in place in shared memory.
@@ -57,6 +58,15 @@ impl Endpoints for TupleReceiver {
     }
 }
 
+/// A source reader's counters, since it was opened ([`SourceReader::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Tuples received (each counted once, across restarts).
+    pub received: u64,
+    /// Records refused as invalid or unreadable (each a [`Error::Data`](crate::Error::Data)).
+    pub errors: u64,
+}
+
 enum Ready {
     /// Read the current ring.
     Direct,
@@ -81,6 +91,21 @@ impl SourceReader {
     /// The source symbol.
     pub fn symbol(&self) -> &str {
         self.core.symbol()
+    }
+
+    /// The name of the plugin that runs the instance.
+    pub fn plugin(&self) -> &str {
+        self.core.plugin()
+    }
+
+    /// Tuples received and records refused so far: two relaxed loads. The same figures are in
+    /// [`Plugin::status`](crate::Plugin::status) (as `tuples_out` and `errors`).
+    pub fn stats(&self) -> SourceStats {
+        let traffic = &self.core.binding.slot().traffic;
+        SourceStats {
+            received: traffic.tuples_out.load(Ordering::Relaxed),
+            errors: traffic.errors.load(Ordering::Relaxed),
+        }
     }
 
     /// Receives the next tuple, waiting as long as it takes (across plugin restarts).
@@ -229,14 +254,26 @@ impl SourceReader {
 
     /// Reads the current ring, which is ready, so it has a tuple (or an end, or an error).
     fn read_ready(&mut self) -> Result<TupleView<'_>> {
+        let binding = &self.core.binding;
+        let traffic = &binding.slot().traffic;
         let Some(cur) = self.core.current.as_mut() else {
-            return Err(self.core.binding.ids().data_error(spurious()));
+            Traffic::add(&traffic.errors, 1);
+            return Err(binding.ids().data_error(spurious()));
         };
         match cur.ends.try_recv() {
-            Ok(Some(view)) => Ok(view),
-            Ok(None) => Err(self.core.binding.ids().data_error(spurious())),
-            Err(e) if e.is_closed() => Err(self.core.binding.ids().end_of_stream()),
-            Err(e) => Err(self.core.binding.ids().data_error(e)),
+            Ok(Some(view)) => {
+                Traffic::add(&traffic.tuples_out, 1);
+                Ok(view)
+            }
+            Ok(None) => {
+                Traffic::add(&traffic.errors, 1);
+                Err(binding.ids().data_error(spurious()))
+            }
+            Err(e) if e.is_closed() => Err(binding.ids().end_of_stream()),
+            Err(e) => {
+                Traffic::add(&traffic.errors, 1);
+                Err(binding.ids().data_error(e))
+            }
         }
     }
 
@@ -262,7 +299,11 @@ impl SourceReader {
         };
         match copied {
             Some(bytes) => {
-                self.held = Some(bytes.map_err(|e| self.core.binding.ids().data_error(e))?);
+                let binding = &self.core.binding;
+                self.held = Some(bytes.map_err(|e| {
+                    Traffic::add(&binding.slot().traffic.errors, 1);
+                    binding.ids().data_error(e)
+                })?);
                 Ok(true)
             }
             None => {
@@ -274,7 +315,17 @@ impl SourceReader {
 
     fn serve_held(&self) -> Result<TupleView<'_>> {
         let bytes = self.held.as_deref().unwrap_or_default();
-        TupleView::from_bytes(bytes).map_err(|e| self.core.binding.ids().data_error(e))
+        let traffic = &self.core.binding.slot().traffic;
+        let served = TupleView::from_bytes(bytes);
+        Traffic::add(
+            if served.is_ok() {
+                &traffic.tuples_out
+            } else {
+                &traffic.errors
+            },
+            1,
+        );
+        served.map_err(|e| self.core.binding.ids().data_error(e))
     }
 }
 

@@ -266,6 +266,14 @@ pub struct InstanceStatus {
     pub replayed: u64,
     /// Of those, how many the dead process may have collected already.
     pub duplicates: u64,
+    /// Tuples into the instance: written to a sink, calls sent to a function (see each
+    /// handle's `stats()`; a sink's deferred writes count once flushed).
+    pub tuples_in: u64,
+    /// Tuples out of it: received from a source, answers a function gave.
+    pub tuples_out: u64,
+    /// Calls that failed (the function's error, a crash, a time-out) and records refused as
+    /// invalid.
+    pub errors: u64,
 }
 
 /// A supervised plugin process. See the [module docs](self).
@@ -381,6 +389,9 @@ impl Plugin {
                     live: i.live,
                     replayed: i.slot.delivered.replayed.load(Ordering::Relaxed),
                     duplicates: i.slot.delivered.duplicates.load(Ordering::Relaxed),
+                    tuples_in: i.slot.traffic.tuples_in.load(Ordering::Relaxed),
+                    tuples_out: i.slot.traffic.tuples_out.load(Ordering::Relaxed),
+                    errors: i.slot.traffic.errors.load(Ordering::Relaxed),
                 })
                 .collect(),
         }

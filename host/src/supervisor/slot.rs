@@ -90,11 +90,39 @@ pub(crate) struct Delivered {
     pub duplicates: AtomicU64,
 }
 
+/// What moved through an instance, counted by its handle and read by anyone (the handle's
+/// `stats()`, [`Plugin::status`](crate::Plugin::status)), from the plugin instance's side.
+///
+/// Only the instance's one handle writes, through `&mut self`, so [`Traffic::add`] is a
+/// relaxed load and store: no locked instruction on the data path.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    /// Tuples into the instance: written to a sink, calls sent to a function.
+    pub tuples_in: AtomicU64,
+    /// Tuples out of it: received from a source, answers a function gave.
+    pub tuples_out: AtomicU64,
+    /// Calls the function failed or a crash interrupted, and records refused as invalid.
+    pub errors: AtomicU64,
+}
+
+impl Traffic {
+    /// Adds `n` to `counter`, one of this traffic's, from its one writer.
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        // ORDERING: relaxed; a reader wants a recent figure and nothing is published through
+        // it. Load and store (not an atomic add): there is one writer.
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub ids: Ids,
     pub delivered: Delivered,
+    pub traffic: Traffic,
     version: AtomicU64,
     state: Mutex<SlotState>,
     cond: Condvar,
@@ -106,6 +134,7 @@ impl Slot {
         Slot {
             ids,
             delivered: Delivered::default(),
+            traffic: Traffic::default(),
             version: AtomicU64::new(0),
             state: Mutex::new(SlotState::Starting),
             cond: Condvar::new(),

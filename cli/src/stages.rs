@@ -1,0 +1,112 @@
+//! Opening a pipeline's stages on running plugin processes, one way for `shmplug run` and
+//! `shmplug serve`: every stage's symbol is checked against its plugin's hello first, then the
+//! functions open (each with its [`Step`]), then the source, and the sink last, with its
+//! `delivery`. The source opens before the sink so that a source that cannot start (its
+//! `configure` or `open` fails) leaves the sink untouched: a failed start never truncates,
+//! rewrites or closes an output as a normal end would.
+
+use shmplug_host::{FunctionClient, InstanceSpec, Plugin, SinkWriter, SourceReader, SymbolKind};
+
+use crate::pipeline::Pipeline;
+use crate::pump::Step;
+
+/// A pipeline's open instances.
+#[derive(Debug)]
+pub(crate) struct Stages {
+    /// Each function's client and what it reads and fills, in pipeline order.
+    pub calls: Vec<(FunctionClient, Step)>,
+    pub source: SourceReader,
+    pub sink: SinkWriter,
+}
+
+/// Opens `pipeline`'s instances, as part of rule `rule_id`, on the processes `plugin` finds by
+/// name.
+///
+/// # Errors
+/// A stage whose plugin has no running process or does not offer its symbol (before anything
+/// opens), or an instance that could not start (the host's error names it).
+pub(crate) fn open<'p>(
+    pipeline: &Pipeline,
+    plugin: impl Fn(&str) -> Option<&'p Plugin>,
+    rule_id: &str,
+) -> crate::error::Result<Stages> {
+    check_symbols(pipeline, &plugin)?;
+    // `check_symbols` found every plugin; a lookup that fails now (a plugin removed since)
+    // is still an error, not a panic.
+    let get = |name: &str| {
+        plugin(name).ok_or_else(|| shmplug_host::Error::Unavailable {
+            plugin: name.to_owned(),
+            reason: "it has no running process".into(),
+        })
+    };
+    let in_rule = |mut spec: InstanceSpec| {
+        spec.rule_id = rule_id.to_owned();
+        spec
+    };
+    let mut calls = Vec::with_capacity(pipeline.functions.len());
+    let mut steps: Vec<Step> = Vec::with_capacity(pipeline.functions.len());
+    for (index, call) in pipeline.functions.iter().enumerate() {
+        let step = Step::new(call.args.clone(), call.output.clone(), &steps);
+        steps.push(step.clone());
+        let client = get(&call.plugin)?.function(in_rule(call.spec(index)))?;
+        calls.push((client, step));
+    }
+    let source = get(&pipeline.source.plugin)?.source(in_rule(pipeline.source.spec()))?;
+    let mut sink = get(&pipeline.sink.plugin)?.sink(in_rule(pipeline.sink.spec()))?;
+    if let Some(choice) = pipeline.sink.delivery {
+        sink.set_delivery(choice.delivery());
+    }
+    Ok(Stages {
+        calls,
+        source,
+        sink,
+    })
+}
+
+/// Checks that each stage's plugin offers its symbol (as its hello said), naming what it
+/// offers otherwise.
+fn check_symbols<'p>(
+    pipeline: &Pipeline,
+    plugin: impl Fn(&str) -> Option<&'p Plugin>,
+) -> crate::error::Result<()> {
+    let stages = std::iter::once((
+        SymbolKind::Source,
+        &pipeline.source.plugin,
+        &pipeline.source.symbol,
+    ))
+    .chain(
+        pipeline
+            .functions
+            .iter()
+            .map(|f| (SymbolKind::Function, &f.plugin, &f.symbol)),
+    )
+    .chain(std::iter::once((
+        SymbolKind::Sink,
+        &pipeline.sink.plugin,
+        &pipeline.sink.symbol,
+    )));
+    for (kind, name, symbol) in stages {
+        let Some(hello) = plugin(name).and_then(Plugin::hello) else {
+            return Err(shmplug_host::Error::Unavailable {
+                plugin: name.clone(),
+                reason: "it has no running process to ask for its symbols".into(),
+            }
+            .into());
+        };
+        let offered = match kind {
+            SymbolKind::Source => hello.sources,
+            SymbolKind::Sink => hello.sinks,
+            SymbolKind::Function => hello.functions,
+        };
+        if !offered.contains(symbol) {
+            return Err(shmplug_host::Error::UnknownSymbol {
+                plugin: name.clone(),
+                kind,
+                symbol: symbol.clone(),
+                offered,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}

@@ -1,12 +1,16 @@
 //! Opening a pipeline's stages on running plugin processes, one way for `shmplug run` and
-//! `shmplug serve`: every stage's symbol is checked against its plugin's hello first, then the
-//! functions open (each with its [`Step`]), then the source, and the sink last, with its
+//! `shmplug serve`: every stage's symbol is checked against its plugin's hello first, and
+//! every function's argument list by its plugin (`Function::validate_args`), so that a typo or
+//! a wrong argument count fails before anything opens; then the functions open (each with its [`Step`]), then the source, and the sink last, with its
 //! `delivery`. The source opens before the sink so that a source that cannot start (its
 //! `configure` or `open` fails) leaves the sink untouched: a failed start never truncates,
 //! rewrites or closes an output as a normal end would.
 
 use shmplug_host::{FunctionClient, InstanceSpec, Plugin, SinkWriter, SourceReader, SymbolKind};
 
+use shmplug_host::transport::control::ArgShape;
+
+use crate::error::Error;
 use crate::pipeline::Pipeline;
 use crate::pump::Step;
 
@@ -23,8 +27,9 @@ pub(crate) struct Stages {
 /// name.
 ///
 /// # Errors
-/// A stage whose plugin has no running process or does not offer its symbol (before anything
-/// opens), or an instance that could not start (the host's error names it).
+/// Before anything opens: a stage whose plugin has no running process or does not offer its
+/// symbol, a function that refuses its argument list ([`Error::Stage`]). After: an instance
+/// that could not start (the host's error names it).
 pub(crate) fn open<'p>(
     pipeline: &Pipeline,
     plugin: impl Fn(&str) -> Option<&'p Plugin>,
@@ -43,6 +48,19 @@ pub(crate) fn open<'p>(
         spec.rule_id = rule_id.to_owned();
         spec
     };
+    for (index, call) in pipeline.functions.iter().enumerate() {
+        let args = call
+            .args
+            .iter()
+            .map(|name| ArgShape::Field { name: name.clone() })
+            .collect();
+        get(&call.plugin)?
+            .validate_function(&call.symbol, args)
+            .map_err(|e| Error::Stage {
+                stage: stage_name(index, &call.output),
+                detail: e.to_string(),
+            })?;
+    }
     let mut calls = Vec::with_capacity(pipeline.functions.len());
     let mut steps: Vec<Step> = Vec::with_capacity(pipeline.functions.len());
     for (index, call) in pipeline.functions.iter().enumerate() {
@@ -61,6 +79,11 @@ pub(crate) fn open<'p>(
         source,
         sink,
     })
+}
+
+/// How an error names function stage `index` (0-based) that fills `output`.
+fn stage_name(index: usize, output: &str) -> String {
+    format!("{} (functions[{index}], fills `{output}`)", index + 1)
 }
 
 /// Checks that each stage's plugin offers its symbol (as its hello said), naming what it

@@ -177,7 +177,7 @@ fn runs_a_pipeline_and_prints_a_summary() {
 }
 
 /// A run that cannot start (an unknown source symbol, a source whose start fails, an unknown
-/// function) never starts the sink, so a sink that overwrites its output on start (`truncate`)
+/// function, a function that refuses its argument list) never starts the sink, so a sink that overwrites its output on start (`truncate`)
 /// keeps the previous run's output.
 #[test]
 fn a_failed_start_leaves_the_previous_output_alone() {
@@ -210,6 +210,13 @@ fn a_failed_start_leaves_the_previous_output_alone() {
             "symbol = \"nosuch\"",
             "no function `nosuch`",
         ),
+        (
+            "arguments the function refuses",
+            "args = [\"n\"]",
+            "args = [\"n\", \"n\"]",
+            "pipeline function 1 (functions[0], fills `echoed`): function `echo` of plugin `fake` \
+             refuses its arguments: echo takes 1 argument, got 2",
+        ),
     ] {
         std::fs::write(&pipeline, text.replace(from, to)).unwrap();
         let out = shmplug(&plugins, &["run", pipeline.to_str().unwrap()]);
@@ -221,6 +228,34 @@ fn a_failed_start_leaves_the_previous_output_alone() {
             "{what}: the failed start changed the previous output"
         );
     }
+}
+
+/// A plugin of control protocol 1.1 cannot be asked to validate a function's arguments: the
+/// run does not ask it (it would wait for an answer that never comes) and runs as before.
+#[test]
+fn a_plugin_older_than_validation_still_runs() {
+    let (dir, state, plugins, pipeline) = installed_with_pipeline("count = 20", "");
+    let script = dir.path().join("plugins/fake/run.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("=ok "), "{text}");
+    std::fs::write(&script, text.replace("=ok ", "=protocol-1.1 ")).unwrap();
+    // An argument list the current fake refuses, which this one is never asked about.
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        text.replace("args = [\"n\"]", "args = [\"n\", \"n\"]"),
+    )
+    .unwrap();
+    let out = shmplug(&plugins, &["run", pipeline.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("tuples:     20 in"),
+        "{}",
+        stdout(&out)
+    );
+    support::wait_for("the sink to write 20 lines", || {
+        read_lines(&state.path().join("sink")).len() == 20
+    });
 }
 
 /// Asks `shmplug status --format json` until `accept` takes one of the runs it lists, polling

@@ -2,7 +2,8 @@
 //! instead of a test. It speaks the control protocol with the transport's `ControlChannel`
 //! directly (no SDK), so each test can make it misbehave in one precise way.
 //!
-//! Environment: `FAKE_MODE` (`ok`, `silent`, `silent-forks`, `exit`, `old-version`, `wrong-name`), `FAKE_NAME`
+//! Environment: `FAKE_MODE` (`ok`, `silent`, `silent-forks`, `exit`, `old-version`, `wrong-name`,
+//! `protocol-1.1`: speaks 1.1 and ignores `Validate`), `FAKE_NAME`
 //! (the name in its hello), `FAKE_STATE` (a directory for marker files: `pids` gets one line per
 //! process started; `refused` gets the host's error text).
 //!
@@ -14,8 +15,9 @@
 //! `truncate = true` it empties that file when it starts, as a sink that overwrites its output
 //! does; `stall_after` makes the first process stop taking tuples after that many), functions
 //! `echo` (first argument back), `fail` (an error), `once` (as `echo`, declared not safe to
-//! repeat; both take `crash_after`: the first process exits at that call), and source `broken`
-//! (always answers `Failed`).
+//! repeat; both take `crash_after`: the first process exits at that call; both refuse, when
+//! validated, an argument list of other than one argument), and source `broken` (always
+//! answers `Failed`).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -94,6 +96,11 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
     });
     if mode == "old-version" {
         hello.protocol_version = ProtocolVersion::new(99, 0);
+    }
+    // A plugin of protocol 1.1, which predates `Validate`: it never answers one.
+    let answers_validate = mode != "protocol-1.1";
+    if !answers_validate {
+        hello.protocol_version = ProtocolVersion::new(1, 1);
     }
     hello.sources = vec!["counter".into(), "broken".into()];
     hello.sinks = vec!["collect".into()];
@@ -176,6 +183,16 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
                 let crash = marker_once(state, &start, "crash_after");
                 instances.insert(id, function(start, rings, crash));
                 let _ = channel.send(&Message::Started { instance_id: id }, &[]);
+            }
+            Message::Validate {
+                request_id,
+                symbol,
+                args,
+            } if answers_validate => {
+                // `echo` and `once` take one argument; `fail` takes any.
+                let error = (symbol != "fail" && args.len() != 1)
+                    .then(|| format!("{symbol} takes 1 argument, got {}", args.len()));
+                let _ = channel.send(&Message::Validated { request_id, error }, &[]);
             }
             Message::Stop { instance_id } => {
                 if let Some(instance) = instances.remove(&instance_id) {

@@ -72,6 +72,17 @@ fn every_message() -> Vec<Message> {
             key: "count".into(),
             value: Some(json!({"n": 42, "seen": ["a", "b"]})),
         },
+        Message::Validate {
+            request_id: 5,
+            symbol: "echo".into(),
+            args: vec![ArgShape::Field {
+                name: "välue \"x\"".into(),
+            }],
+        },
+        Message::Validated {
+            request_id: 5,
+            error: Some("echo takes 1 argument, got 2".into()),
+        },
     ]
 }
 

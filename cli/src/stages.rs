@@ -1,10 +1,11 @@
 //! Opening a pipeline's stages on running plugin processes, one way for `shmplug run` and
-//! `shmplug serve`: every stage's symbol is checked against its plugin's hello first, and
-//! every function's argument list by its plugin (`Function::validate_args`), so that a typo or
-//! a wrong argument count fails before anything opens; then the functions open (each with its [`Step`]), then the source, and the sink last, with its
-//! `delivery`. The source opens before the sink so that a source that cannot start (its
-//! `configure` or `open` fails) leaves the sink untouched: a failed start never truncates,
-//! rewrites or closes an output as a normal end would.
+//! `shmplug serve`. Before anything opens, every stage's symbol is checked against its
+//! plugin's hello, every aggregate function must have a count window (and no other function
+//! may), and every function's argument list is checked by its plugin
+//! (`Function::validate_args`). Then the functions open (each with its [`Step`]), then the
+//! source, and the sink last, with its `delivery`. The source opens before the sink so that a
+//! source that cannot start (its `configure` or `open` fails) leaves the sink untouched: a
+//! failed start never truncates, rewrites or closes an output as a normal end would.
 
 use shmplug_host::{FunctionClient, InstanceSpec, Plugin, SinkWriter, SourceReader, SymbolKind};
 
@@ -28,7 +29,8 @@ pub(crate) struct Stages {
 ///
 /// # Errors
 /// Before anything opens: a stage whose plugin has no running process or does not offer its
-/// symbol, a function that refuses its argument list ([`Error::Stage`]). After: an instance
+/// symbol, an aggregate function without a `window` (or not last) or a `window` on another
+/// function, a function that refuses its argument list ([`Error::Stage`]). After: an instance
 /// that could not start (the host's error names it).
 pub(crate) fn open<'p>(
     pipeline: &Pipeline,
@@ -48,6 +50,7 @@ pub(crate) fn open<'p>(
         spec.rule_id = rule_id.to_owned();
         spec
     };
+    check_windows(pipeline, &plugin)?;
     for (index, call) in pipeline.functions.iter().enumerate() {
         let args = call
             .args
@@ -64,7 +67,11 @@ pub(crate) fn open<'p>(
     let mut calls = Vec::with_capacity(pipeline.functions.len());
     let mut steps: Vec<Step> = Vec::with_capacity(pipeline.functions.len());
     for (index, call) in pipeline.functions.iter().enumerate() {
-        let step = Step::new(call.args.clone(), call.output.clone(), &steps);
+        let mut step = Step::new(call.args.clone(), call.output.clone(), &steps);
+        if let Some(size) = call.window {
+            // At most MAX_WINDOW, checked when the file was read.
+            step = step.with_window(usize::try_from(size).unwrap_or(usize::MAX));
+        }
         steps.push(step.clone());
         let client = get(&call.plugin)?.function(in_rule(call.spec(index)))?;
         calls.push((client, step));
@@ -79,6 +86,42 @@ pub(crate) fn open<'p>(
         source,
         sink,
     })
+}
+
+/// Checks that every aggregate function (as its plugin's hello says) has a `window` and is
+/// the last function, and that no other function has one.
+fn check_windows<'p>(
+    pipeline: &Pipeline,
+    plugin: impl Fn(&str) -> Option<&'p Plugin>,
+) -> crate::error::Result<()> {
+    let last = pipeline.functions.len().saturating_sub(1);
+    for (index, call) in pipeline.functions.iter().enumerate() {
+        let aggregate = plugin(&call.plugin)
+            .and_then(Plugin::hello)
+            .is_some_and(|hello| hello.aggregates.contains(&call.symbol));
+        let function = format!("function `{}` of plugin `{}`", call.symbol, call.plugin);
+        let detail = match (aggregate, call.window) {
+            (true, None) => format!(
+                "{function} is an aggregate function (it takes a window's values): give the \
+                 stage a count window, `window = N` (tuples per call)"
+            ),
+            (false, Some(_)) => format!(
+                "{function} is not an aggregate function: remove `window` (only an aggregate \
+                 function takes a window)"
+            ),
+            (true, Some(_)) if index != last => format!(
+                "{function} is an aggregate function, which must be the pipeline's last \
+                 function (the functions after it would see one tuple per window): move it to \
+                 the end"
+            ),
+            _ => continue,
+        };
+        return Err(Error::Stage {
+            stage: stage_name(index, &call.output),
+            detail,
+        });
+    }
+    Ok(())
 }
 
 /// How an error names function stage `index` (0-based) that fills `output`.

@@ -230,6 +230,60 @@ fn a_failed_start_leaves_the_previous_output_alone() {
     }
 }
 
+/// An aggregate function over a count window: one call per window, each argument the list of
+/// the window's values, one tuple on to the sink per window (the window's last tuple with the
+/// answer); a partial window at the end is dropped. Windows on the wrong functions are refused
+/// before anything opens.
+#[test]
+fn an_aggregate_function_gets_one_call_per_window() {
+    let (_dir, state, plugins, pipeline) = installed_with_pipeline("count = 23", "");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    let summed = text
+        .replace("symbol = \"echo\"", "symbol = \"sum\"")
+        .replace("output = \"echoed\"", "output = \"total\"\nwindow = 5");
+    std::fs::write(&pipeline, &summed).unwrap();
+    let out = shmplug(&plugins, &["run", pipeline.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("tuples:     4 in"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("errors:     0"), "{}", stdout(&out));
+    // n = 0..=4 sum to 10, 5..=9 to 35, ...; the last 3 tuples never fill a window.
+    support::wait_for("the sink to write 4 windows", || {
+        read_lines(&state.path().join("sink")) == ["4 10", "9 35", "14 60", "19 85"]
+    });
+
+    let refused = [
+        (
+            summed.replace("window = 5", ""),
+            "is an aggregate function (it takes a window's values): give the stage a count \
+             window, `window = N`",
+        ),
+        (
+            text.replace("output = \"echoed\"", "output = \"echoed\"\nwindow = 5"),
+            "function `echo` of plugin `fake` is not an aggregate function: remove `window`",
+        ),
+        (
+            summed.replace(
+                "[sink]",
+                "[[functions]]\nplugin = \"fake\"\nsymbol = \"echo\"\nargs = [\"n\"]\n\
+                 output = \"again\"\n\n[sink]",
+            ),
+            "pipeline function 1 (functions[0], fills `total`): function `sum` of plugin `fake` \
+             is an aggregate function, which must be the pipeline's last function",
+        ),
+    ];
+    for (file, expect) in refused {
+        std::fs::write(&pipeline, file).unwrap();
+        let out = shmplug(&plugins, &["run", pipeline.to_str().unwrap()]);
+        assert!(!out.status.success(), "{expect}: {}", stdout(&out));
+        assert!(stderr(&out).contains(expect), "{}", stderr(&out));
+    }
+    assert_eq!(read_lines(&state.path().join("sink")).len(), 4);
+}
+
 /// A plugin of control protocol 1.1 cannot be asked to validate a function's arguments: the
 /// run does not ask it (it would wait for an answer that never comes) and runs as before.
 #[test]

@@ -202,7 +202,11 @@ pub trait Function {
         answer.map(Answer::Value)
     }
 
-    /// True for an aggregate function (one that takes a whole window's values).
+    /// True for an aggregate function (eKuiper's `IsAggregate`): one that takes a whole
+    /// window's values. The runtime asks once, at start, and announces the answer in its
+    /// hello; a pipeline then gives the function's stage a count window (`window = N`), and
+    /// the host calls it once per window, each argument a list of the window's `N` values
+    /// (in arrival order), and sends one tuple on per window.
     fn is_aggregate(&self) -> bool {
         false
     }

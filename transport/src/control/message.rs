@@ -208,6 +208,10 @@ pub struct Hello {
     /// function is retried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_repeatable: Vec<String>,
+    /// Aggregate functions (eKuiper's `IsAggregate`): each call takes a whole window, every
+    /// argument a list of the window's values. Since protocol 1.2; absent means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregates: Vec<String>,
 }
 
 impl Hello {
@@ -221,6 +225,7 @@ impl Hello {
             sinks: Vec::new(),
             functions: Vec::new(),
             not_repeatable: Vec::new(),
+            aggregates: Vec::new(),
         }
     }
 }

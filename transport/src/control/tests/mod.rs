@@ -40,6 +40,7 @@ fn every_message() -> Vec<Message> {
             sinks: vec!["file".into()],
             functions: vec!["echo".into(), "count".into()],
             not_repeatable: vec!["count".into()],
+            aggregates: vec!["count".into()],
         }),
         Message::StartSource(start("random", Some("topic/a"))),
         Message::StartSink(start("file", None)),

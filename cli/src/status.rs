@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use comfy_table::{CellAlignment, Table, presets};
 use shmplug_host::registry::{Listed, PluginInfo, Registry};
 use shmplug_host::{Error, Plugin, PluginSpec, SupervisorConfig};
 
@@ -185,24 +186,37 @@ fn print_run(run: &RunSnapshot) {
         run.errors,
         run.restarts
     );
-    println!(
-        "  {:<20} {:<12} {:>8} {:>9}  LAST ERROR",
-        "PLUGIN", "PHASE", "PID", "RESTARTS"
-    );
+    // Two tables, indented under the run: its plugins, then their instances.
+    let mut plugins = Table::new();
+    plugins.load_preset(presets::NOTHING).set_header([
+        "  PLUGIN",
+        "PHASE",
+        "PID",
+        "RESTARTS",
+        "LAST ERROR",
+    ]);
+    let mut instances = Table::new();
+    instances.load_preset(presets::NOTHING).set_header([
+        "  INSTANCE",
+        "PLUGIN",
+        "KIND",
+        "SYMBOL",
+        "RULE",
+        "STATE",
+    ]);
     for plugin in &run.plugins {
         let phase = match plugin.restart_attempt {
             Some(attempt) => format!("{} ({attempt})", plugin.phase),
             None => plugin.phase.clone(),
         };
         let pid = plugin.pid.map_or_else(|| "-".into(), |p| p.to_string());
-        println!(
-            "  {:<20} {:<12} {:>8} {:>9}  {}",
-            plugin.name,
+        plugins.add_row([
+            format!("  {}", plugin.name),
             phase,
             pid,
-            plugin.restarts,
-            plugin.last_error.as_deref().unwrap_or("-")
-        );
+            plugin.restarts.to_string(),
+            plugin.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
         for i in &plugin.instances {
             let replays = if i.replayed > 0 {
                 format!(
@@ -212,15 +226,27 @@ fn print_run(run: &RunSnapshot) {
             } else {
                 String::new()
             };
-            println!(
-                "      instance {:<4} {:<8} {:<16} rule {:<16} {}{replays}",
-                i.id,
-                i.kind,
-                i.symbol,
-                i.rule_id,
-                if i.live { "live" } else { "starting" }
-            );
+            instances.add_row([
+                format!("  {}", i.id),
+                plugin.name.clone(),
+                i.kind.clone(),
+                i.symbol.clone(),
+                i.rule_id.clone(),
+                format!("{}{replays}", if i.live { "live" } else { "starting" }),
+            ]);
         }
+    }
+    for column in [2, 3] {
+        if let Some(column) = plugins.column_mut(column) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    if let Some(column) = instances.column_mut(0) {
+        column.set_cell_alignment(CellAlignment::Right);
+    }
+    println!("{plugins}");
+    if !instances.is_empty() {
+        println!("{instances}");
     }
 }
 

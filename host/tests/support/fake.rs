@@ -16,7 +16,7 @@
 //! does; a tuple with an integer field `total` is written as `N TOTAL`; `stall_after` makes the first process stop taking tuples after that many), functions
 //! `echo` (first argument back), `fail` (an error), `once` (as `echo`, declared not safe to
 //! repeat; both take `crash_after`: the first process exits at that call; both refuse, when
-//! validated, an argument list of other than one argument), the aggregate function `sum` (the
+//! validated, an empty argument list), the aggregate function `sum` (the
 //! sum of the integers in its first argument's list), and source `broken` (always answers
 //! `Failed`).
 
@@ -191,9 +191,9 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
                 symbol,
                 args,
             } if answers_validate => {
-                // `echo` and `once` take one argument; `fail` takes any.
-                let error = (symbol != "fail" && args.len() != 1)
-                    .then(|| format!("{symbol} takes 1 argument, got {}", args.len()));
+                // `echo` and `once` take at least one argument; `fail` takes any.
+                let error = (symbol != "fail" && args.is_empty())
+                    .then(|| format!("{symbol} takes at least 1 argument, got 0"));
                 let _ = channel.send(&Message::Validated { request_id, error }, &[]);
             }
             Message::Stop { instance_id } => {

@@ -5,6 +5,8 @@ use std::io::IsTerminal as _;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
+use comfy_table::{CellAlignment, Table, presets};
+use indicatif::{ProgressBar, ProgressStyle};
 use shmplug_bench::{self as bench, Case, Impl, Launcher, Measurement, Sizes, stats};
 
 #[derive(Debug, Args)]
@@ -80,27 +82,39 @@ pub fn execute(args: &BenchArgs) -> crate::error::Result<()> {
     let started = Instant::now();
     let mut runs: BTreeMap<(Case, Impl), Vec<Measurement>> = BTreeMap::new();
     let mut failures = Vec::new();
-    let chatty = std::io::stderr().is_terminal();
+    // On a terminal, a progress bar (fitted to its width) says which measurement runs.
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new((rounds * pairs.len()) as u64);
+        if let Ok(style) = ProgressStyle::with_template("{bar:24} {pos}/{len} {wide_msg}") {
+            bar.set_style(style);
+        }
+        bar
+    });
     for round in 0..rounds {
         for k in 0..pairs.len() {
             let (case, imp) = pairs[(k + round) % pairs.len()];
-            if chatty {
-                eprint!("\r\x1b[2K[round {}/{rounds}] {case} / {imp} ...", round + 1);
+            if let Some(bar) = &bar {
+                bar.set_message(format!("round {}/{rounds}: {case} / {imp}", round + 1));
             }
-            match bench::measure(case, imp, &sizes, &launcher) {
+            let measured = bench::measure(case, imp, &sizes, &launcher);
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+            match measured {
                 Ok(m) => runs.entry((case, imp)).or_default().push(m),
                 Err(e) => {
-                    if chatty {
-                        eprintln!();
+                    let say = || eprintln!("error: {case} / {imp}: {e}");
+                    match &bar {
+                        Some(bar) => bar.suspend(say),
+                        None => say(),
                     }
-                    eprintln!("error: {case} / {imp}: {e}");
                     failures.push(format!("{case} / {imp}"));
                 }
             }
         }
     }
-    if chatty {
-        eprint!("\r\x1b[2K");
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     let medians: BTreeMap<(Case, Impl), Measurement> = pairs
         .iter()
@@ -186,14 +200,34 @@ fn print_table(
     rounds: usize,
     sizes: &Sizes,
 ) {
+    println!("{}", table(pairs, medians));
     println!(
-        "{:<13} {:<15} {:>12} {:>11} {:>10} {:>10} {:>12}",
-        "case", "impl", "tuples/s", "GB/s", "p50", "p99", "shmplug / it"
+        "\nshmplug / it: shmplug's rate over this row's (above 1: shmplug moves more); for \
+         function_rtt, shmplug's p50 over this row's (below 1: shmplug answers sooner)"
     );
+    println!(
+        "per measurement: {} small tuples, {} calls, {} 1 MiB tuples, {} through the pipeline \
+         (json_uds a quarter); {} round(s)",
+        sizes.small, sizes.calls, sizes.large, sizes.pipeline, rounds
+    );
+}
+
+/// The results, one row per measurement, the cases apart, figures aligned right.
+fn table(pairs: &[(Case, Impl)], medians: &BTreeMap<(Case, Impl), Measurement>) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header([
+        "case",
+        "impl",
+        "tuples/s",
+        "GB/s",
+        "p50",
+        "p99",
+        "shmplug / it",
+    ]);
     let mut last = None;
     for &(case, imp) in pairs {
         if last.is_some_and(|c| c != case) {
-            println!();
+            table.add_row([""; 7]);
         }
         last = Some(case);
         let m = &medians[&(case, imp)];
@@ -205,27 +239,23 @@ fn print_table(
         } else {
             ratio(ours.and_then(|o| o.tuples_per_s), m.tuples_per_s, "x")
         };
-        println!(
-            "{:<13} {:<15} {:>12} {:>11} {:>10} {:>10} {:>12}",
-            case.name(),
-            imp.name(),
+        table.add_row([
+            case.name().to_owned(),
+            imp.name().to_owned(),
             m.tuples_per_s.map_or("-".into(), rate),
             m.bytes_per_s
                 .map_or("-".into(), |b| format!("{:.2}", b / 1e9)),
             m.p50_ns.map_or("-".into(), nanos),
             m.p99_ns.map_or("-".into(), nanos),
             versus,
-        );
+        ]);
     }
-    println!(
-        "\nshmplug / it: shmplug's rate over this row's (above 1: shmplug moves more); for \
-         function_rtt, shmplug's p50 over this row's (below 1: shmplug answers sooner)"
-    );
-    println!(
-        "per measurement: {} small tuples, {} calls, {} 1 MiB tuples, {} through the pipeline \
-         (json_uds a quarter); {} round(s)",
-        sizes.small, sizes.calls, sizes.large, sizes.pipeline, rounds
-    );
+    for column in 2..7 {
+        if let Some(column) = table.column_mut(column) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table
 }
 
 /// `ours / theirs` for rates, printed as "x R"; for latencies the same division gives how
@@ -378,4 +408,56 @@ pub(crate) fn launcher() -> crate::error::Result<Launcher> {
         plugin_args: vec![crate::BENCH_PLUGIN.into()],
         peer_args: vec![crate::BENCH_PEER.into()],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_aligns_the_figures_and_keeps_the_cases_apart() {
+        let pairs = [
+            (Case::SourceSmall, Impl::Shmplug),
+            (Case::SourceSmall, Impl::JsonUds),
+            (Case::FunctionRtt, Impl::Shmplug),
+        ];
+        let throughput = |r| Measurement {
+            tuples_per_s: Some(r),
+            ..Measurement::default()
+        };
+        let medians = BTreeMap::from([
+            (pairs[0], throughput(12_500_000.0)),
+            (pairs[1], throughput(250_000.0)),
+            (
+                pairs[2],
+                Measurement {
+                    tuples_per_s: Some(1_000_000.0),
+                    p50_ns: Some(850.0),
+                    p99_ns: Some(2_400.0),
+                    ..Measurement::default()
+                },
+            ),
+        ]);
+        let text = table(&pairs, &medians).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        let words = |line: &str| line.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            words(lines[0]),
+            "case impl tuples/s GB/s p50 p99 shmplug / it"
+        );
+        assert_eq!(words(lines[1]), "source_small shmplug 12.50 M - - -");
+        assert_eq!(
+            words(lines[2]),
+            "source_small json_uds 250.0 k - - - x50.00"
+        );
+        assert_eq!(lines[3].trim(), "", "{text}");
+        assert_eq!(
+            words(lines[4]),
+            "function_rtt shmplug 1.00 M - 850 ns 2.40 µs"
+        );
+        // Right-aligned: every row ends in the same column.
+        let width = lines[0].trim_end().chars().count();
+        assert_eq!(lines[2].trim_end().chars().count(), width, "{text}");
+    }
 }

@@ -16,6 +16,15 @@ pub enum Error {
         /// What is wrong and how to fix it.
         detail: String,
     },
+    /// A pipeline's function stage was refused before anything opened (the function refused
+    /// its argument list, say).
+    #[error("pipeline function {stage}: {detail}")]
+    Stage {
+        /// Which stage: its position and the field it fills.
+        stage: String,
+        /// What is wrong (what the host or the plugin said).
+        detail: String,
+    },
     /// `shmplug bench` could not run as asked, or a measurement failed.
     #[error("bench: {0}")]
     Bench(String),

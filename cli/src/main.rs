@@ -12,6 +12,7 @@ mod run;
 mod scaffold;
 mod scale;
 mod serve;
+mod stages;
 mod status;
 
 use std::path::PathBuf;

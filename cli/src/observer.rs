@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use shmplug_host::Plugin;
 
@@ -222,14 +223,27 @@ fn observe(
     }
 }
 
-/// The progress line on stderr (a terminal).
+/// The progress line on stderr (a terminal), drawn by indicatif, which fits it to the
+/// terminal's width.
 struct Progress {
+    bar: ProgressBar,
     last: (Instant, u64),
 }
 
 impl Progress {
     fn new(live: &Live) -> Progress {
+        Progress::with_target(live, ProgressDrawTarget::stderr())
+    }
+
+    fn with_target(live: &Live, target: ProgressDrawTarget) -> Progress {
+        let bar = ProgressBar::with_draw_target(None, target);
+        // `wide_msg` takes the width that is left, cutting the counters at the terminal's edge
+        // rather than wrapping them onto a new line at each redraw.
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {wide_msg}") {
+            bar.set_style(style);
+        }
         Progress {
+            bar,
             last: (Instant::now(), live.tuples()),
         }
     }
@@ -246,20 +260,16 @@ impl Progress {
         };
         self.last = (now, tuples);
         let restarts: u64 = plugins.iter().map(|p| p.status().restarts).sum();
-        let mut err = io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[2K{tuples} tuples  {rate:.0} tuples/s  {} errors  {restarts} restarts  {:.1} s",
+        self.bar.set_message(format!(
+            "{tuples} tuples  {rate:.0} tuples/s  {} errors  {restarts} restarts  {:.1} s",
             live.errors(),
             live.uptime().as_secs_f64()
-        );
-        let _ = err.flush();
+        ));
+        self.bar.tick();
     }
 
     fn clear(self) {
-        let mut err = io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K");
-        let _ = err.flush();
+        self.bar.finish_and_clear();
     }
 }
 
@@ -334,6 +344,21 @@ mod tests {
         let server = Server::bind(dir.path()).unwrap();
         assert!(!stale.exists(), "the dead run's socket is still there");
         assert!(unrelated.exists() && server.path().exists());
+    }
+
+    #[test]
+    fn the_progress_line_shows_the_runs_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = Live::new(Path::new("p.toml"), dir.path());
+        let mut progress = Progress::with_target(&live, ProgressDrawTarget::hidden());
+        live.publish(1234, 5);
+        progress.draw(&live, &[]);
+        let line = progress.bar.message();
+        assert!(
+            line.starts_with("1234 tuples  ") && line.contains("  5 errors  0 restarts  "),
+            "{line}"
+        );
+        progress.clear();
     }
 
     #[test]

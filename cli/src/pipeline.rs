@@ -14,6 +14,7 @@
 //! symbol = "echo"
 //! args = ["value"]                  # fields passed as arguments
 //! output = "echoed"                 # field that receives the result
+//! # window = 100                    # an aggregate function's count window (see below)
 //!
 //! [sink]
 //! plugin = "mirror"
@@ -87,7 +88,15 @@ pub struct Call {
     pub output: String,
     #[serde(default)]
     pub properties: serde_json::Map<String, serde_json::Value>,
+    /// For an aggregate function (and only for one): how many tuples make a window. The
+    /// function is called once per window, each argument a list of the window's values, and
+    /// one tuple goes on per window.
+    #[serde(default)]
+    pub window: Option<u64>,
 }
+
+/// The largest count window: the host keeps a window's argument values until it is full.
+pub const MAX_WINDOW: u64 = 1_000_000;
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +181,17 @@ impl Pipeline {
                 return Err(invalid(
                     "each `functions` entry needs `plugin`, `symbol` and `output`".into(),
                 ));
+            }
+        }
+        for call in &pipeline.functions {
+            if let Some(n) = call.window
+                && !(1..=MAX_WINDOW).contains(&n)
+            {
+                return Err(invalid(format!(
+                    "`window` of the call that fills `{}` is {n}; give a number of tuples from 1 \
+                     to {MAX_WINDOW}",
+                    call.output
+                )));
             }
         }
         if let Some(d) = pipeline.limits.duration_secs
@@ -285,6 +305,12 @@ count = 5
         );
         let err = Pipeline::parse(&bad, Path::new("p.toml")).unwrap_err();
         assert!(err.to_string().contains("sink's setting"), "{err}");
+        let bad = TOML.replace("output = \"echoed\"", "output = \"echoed\"\nwindow = 0");
+        let err = Pipeline::parse(&bad, Path::new("p.toml")).unwrap_err();
+        assert!(err.to_string().contains("from 1 to"), "{err}");
+        let good = TOML.replace("output = \"echoed\"", "output = \"echoed\"\nwindow = 10");
+        let p = Pipeline::parse(&good, Path::new("p.toml")).unwrap();
+        assert_eq!(p.functions[0].window, Some(10));
         let unknown = TOML.replace("count = 5", "cuont = 5");
         assert!(Pipeline::parse(&unknown, Path::new("p.toml")).is_err());
     }

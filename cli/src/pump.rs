@@ -18,6 +18,7 @@ use shmplug_host::handles::Calls;
 use shmplug_host::transport::tuple::{
     Encoder, FieldValue, TupleBatch, TupleFields, TupleWith, ValueView,
 };
+use shmplug_host::transport::{Tuple, Value};
 use shmplug_host::{FunctionClient, SinkWriter, SourceReader};
 
 /// The field under which an answer is kept in its batch.
@@ -32,6 +33,9 @@ const MAX_LATENCY_NS: u64 = 60_000_000_000;
 pub struct Step {
     pub args: Vec<String>,
     pub output: String,
+    /// For an aggregate function: how many tuples make a window (it is then the last
+    /// function).
+    pub window: Option<usize>,
     /// For each argument, the earlier function whose answer it is (the last of that output
     /// name), if any; otherwise it is the tuple's field.
     from: Vec<Option<usize>>,
@@ -44,7 +48,18 @@ impl Step {
             .iter()
             .map(|name| earlier.iter().rposition(|s| s.output == *name))
             .collect();
-        Step { args, output, from }
+        Step {
+            args,
+            output,
+            window: None,
+            from,
+        }
+    }
+
+    /// This step calling an aggregate function once per `size` tuples.
+    pub fn with_window(mut self, size: usize) -> Step {
+        self.window = Some(size);
+        self
     }
 }
 
@@ -96,6 +111,8 @@ pub struct Pump {
     call_errors: Throttle,
     /// Per function, whether a missing argument field has been reported.
     missing_reported: Vec<bool>,
+    /// The window of the last function, if it is an aggregate one (made at its first tuple).
+    window: Option<Window>,
     pub stats: Stats,
 }
 
@@ -111,6 +128,7 @@ impl Pump {
             extra: Vec::with_capacity(functions),
             call_errors: Throttle::new(),
             missing_reported: vec![false; functions],
+            window: None,
             stats: Stats {
                 tuples: 0,
                 errors: 0,
@@ -199,6 +217,46 @@ impl Pump {
             if k + 1 < functions_count {
                 self.stats.errors +=
                     call(client, &calls, &mut rest[0], &mut self.encoder, throttle);
+            } else if let Some(size) = step.window {
+                // The last function is an aggregate one: each tuple's arguments join the
+                // window; a full window is one call, and its last tuple goes on to the sink
+                // with the answer.
+                let window = self
+                    .window
+                    .get_or_insert_with(|| Window::new(step.args.len()));
+                for i in 0..calls.count() {
+                    window.add(&calls, i);
+                    if window.filled < size {
+                        continue;
+                    }
+                    let tuples = &self.tuples;
+                    let outputs = &self.outputs[..];
+                    let spare = &mut self.extra;
+                    let mut answered = false;
+                    let result = window.call(client, &mut self.encoder, |answer| {
+                        answered = true;
+                        let value = answer.unwrap_or_else(|e| {
+                            self.stats.errors += 1;
+                            throttle.warn(&e);
+                            ValueView::Null
+                        });
+                        if sink_end.is_none() {
+                            let written = write(sink, tuples, done, outputs, Some(value), i, spare);
+                            note(written, &mut sink_end);
+                        }
+                    });
+                    if let Err(e) = result {
+                        throttle.warn(&e);
+                        if !answered {
+                            self.stats.errors += 1;
+                            if sink_end.is_none() {
+                                let null = Some(ValueView::Null);
+                                let written = write(sink, tuples, done, outputs, null, i, spare);
+                                note(written, &mut sink_end);
+                            }
+                        }
+                    }
+                }
             } else {
                 // The last function: each tuple goes on to the sink as soon as its answer
                 // is in, so the sink works while the function answers the rest.
@@ -421,6 +479,13 @@ impl Calls for Args<'_> {
     }
 
     fn arg(&self, call: usize, index: usize) -> FieldValue<'_> {
+        FieldValue::View(self.value(call, index))
+    }
+}
+
+impl Args<'_> {
+    /// Argument `index` of call `call` (null if missing, counted).
+    fn value(&self, call: usize, index: usize) -> ValueView<'_> {
         let value = match self.step.from[index] {
             Some(k) => self.earlier[k].fields(call).and_then(|f| f.get(ANSWER)),
             None => {
@@ -444,7 +509,91 @@ impl Calls for Args<'_> {
                 field
             }
         };
-        FieldValue::View(value.unwrap_or(ValueView::Null))
+        value.unwrap_or(ValueView::Null)
+    }
+}
+
+/// The window of an aggregate function: per argument, the values of the tuples so far.
+#[derive(Debug)]
+struct Window {
+    values: Vec<Vec<Value>>,
+    /// Tuples in the window so far.
+    filled: usize,
+    /// The call's record: one tuple whose field `names[a]` is argument `a`'s list.
+    record: TupleBatch,
+    names: Vec<String>,
+}
+
+impl Window {
+    fn new(arity: usize) -> Window {
+        Window {
+            values: vec![Vec::new(); arity],
+            filled: 0,
+            record: TupleBatch::new(),
+            names: (0..arity).map(|a| a.to_string()).collect(),
+        }
+    }
+
+    /// Adds call `i`'s arguments.
+    fn add(&mut self, args: &Args<'_>, i: usize) {
+        for (a, values) in self.values.iter_mut().enumerate() {
+            values.push(args.value(i, a).to_owned());
+        }
+        self.filled += 1;
+    }
+
+    /// Calls `client` once with each argument the list of the window's values, hands the
+    /// answer to `answer`, and empties the window.
+    fn call(
+        &mut self,
+        client: &mut FunctionClient,
+        encoder: &mut Encoder,
+        answer: impl FnMut(shmplug_host::Result<ValueView<'_>>) + Send,
+    ) -> Result<(), String> {
+        self.filled = 0;
+        let mut tuple = Tuple::new(0);
+        for (name, values) in self.names.iter().zip(&mut self.values) {
+            let list = Value::List(std::mem::take(values));
+            tuple.fields.insert(name.clone(), list);
+        }
+        self.record.clear();
+        if let Err(e) = self.record.push_encoded(encoder, &tuple) {
+            return Err(format!(
+                "function `{}` (instance {}): a window's arguments cannot be sent ({e}); use a \
+                 smaller `window`",
+                client.symbol(),
+                client.instance_id()
+            ));
+        }
+        let call = WindowCall { window: self };
+        let mut answer = answer;
+        client
+            .call_each(&call, None, |_, result| answer(result))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The one call of a full [`Window`].
+struct WindowCall<'w> {
+    window: &'w Window,
+}
+
+impl Calls for WindowCall<'_> {
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn arity(&self, _call: usize) -> usize {
+        self.window.names.len()
+    }
+
+    fn arg(&self, _call: usize, index: usize) -> FieldValue<'_> {
+        let list = self
+            .window
+            .record
+            .fields(0)
+            .and_then(|f| f.get(&self.window.names[index]));
+        FieldValue::View(list.unwrap_or(ValueView::Null))
     }
 }
 

@@ -13,13 +13,13 @@ use clap::Args;
 use shmplug_host::registry::Registry;
 use shmplug_host::{
     Delivery, FunctionClient, Plugin, PluginSpec, SinkWriter, SourceReader, SupervisorConfig,
-    SymbolKind,
 };
 
 use crate::live::{self, Live};
 use crate::observer::{Observer, Server};
 use crate::pipeline::{DeliveryChoice, Pipeline};
 use crate::pump::{Outcome, Pump, Stats, Step};
+use crate::stages::{self, Stages};
 
 /// Most tuples taken from the source at once (and sent through each function as one pipelined
 /// batch of calls).
@@ -73,30 +73,17 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         let plugin = Plugin::start(spec, SupervisorConfig::default())?;
         plugins.insert(name.clone(), plugin);
     }
-    let plugin = |name: &str| &plugins[name];
-    // Every stage's symbol is checked against its plugin's hello before any instance opens, so
-    // a typo fails the run before a sink has done anything.
-    check_symbols(&pipeline, |name| plugins.get(name))?;
-    let mut calls: Vec<(FunctionClient, Step)> = Vec::new();
-    let mut steps: Vec<Step> = Vec::new();
-    for (index, call) in pipeline.functions.iter().enumerate() {
-        let step = Step::new(call.args.clone(), call.output.clone(), &steps);
-        steps.push(step.clone());
-        calls.push((plugin(&call.plugin).function(call.spec(index))?, step));
-    }
+    // Symbols are checked before anything opens; the source opens before the sink.
+    let Stages {
+        mut calls,
+        mut source,
+        mut sink,
+    } = stages::open(&pipeline, |name| plugins.get(name), "shmplug-run")?;
     let names_of_functions: Vec<String> = pipeline
         .functions
         .iter()
         .map(|c| format!("{} ({})", c.symbol, c.output))
         .collect();
-    // The source starts before the sink opens: a source that cannot start (its `configure` or
-    // `open` fails) leaves the sink untouched, so a failed start never truncates, rewrites or
-    // closes an output as a normal end would.
-    let mut source = plugin(&pipeline.source.plugin).source(pipeline.source.spec())?;
-    let mut sink = plugin(&pipeline.sink.plugin).sink(pipeline.sink.spec())?;
-    if let Some(choice) = pipeline.sink.delivery {
-        sink.set_delivery(choice.delivery());
-    }
 
     let live = Live::new(&args.pipeline, registry.root());
     let server = match Server::bind(&live::runtime_dir()) {
@@ -109,7 +96,7 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
             None
         }
     };
-    let in_order: Vec<&Plugin> = names.iter().map(|n| plugin(n)).collect();
+    let in_order: Vec<&Plugin> = names.iter().map(|n| &plugins[n]).collect();
     let progress = std::io::stderr().is_terminal();
     let (end, elapsed, stats, delivered) = std::thread::scope(|scope| {
         let observer = match Observer::start(scope, &live, in_order, server, progress) {
@@ -163,54 +150,6 @@ pub fn execute(registry: &Registry, args: &RunArgs) -> crate::error::Result<()> 
         }),
         _ => Ok(()),
     }
-}
-
-/// Checks that each stage's plugin offers its symbol (as its hello said), naming what it
-/// offers otherwise.
-pub(crate) fn check_symbols<'p>(
-    pipeline: &Pipeline,
-    plugin: impl Fn(&str) -> Option<&'p Plugin>,
-) -> crate::error::Result<()> {
-    let stages = std::iter::once((
-        SymbolKind::Source,
-        &pipeline.source.plugin,
-        &pipeline.source.symbol,
-    ))
-    .chain(
-        pipeline
-            .functions
-            .iter()
-            .map(|f| (SymbolKind::Function, &f.plugin, &f.symbol)),
-    )
-    .chain(std::iter::once((
-        SymbolKind::Sink,
-        &pipeline.sink.plugin,
-        &pipeline.sink.symbol,
-    )));
-    for (kind, name, symbol) in stages {
-        let Some(hello) = plugin(name).and_then(Plugin::hello) else {
-            return Err(shmplug_host::Error::Unavailable {
-                plugin: name.clone(),
-                reason: "it has no running process to ask for its symbols".into(),
-            }
-            .into());
-        };
-        let offered = match kind {
-            SymbolKind::Source => hello.sources,
-            SymbolKind::Sink => hello.sinks,
-            SymbolKind::Function => hello.functions,
-        };
-        if !offered.contains(symbol) {
-            return Err(shmplug_host::Error::UnknownSymbol {
-                plugin: name.clone(),
-                kind,
-                symbol: symbol.clone(),
-                offered,
-            }
-            .into());
-        }
-    }
-    Ok(())
 }
 
 /// When to stop besides the source's end and Ctrl-C.

@@ -134,7 +134,7 @@ const LIB: &str = r#"//! The `{{name}}` shmplug plugin: source `counter`, functi
 use std::time::Duration;
 
 use shmplug_sdk::{
-    Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, PropsExt, Sink,
+    Arg, Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, PropsExt, Sink,
     SinkContext, Source, SourceContext, TupleBuilder, TupleView, Value, ValueRef, ValueView,
 };
 
@@ -187,6 +187,18 @@ impl Source for Counter {
 pub struct Double;
 
 impl Function for Double {
+    /// Checked once when a pipeline is loaded: one argument.
+    fn validate_args(&self, args: &[Arg<'_>]) -> Result<(), PluginError> {
+        match args {
+            [_] => Ok(()),
+            _ => Err(PluginError::new(format!(
+                "double takes one argument, got {}",
+                args.len()
+            ))),
+        }
+    }
+
+    /// Checked before each call: one number.
     fn validate(&self, args: &[ValueView<'_>]) -> Result<(), PluginError> {
         match args {
             [ValueView::Int(_) | ValueView::Float(_)] => Ok(()),
@@ -238,8 +250,7 @@ const TESTS: &str = r#"//! The symbols of `{{name}}`, run through the SDK's test
 use std::time::Duration;
 
 use serde_json::json;
-use shmplug_sdk::{Tuple, Value, testing};
-
+use shmplug_sdk::{Arg, Function, Tuple, Value, testing};
 use {{name}}::{Counter, Double, Log};
 
 #[test]
@@ -278,6 +289,9 @@ fn double_doubles_numbers_and_refuses_the_rest() {
         Value::Float(3.0)
     );
     assert!(testing::call_function(&mut Double, &[Value::from("x")]).is_err());
+    // The argument list, as a pipeline gives it, is checked before anything runs.
+    assert!(Double.validate_args(&[Arg::Field("n")]).is_ok());
+    assert!(Double.validate_args(&[]).is_err());
 }
 
 #[test]

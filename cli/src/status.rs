@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use comfy_table::{CellAlignment, Table, presets};
 use shmplug_host::registry::{Listed, PluginInfo, Registry};
 use shmplug_host::{Error, Plugin, PluginSpec, SupervisorConfig};
 
@@ -185,24 +186,40 @@ fn print_run(run: &RunSnapshot) {
         run.errors,
         run.restarts
     );
-    println!(
-        "  {:<20} {:<12} {:>8} {:>9}  LAST ERROR",
-        "PLUGIN", "PHASE", "PID", "RESTARTS"
-    );
+    // Two tables, indented under the run: its plugins, then their instances.
+    let mut plugins = Table::new();
+    plugins.load_preset(presets::NOTHING).set_header([
+        "  PLUGIN",
+        "PHASE",
+        "PID",
+        "RESTARTS",
+        "LAST ERROR",
+    ]);
+    let mut instances = Table::new();
+    instances.load_preset(presets::NOTHING).set_header([
+        "  INSTANCE",
+        "PLUGIN",
+        "KIND",
+        "SYMBOL",
+        "RULE",
+        "IN",
+        "OUT",
+        "ERRORS",
+        "STATE",
+    ]);
     for plugin in &run.plugins {
         let phase = match plugin.restart_attempt {
             Some(attempt) => format!("{} ({attempt})", plugin.phase),
             None => plugin.phase.clone(),
         };
         let pid = plugin.pid.map_or_else(|| "-".into(), |p| p.to_string());
-        println!(
-            "  {:<20} {:<12} {:>8} {:>9}  {}",
-            plugin.name,
+        plugins.add_row([
+            format!("  {}", plugin.name),
             phase,
             pid,
-            plugin.restarts,
-            plugin.last_error.as_deref().unwrap_or("-")
-        );
+            plugin.restarts.to_string(),
+            plugin.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
         for i in &plugin.instances {
             let replays = if i.replayed > 0 {
                 format!(
@@ -212,21 +229,38 @@ fn print_run(run: &RunSnapshot) {
             } else {
                 String::new()
             };
-            let moved = match i.kind.as_str() {
-                "source" => format!("{} out", i.tuples_out),
-                "sink" => format!("{} in", i.tuples_in),
-                _ => format!("{} in, {} out", i.tuples_in, i.tuples_out),
+            // A source only sends, a sink only receives; a function does both.
+            let (tuples_in, tuples_out) = match i.kind.as_str() {
+                "source" => ("-".to_owned(), i.tuples_out.to_string()),
+                "sink" => (i.tuples_in.to_string(), "-".to_owned()),
+                _ => (i.tuples_in.to_string(), i.tuples_out.to_string()),
             };
-            println!(
-                "      instance {:<4} {:<8} {:<16} rule {:<16} {}; {moved}, {} errors{replays}",
-                i.id,
-                i.kind,
-                i.symbol,
-                i.rule_id,
-                if i.live { "live" } else { "starting" },
-                i.errors
-            );
+            instances.add_row([
+                format!("  {}", i.id),
+                plugin.name.clone(),
+                i.kind.clone(),
+                i.symbol.clone(),
+                i.rule_id.clone(),
+                tuples_in,
+                tuples_out,
+                i.errors.to_string(),
+                format!("{}{replays}", if i.live { "live" } else { "starting" }),
+            ]);
         }
+    }
+    for column in [2, 3] {
+        if let Some(column) = plugins.column_mut(column) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    for column in [0, 5, 6, 7] {
+        if let Some(column) = instances.column_mut(column) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    println!("{plugins}");
+    if !instances.is_empty() {
+        println!("{instances}");
     }
 }
 

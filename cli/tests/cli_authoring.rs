@@ -16,7 +16,7 @@ fn fake_plugin_entry() {
 }
 
 /// The symbols the fake plugin offers, as manifest fields.
-const SYMBOLS: &str = r#""sources": ["counter", "broken"], "sinks": ["collect"], "functions": ["echo", "fail", "once"]"#;
+const SYMBOLS: &str = r#""sources": ["counter", "broken"], "sinks": ["collect"], "functions": ["echo", "fail", "once", "sum"]"#;
 
 /// A package `dir/fake` whose executable notes its working directory and `SHMPLUG_PLUGIN_DIR`
 /// in `state`, then runs this test binary as the fake plugin; its manifest lists `symbols`.

@@ -886,6 +886,20 @@ fn runs_inspects_and_stops_pipelines() {
     server
         .post(
             "/pipelines",
+            &good.replace("args = [\"value\"]", "args = []"),
+        )
+        .assert_error(
+            400,
+            1000,
+            &[
+                "pipeline function 1 (functions[0], fills `echoed`)",
+                "function `echo` of plugin `mirror` refuses its arguments",
+                "echo function only supports 1 parameter but got 0",
+            ],
+        );
+    server
+        .post(
+            "/pipelines",
             &good.replace("plugin = \"mirror\"", "plugin = \"other\""),
         )
         .assert_error(400, 1000, &["plugin `other`", "not installed"]);

@@ -261,6 +261,17 @@ pub enum Error {
         /// The plugin's explanation.
         reason: String,
     },
+    /// The function refused the argument list a rule gives it (its `validate_args`), before
+    /// anything started.
+    #[error("function `{symbol}` of plugin `{plugin}` refuses its arguments: {message}")]
+    ArgsRefused {
+        /// The plugin.
+        plugin: String,
+        /// The symbol.
+        symbol: String,
+        /// The plugin's explanation.
+        message: String,
+    },
     /// The plugin is not running and cannot take requests now.
     #[error("plugin `{plugin}` is unavailable: {reason}")]
     Unavailable {

@@ -95,9 +95,48 @@ pub trait Sink {
 /// One value is made per instance the host starts; calls are served in order on the
 /// instance's thread. Each call is first [`validate`](Self::validate)d, then
 /// [`exec`](Self::exec)uted; the result or the error's text is the call's reply.
+///
+/// Before any of that, when a pipeline (a rule) that calls the function is loaded, the host
+/// asks [`validate_args`](Self::validate_args) whether the argument list is right, on a value
+/// made for the purpose and dropped after: a refusal fails the pipeline's start, before
+/// anything opens, with the function's message.
 pub trait Function {
-    /// Checks the arguments' number and types. eKuiper calls this when it parses a rule; the
-    /// shmplug runtime calls it before every [`exec`](Self::exec), so `exec` may rely on it.
+    /// Checks the argument list a rule gives the function, once, when the rule is loaded and
+    /// before any tuple flows (eKuiper validates a rule's function calls when it parses the
+    /// rule). Each [`Arg`] says what the argument will be; the values themselves are not known
+    /// yet. Check the number of arguments here, and anything else the list alone tells.
+    ///
+    /// # Errors
+    /// Any [`PluginError`] saying what the function expects: the rule's start fails with its
+    /// text, naming the function.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmplug_sdk::{Arg, Function, FunctionContext, PluginError, Value, ValueView};
+    ///
+    /// struct Echo;
+    ///
+    /// impl Function for Echo {
+    ///     fn validate_args(&self, args: &[Arg<'_>]) -> Result<(), PluginError> {
+    ///         match args {
+    ///             [_] => Ok(()),
+    ///             _ => Err(format!("echo takes 1 argument, got {}", args.len()).into()),
+    ///         }
+    ///     }
+    ///
+    ///     fn exec(&mut self, _: &FunctionContext, args: &[ValueView<'_>]) -> Result<Value, PluginError> {
+    ///         Ok(args[0].to_owned())
+    ///     }
+    /// }
+    /// ```
+    fn validate_args(&self, args: &[Arg<'_>]) -> Result<(), PluginError> {
+        let _ = args;
+        Ok(())
+    }
+
+    /// Checks the arguments' number and types, per call: the shmplug runtime calls it before
+    /// every [`exec`](Self::exec), with the call's values, so `exec` may rely on it. (What can
+    /// be checked before any tuple flows belongs in [`validate_args`](Self::validate_args).)
     ///
     /// # Errors
     /// Any [`PluginError`] saying what the function expects: the call fails with its text.
@@ -163,9 +202,32 @@ pub trait Function {
         answer.map(Answer::Value)
     }
 
-    /// True for an aggregate function (one that takes a whole window's values).
+    /// True for an aggregate function (eKuiper's `IsAggregate`): one that takes a whole
+    /// window's values. The runtime asks once, at start, and announces the answer in its
+    /// hello; a pipeline then gives the function's stage a count window (`window = N`), and
+    /// the host calls it once per window, each argument a list of the window's `N` values
+    /// (in arrival order), and sends one tuple on per window.
     fn is_aggregate(&self) -> bool {
         false
+    }
+}
+
+/// One argument of a function call, as a rule gives it, for
+/// [`Function::validate_args`]: what the argument will be, before any value is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Arg<'a> {
+    /// The value of this field of each tuple (or of an earlier function's answer of that
+    /// name): known only per tuple.
+    Field(&'a str),
+}
+
+impl<'a> Arg<'a> {
+    /// The field's name.
+    pub fn field(&self) -> Option<&'a str> {
+        match *self {
+            Arg::Field(name) => Some(name),
+        }
     }
 }
 
@@ -294,6 +356,10 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
 }
 
 impl<F: Function + ?Sized> Function for &mut F {
+    fn validate_args(&self, args: &[Arg<'_>]) -> Result<(), PluginError> {
+        (**self).validate_args(args)
+    }
+
     fn validate(&self, args: &[ValueView<'_>]) -> Result<(), PluginError> {
         (**self).validate(args)
     }
@@ -320,6 +386,10 @@ impl<F: Function + ?Sized> Function for &mut F {
 }
 
 impl<F: Function + ?Sized> Function for Box<F> {
+    fn validate_args(&self, args: &[Arg<'_>]) -> Result<(), PluginError> {
+        (**self).validate_args(args)
+    }
+
     fn validate(&self, args: &[ValueView<'_>]) -> Result<(), PluginError> {
         (**self).validate(args)
     }

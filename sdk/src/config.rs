@@ -128,7 +128,8 @@ impl PluginConfig {
     }
 
     /// The [`Hello`] the runtime sends: this build's protocol version, the name and the
-    /// symbols.
+    /// symbols. To list the aggregate functions, it makes one value of each function with its
+    /// factory and asks [`Function::is_aggregate`], then drops it.
     pub fn hello(&self) -> Hello {
         let mut hello = Hello::new(self.name.clone());
         hello.sources = self.sources.keys().cloned().collect();
@@ -136,6 +137,12 @@ impl PluginConfig {
         hello.functions = self.functions.keys().cloned().collect();
         hello.not_repeatable = self.not_repeatable.iter().cloned().collect();
         hello.call_batches = true;
+        hello.aggregates = self
+            .functions
+            .iter()
+            .filter(|(_, factory)| factory().is_aggregate())
+            .map(|(symbol, _)| symbol.clone())
+            .collect();
         hello
     }
 }
@@ -149,5 +156,46 @@ impl fmt::Debug for PluginConfig {
             .field("functions", &self.functions.keys().collect::<Vec<_>>())
             .field("endpoint", &self.endpoint)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FunctionContext, PluginError, Value, ValueView};
+
+    /// Sums a window's values.
+    struct Sum;
+
+    impl Function for Sum {
+        fn exec(
+            &mut self,
+            _: &FunctionContext,
+            args: &[ValueView<'_>],
+        ) -> Result<Value, PluginError> {
+            let list = args
+                .first()
+                .and_then(|a| a.as_list())
+                .ok_or("sum takes a list")?;
+            Ok(Value::Int(list.iter().filter_map(|v| v.as_i64()).sum()))
+        }
+
+        fn is_aggregate(&self) -> bool {
+            true
+        }
+    }
+
+    struct Plain;
+
+    impl Function for Plain {}
+
+    #[test]
+    fn the_hello_lists_the_aggregate_functions() {
+        let config = PluginConfig::new("p")
+            .function("sum", || Sum)
+            .function("plain", || Plain);
+        let hello = config.hello();
+        assert_eq!(hello.functions, ["plain", "sum"]);
+        assert_eq!(hello.aggregates, ["sum"]);
     }
 }

@@ -27,9 +27,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use shmplug_host::{
-    FunctionClient, InstanceSpec, InstanceStatus, Plugin, SinkWriter, SourceReader,
-};
+use shmplug_host::{FunctionClient, InstanceStatus, Plugin, SinkWriter, SourceReader};
 
 use super::host::{Host, Process};
 use super::reply::{self, ApiError};
@@ -37,6 +35,7 @@ use super::{App, BODY_LIMIT};
 use crate::live::{PluginSnapshot, plugin_snapshot};
 use crate::pipeline::Pipeline;
 use crate::pump::{Outcome, Pump, Step};
+use crate::stages::Stages;
 
 /// Most tuples moved at once (as `shmplug run` does).
 const BATCH: usize = 256;
@@ -386,35 +385,13 @@ fn open(host: &Host, id: &str, pipeline: Pipeline) -> Result<(Run, Opened), Stri
             }
         }
     }
-    // Every stage's symbol is checked before any instance opens, as `shmplug run` does.
-    crate::run::check_symbols(&pipeline, |name| plugins.get(name).map(|p| &**p))
+    // As `shmplug run` opens them: symbols checked first, the source before the sink.
+    let Stages {
+        calls,
+        source,
+        sink,
+    } = crate::stages::open(&pipeline, |name| plugins.get(name).map(|p| &**p), id)
         .map_err(|e| e.to_string())?;
-    let in_rule = |mut spec: InstanceSpec| {
-        spec.rule_id = id.to_owned();
-        spec
-    };
-    let failed = |what: String| move |e: shmplug_host::Error| format!("{what}: {e}");
-    let mut calls = Vec::new();
-    let mut steps: Vec<Step> = Vec::new();
-    for (index, call) in pipeline.functions.iter().enumerate() {
-        let step = Step::new(call.args.clone(), call.output.clone(), &steps);
-        steps.push(step.clone());
-        let client = plugins[&call.plugin]
-            .function(in_rule(call.spec(index)))
-            .map_err(failed(format!("function `{}`", call.symbol)))?;
-        calls.push((client, step));
-    }
-    // The source first: a source that cannot start must not open (and truncate) the sink's
-    // output, as with `shmplug run`.
-    let source = plugins[&pipeline.source.plugin]
-        .source(in_rule(pipeline.source.spec()))
-        .map_err(failed(format!("source `{}`", pipeline.source.symbol)))?;
-    let mut sink = plugins[&pipeline.sink.plugin]
-        .sink(in_rule(pipeline.sink.spec()))
-        .map_err(failed(format!("sink `{}`", pipeline.sink.symbol)))?;
-    if let Some(choice) = pipeline.sink.delivery {
-        sink.set_delivery(choice.delivery());
-    }
     let run = Run {
         id: id.to_owned(),
         started: Instant::now(),

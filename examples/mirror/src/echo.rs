@@ -1,20 +1,19 @@
 //! The `echo` function.
 
-use shmplug_sdk::{Answer, Function, FunctionContext, PluginError, ValueView};
+use shmplug_sdk::{Answer, Arg, Function, FunctionContext, PluginError, ValueView};
 
 /// `echo(x)`: returns its one argument unchanged, whatever its type.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Echo;
 
 impl Function for Echo {
+    /// One argument, checked when a pipeline is loaded.
+    fn validate_args(&self, args: &[Arg<'_>]) -> Result<(), PluginError> {
+        arity(args.len())
+    }
+
     fn validate(&self, args: &[ValueView<'_>]) -> Result<(), PluginError> {
-        if args.len() != 1 {
-            return Err(PluginError::new(format!(
-                "echo function only supports 1 parameter but got {}",
-                args.len()
-            )));
-        }
-        Ok(())
+        arity(args.len())
     }
 
     /// Answers with the argument where it lies, in the call's record: nothing is copied out.
@@ -25,6 +24,15 @@ impl Function for Echo {
     ) -> Result<Answer<'a>, PluginError> {
         Ok(Answer::View(args[0]))
     }
+}
+
+fn arity(n: usize) -> Result<(), PluginError> {
+    if n != 1 {
+        return Err(PluginError::new(format!(
+            "echo function only supports 1 parameter but got {n}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -60,6 +68,18 @@ mod tests {
                 value
             );
         }
+    }
+
+    #[test]
+    fn echo_refuses_other_argument_lists_at_load() {
+        assert!(Echo.validate_args(&[Arg::Field("value")]).is_ok());
+        let e = Echo
+            .validate_args(&[Arg::Field("a"), Arg::Field("b")])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "echo function only supports 1 parameter but got 2"
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use shmplug_transport::control::Hello;
+use shmplug_transport::control::{ArgShape, Hello};
 
 use crate::error::{Error, Result, SymbolKind};
 use crate::handles::{FunctionClient, SinkWriter, SourceReader};
@@ -323,6 +323,8 @@ impl Plugin {
                 restarts: 0,
                 last_error: None,
                 stop_waiters: HashMap::new(),
+                next_request: 0,
+                validate_waiters: HashMap::new(),
             }),
             changed: Condvar::new(),
             events: Mutex::new(events_tx),
@@ -424,6 +426,18 @@ impl Plugin {
     pub fn function(&self, spec: InstanceSpec) -> Result<FunctionClient> {
         let slot = self.shared.start_instance(SymbolKind::Function, spec)?;
         Ok(FunctionClient::new(self.shared.clone(), slot))
+    }
+
+    /// Asks the plugin whether function `symbol` accepts the argument list `args` (its
+    /// `validate_args`), before any instance of it starts: a rule's bad argument list then
+    /// fails its start, before any tuple flows. A plugin older than control protocol 1.2 is
+    /// not asked (`Ok`).
+    ///
+    /// # Errors
+    /// [`Error::ArgsRefused`] with the plugin's message; [`Error::UnknownSymbol`],
+    /// [`Error::Unavailable`], [`Error::TimedOut`] (no answer within the start time-out).
+    pub fn validate_function(&self, symbol: &str, args: Vec<ArgShape>) -> Result<()> {
+        self.shared.validate(symbol, args)
     }
 
     /// Replaces the process with `spec`'s executable (a new version): the new process is

@@ -1,13 +1,13 @@
 //! State shared by a plugin's API, its monitor thread and its control reader thread.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::{Sender, SyncSender};
+use std::sync::mpsc::{RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use shmplug_transport::Ring;
 use shmplug_transport::control::{
-    ControlChannel, Hello, MAX_STATE_BYTES, Message, Start, state_size,
+    ArgShape, ControlChannel, Hello, MAX_STATE_BYTES, Message, Start, state_size,
 };
 
 use super::slot::{Ids, Slot, SlotState};
@@ -76,6 +76,11 @@ pub(crate) struct State {
     pub restarts: u64,
     pub last_error: Option<String>,
     pub stop_waiters: HashMap<u64, SyncSender<()>>,
+    /// The last `Validate` request id sent.
+    pub next_request: u64,
+    /// Who waits for the answer to each `Validate` request, and to which process it went. A
+    /// waiter dropped (the process went) ends the wait.
+    pub validate_waiters: HashMap<u64, (u64, SyncSender<Option<String>>)>,
 }
 
 #[derive(Debug)]
@@ -214,6 +219,83 @@ impl Supervision {
         }
     }
 
+    /// Asks the current process whether function `symbol` accepts `args`, and waits up to the
+    /// start time-out for the answer. A process older than protocol 1.2 cannot be asked: its
+    /// functions are taken to accept any argument list.
+    pub(crate) fn validate(&self, symbol: &str, args: Vec<ArgShape>) -> Result<()> {
+        let timeout = self.config.start_timeout;
+        let mut state = self.lock();
+        let Some(link) = state.link.clone() else {
+            return Err(Error::Unavailable {
+                plugin: self.name.clone(),
+                reason: state
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "it has no running process".into()),
+            });
+        };
+        if !link.hello.functions.iter().any(|f| f == symbol) {
+            return Err(Error::UnknownSymbol {
+                plugin: self.name.clone(),
+                kind: SymbolKind::Function,
+                symbol: symbol.to_owned(),
+                offered: link.hello.functions.clone(),
+            });
+        }
+        let version = link.hello.protocol_version;
+        if (version.major, version.minor) < (1, 2) {
+            tracing::debug!(
+                plugin = %self.name,
+                "protocol {version} predates validation; function `{symbol}`'s arguments are not checked at load"
+            );
+            return Ok(());
+        }
+        state.next_request += 1;
+        let request_id = state.next_request;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        state
+            .validate_waiters
+            .insert(request_id, (link.generation, tx));
+        drop(state);
+        let message = Message::Validate {
+            request_id,
+            symbol: symbol.to_owned(),
+            args,
+        };
+        if let Err(e) = link.channel.send(&message, &[]) {
+            self.lock().validate_waiters.remove(&request_id);
+            return Err(Error::Unavailable {
+                plugin: self.name.clone(),
+                reason: format!("asking it to check function `{symbol}`'s arguments failed: {e}"),
+            });
+        }
+        let answer = rx.recv_timeout(timeout);
+        self.lock().validate_waiters.remove(&request_id);
+        match answer {
+            Ok(None) => Ok(()),
+            Ok(Some(message)) => Err(Error::ArgsRefused {
+                plugin: self.name.clone(),
+                symbol: symbol.to_owned(),
+                message,
+            }),
+            Err(RecvTimeoutError::Timeout) => Err(Error::TimedOut {
+                op: "checking the arguments",
+                plugin: self.name.clone(),
+                kind: SymbolKind::Function,
+                symbol: symbol.to_owned(),
+                instance: 0,
+                timeout,
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Unavailable {
+                plugin: self.name.clone(),
+                reason: format!(
+                    "its process went before it answered whether function `{symbol}` accepts \
+                     its arguments"
+                ),
+            }),
+        }
+    }
+
     /// Removes instance `id` from the books without telling the plugin.
     fn forget(&self, id: u64) {
         self.lock().instances.remove(&id);
@@ -278,6 +360,8 @@ impl Supervision {
     /// Marks every instance as switching and returns the rings they used, to be closed once
     /// the old process is gone.
     pub(crate) fn retire_all(&self, state: &mut State) -> Vec<(SymbolKind, Vec<Ring>)> {
+        // The old process will not answer them.
+        state.validate_waiters.clear();
         state
             .instances
             .values_mut()
@@ -291,6 +375,7 @@ impl Supervision {
 
     /// Fails every instance with `reason` and returns their rings.
     pub(crate) fn fail_all(&self, state: &mut State, reason: &str) -> Vec<(SymbolKind, Vec<Ring>)> {
+        state.validate_waiters.clear();
         let instances = std::mem::take(&mut state.instances);
         instances
             .into_values()
@@ -389,6 +474,17 @@ impl Supervision {
             Message::Stopped { instance_id } => {
                 if let Some(waiter) = self.lock().stop_waiters.remove(&instance_id) {
                     let _ = waiter.try_send(());
+                }
+            }
+            Message::Validated { request_id, error } => {
+                let mut state = self.lock();
+                if state
+                    .validate_waiters
+                    .get(&request_id)
+                    .is_some_and(|(to, _)| *to == generation)
+                    && let Some((_, waiter)) = state.validate_waiters.remove(&request_id)
+                {
+                    let _ = waiter.try_send(error);
                 }
             }
             Message::Pong { nonce } => self.send_event(Event::Pong { generation, nonce }),

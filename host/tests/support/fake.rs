@@ -2,7 +2,8 @@
 //! instead of a test. It speaks the control protocol with the transport's `ControlChannel`
 //! directly (no SDK), so each test can make it misbehave in one precise way.
 //!
-//! Environment: `FAKE_MODE` (`ok`, `silent`, `silent-forks`, `exit`, `old-version`, `wrong-name`), `FAKE_NAME`
+//! Environment: `FAKE_MODE` (`ok`, `silent`, `silent-forks`, `exit`, `old-version`, `wrong-name`,
+//! `protocol-1.1`: speaks 1.1 and ignores `Validate`), `FAKE_NAME`
 //! (the name in its hello), `FAKE_STATE` (a directory for marker files: `pids` gets one line per
 //! process started; `refused` gets the host's error text).
 //!
@@ -12,10 +13,12 @@
 //! `{"pid": PID}` at the start, and a start with state appends it to `FAKE_STATE/kept_state`),
 //! sink `collect` (appends each tuple's `n` to `FAKE_STATE/sink`; with property
 //! `truncate = true` it empties that file when it starts, as a sink that overwrites its output
-//! does; `stall_after` makes the first process stop taking tuples after that many), functions
+//! does; a tuple with an integer field `total` is written as `N TOTAL`; `stall_after` makes the first process stop taking tuples after that many), functions
 //! `echo` (first argument back), `fail` (an error), `once` (as `echo`, declared not safe to
-//! repeat; both take `crash_after`: the first process exits at that call), and source `broken`
-//! (always answers `Failed`).
+//! repeat; both take `crash_after`: the first process exits at that call; both refuse, when
+//! validated, an empty argument list), the aggregate function `sum` (the
+//! sum of the integers in its first argument's list), and source `broken` (always answers
+//! `Failed`).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -95,10 +98,16 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
     if mode == "old-version" {
         hello.protocol_version = ProtocolVersion::new(99, 0);
     }
+    // A plugin of protocol 1.1, which predates `Validate`: it never answers one.
+    let answers_validate = mode != "protocol-1.1";
+    if !answers_validate {
+        hello.protocol_version = ProtocolVersion::new(1, 1);
+    }
     hello.sources = vec!["counter".into(), "broken".into()];
     hello.sinks = vec!["collect".into()];
-    hello.functions = vec!["echo".into(), "fail".into(), "once".into()];
+    hello.functions = vec!["echo".into(), "fail".into(), "once".into(), "sum".into()];
     hello.not_repeatable = vec!["once".into()];
+    hello.aggregates = vec!["sum".into()];
     channel.send(&Message::Hello(hello), &[]).expect("hello");
     if mode == "old-version" || mode == "wrong-name" {
         if let Ok((Message::Error { message }, _)) = channel.recv_timeout(Some(LIFETIME)) {
@@ -176,6 +185,16 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
                 let crash = marker_once(state, &start, "crash_after");
                 instances.insert(id, function(start, rings, crash));
                 let _ = channel.send(&Message::Started { instance_id: id }, &[]);
+            }
+            Message::Validate {
+                request_id,
+                symbol,
+                args,
+            } if answers_validate => {
+                // `echo` and `once` take at least one argument; `fail` takes any.
+                let error = (symbol != "fail" && args.is_empty())
+                    .then(|| format!("{symbol} takes at least 1 argument, got 0"));
+                let _ = channel.send(&Message::Validated { request_id, error }, &[]);
             }
             Message::Stop { instance_id } => {
                 if let Some(instance) = instances.remove(&instance_id) {
@@ -295,7 +314,10 @@ fn sink(rings: Vec<Ring>, state: &std::path::Path, stall: Option<u64>) -> Instan
                 Ok(view) => {
                     collected += 1;
                     let n = view.get("n").and_then(|v| v.as_i64()).unwrap_or(-1);
-                    append(&path, &n.to_string());
+                    match view.get("total").and_then(|v| v.as_i64()) {
+                        Some(total) => append(&path, &format!("{n} {total}")),
+                        None => append(&path, &n.to_string()),
+                    }
                 }
                 Err(e) if e.is_closed() => return,
                 Err(_) => {}
@@ -324,6 +346,10 @@ fn function(start: Start, rings: Vec<Ring>, crash: Option<u64>) -> Instance {
                     let call = parse_call(&view).expect("a call record");
                     let result = match start.symbol.as_str() {
                         "fail" => Err("echo refuses"),
+                        "sum" => Ok(match call.args.get(0).and_then(|v| v.as_list()) {
+                            Some(list) => Value::Int(list.iter().filter_map(|v| v.as_i64()).sum()),
+                            None => Value::Null,
+                        }),
                         _ => Ok(call.args.get(0).map_or(Value::Null, |v| v.to_owned())),
                     };
                     (call.seq, result)

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use shmplug_transport::control::{ControlChannel, ControlError, Message, Start};
+use shmplug_transport::control::{ArgShape, ControlChannel, ControlError, Message, Start};
 use shmplug_transport::{Error, Ring};
 
+use crate::api::Arg;
 use crate::config::PluginConfig;
+use crate::error::catch;
 use instance::{Instance, InstanceEnv, Kind};
 
 pub use connect::{EXIT_NO_HOST, start};
@@ -123,6 +125,14 @@ impl Runtime {
                 Message::StartSink(start) => self.start(Kind::Sink, start, rings),
                 Message::StartFunction(start) => self.start(Kind::Function, start, rings),
                 Message::Stop { instance_id } => self.stop(instance_id),
+                Message::Validate {
+                    request_id,
+                    symbol,
+                    args,
+                } => {
+                    let error = self.validate(&symbol, &args);
+                    self.send(&Message::Validated { request_id, error });
+                }
                 Message::Ping { nonce } => self.send(&Message::Pong { nonce }),
                 Message::Pong { .. } => {}
                 Message::Shutdown => return Ok(()),
@@ -191,6 +201,24 @@ impl Runtime {
             kind.name(),
             kind.name(),
         ))
+    }
+
+    /// Whether function `symbol` accepts `args` (its `validate_args`, on a value made for the
+    /// question): `None`, or the refusal's text.
+    fn validate(&self, symbol: &str, args: &[ArgShape]) -> Option<String> {
+        let Some(factory) = self.shared.config.functions.get(symbol) else {
+            return self.unknown_symbol(Kind::Function, symbol);
+        };
+        let args: Vec<Arg<'_>> = args
+            .iter()
+            .map(|arg| match arg {
+                ArgShape::Field { name } => Arg::Field(name),
+            })
+            .collect();
+        let method = || format!("function `{symbol}`: validate_args");
+        catch(method, || factory().validate_args(&args))
+            .err()
+            .map(|e| e.to_string())
     }
 
     fn stop(&mut self, instance_id: u64) {

@@ -7,7 +7,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::json;
-use shmplug_transport::control::{ControlChannel, LogLevel, Message, PROTOCOL_VERSION, Start};
+use shmplug_transport::control::{
+    ArgShape, ControlChannel, LogLevel, Message, PROTOCOL_VERSION, Start,
+};
 use shmplug_transport::tuple::{FieldValue, call};
 use shmplug_transport::{
     EndpointConfig, Error, Ring, Tuple, TupleReceiver, TupleRef, TupleSender, TupleView, Value,
@@ -16,7 +18,7 @@ use shmplug_transport::{
 
 use super::{ServeError, serve};
 use crate::{
-    Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, Sink, SinkContext,
+    Arg, Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, Sink, SinkContext,
     Source, SourceContext,
 };
 
@@ -151,6 +153,17 @@ impl Sink for Keep {
 struct Add;
 
 impl Function for Add {
+    fn validate_args(&self, args: &[Arg<'_>]) -> Result<(), PluginError> {
+        match args {
+            [_, _] => Ok(()),
+            [.., Arg::Field("boom")] => panic!("validate_args exploded"),
+            _ => Err(PluginError::new(format!(
+                "add takes two arguments, got {}",
+                args.len()
+            ))),
+        }
+    }
+
     fn validate(&self, args: &[ValueView<'_>]) -> Result<(), PluginError> {
         match args {
             [ValueView::Int(_), ValueView::Int(_)] => Ok(()),
@@ -419,6 +432,54 @@ fn a_failing_configure_is_answered_with_its_text() {
     host.stop(2);
     let (_rx, reply) = host.start_source(2, "picky", json!({"interval": 5}));
     assert_eq!(reply, Message::Started { instance_id: 2 });
+    host.finish(true).unwrap();
+}
+
+#[test]
+fn validate_answers_with_the_functions_verdict() {
+    let mut host = Host::new();
+    let fields = |names: &[&str]| -> Vec<ArgShape> {
+        names
+            .iter()
+            .map(|n| ArgShape::Field {
+                name: (*n).to_owned(),
+            })
+            .collect()
+    };
+    let mut ask = |request_id: u64, symbol: &str, args: Vec<ArgShape>| {
+        host.send(
+            Message::Validate {
+                request_id,
+                symbol: symbol.into(),
+                args,
+            },
+            &[],
+        );
+        match host.next() {
+            Message::Validated {
+                request_id: answered,
+                error,
+            } => {
+                assert_eq!(answered, request_id);
+                error
+            }
+            other => panic!("expected validated, got {other:?}"),
+        }
+    };
+    assert_eq!(ask(1, "add", fields(&["a", "b"])), None);
+    assert_eq!(
+        ask(2, "add", fields(&["a"])).as_deref(),
+        Some("add takes two arguments, got 1")
+    );
+    let error = ask(3, "nope", fields(&[])).unwrap();
+    assert!(error.contains("has no function `nope`"), "{error}");
+    // A panic in `validate_args` is an answer too, and the plugin lives on.
+    let error = ask(4, "add", fields(&["a", "b", "boom"])).unwrap();
+    assert!(
+        error.contains("function `add`: validate_args panicked: validate_args exploded"),
+        "{error}"
+    );
+    assert_eq!(ask(5, "add", fields(&["x", "y"])), None);
     host.finish(true).unwrap();
 }
 

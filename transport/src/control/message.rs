@@ -19,6 +19,7 @@ use super::version::{PROTOCOL_VERSION, ProtocolVersion};
 /// | [`Shutdown`](Message::Shutdown) | host -> plugin | 0 |
 /// | [`Log`](Message::Log) | plugin -> host | 0 |
 /// | [`State`](Message::State) | plugin -> host | 0 |
+/// | [`Validate`](Message::Validate) / [`Validated`](Message::Validated) | host -> plugin / reply (1.2) | 0 |
 /// | [`Error`](Message::Error) | either way | 0 |
 ///
 /// Unknown fields are ignored when decoding, so a minor protocol version may add optional
@@ -90,6 +91,40 @@ pub enum Message {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<serde_json::Value>,
     },
+    /// Check a function's argument list before anything starts (eKuiper validates a rule's
+    /// function calls when it parses the rule): the plugin answers with
+    /// [`Validated`](Message::Validated). Since protocol 1.2; a host does not send it to an
+    /// older plugin.
+    Validate {
+        /// Echoed in the answer, to match it with this request.
+        request_id: u64,
+        /// The function symbol.
+        symbol: String,
+        /// The arguments as the host knows them before any tuple flows.
+        args: Vec<ArgShape>,
+    },
+    /// The answer to [`Validate`](Message::Validate).
+    Validated {
+        /// The request's id.
+        request_id: u64,
+        /// Why the function refuses the argument list, in words a person can act on; `None`
+        /// if it accepts it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+/// One argument of a function call as the host knows it when a pipeline is loaded, before any
+/// tuple flows: on the wire `{"kind": "field", "name": ...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ArgShape {
+    /// The value of a tuple's field (or of an earlier function's answer) of this name, known
+    /// only per tuple.
+    Field {
+        /// The field's name.
+        name: String,
+    },
 }
 
 /// Most bytes an instance's state may hold (keys and values as JSON): the host refuses an
@@ -113,6 +148,8 @@ impl Message {
         "log",
         "error",
         "state",
+        "validate",
+        "validated",
     ];
 
     /// The message's wire name (its `type` field), one of [`Message::TYPES`].
@@ -132,6 +169,8 @@ impl Message {
             Message::Log(_) => 11,
             Message::Error { .. } => 12,
             Message::State { .. } => 13,
+            Message::Validate { .. } => 14,
+            Message::Validated { .. } => 15,
         };
         Message::TYPES[index]
     }
@@ -173,6 +212,10 @@ pub struct Hello {
     /// [`tuple::call`](crate::tuple::call)); a host sends them only to a plugin that says so.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub call_batches: bool,
+    /// Aggregate functions (eKuiper's `IsAggregate`): each call takes a whole window, every
+    /// argument a list of the window's values. Since protocol 1.2; absent means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregates: Vec<String>,
 }
 
 impl Hello {
@@ -187,6 +230,7 @@ impl Hello {
             functions: Vec::new(),
             not_repeatable: Vec::new(),
             call_batches: false,
+            aggregates: Vec::new(),
         }
     }
 }

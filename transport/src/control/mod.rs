@@ -71,7 +71,7 @@ pub use frame::{
     FRAME_MAGIC, FRAME_VERSION, HEADER_LEN, MAX_BODY_LEN, MAX_FRAME_LEN, decode_body, decode_frame,
     decode_header, encode_frame,
 };
-pub use message::{Hello, Log, LogLevel, MAX_STATE_BYTES, Message, Start, state_size};
+pub use message::{ArgShape, Hello, Log, LogLevel, MAX_STATE_BYTES, Message, Start, state_size};
 pub use version::{InvalidProtocolVersion, PROTOCOL_VERSION, ProtocolVersion};
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shmplug_sdk::{
-    Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, PropsExt, Sink,
+    Arg, Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, PropsExt, Sink,
     SinkContext, Source, SourceContext, TupleBuilder, TupleView, Value, ValueRef, ValueView,
 };
 
@@ -124,6 +124,17 @@ fn cell_value(cell: &str) -> ValueRef<'_> {
 pub struct Power;
 
 impl Function for Power {
+    /// Two arguments, checked when a pipeline is loaded (before any tuple flows).
+    fn validate_args(&self, args: &[Arg<'_>]) -> Result<(), PluginError> {
+        match args {
+            [_, _] => Ok(()),
+            _ => Err(PluginError::new(format!(
+                "power takes two arguments (voltage, current), got {}",
+                args.len()
+            ))),
+        }
+    }
+
     fn validate(&self, args: &[ValueView<'_>]) -> Result<(), PluginError> {
         match args {
             [a, b] if number(a).is_some() && number(b).is_some() => Ok(()),

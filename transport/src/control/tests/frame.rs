@@ -28,7 +28,7 @@ fn every_message_round_trips_and_names_its_type() {
 #[test]
 fn ring_counts_follow_the_message_type() {
     let counts: Vec<usize> = every_message().iter().map(Message::ring_count).collect();
-    assert_eq!(counts, [0, 1, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(counts, [0, 1, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 }
 
 #[test]
@@ -42,7 +42,7 @@ fn wire_format_is_pinned() {
     let hello = encode_frame(&Message::Hello(Hello::new("p"))).unwrap();
     assert_eq!(
         &hello[HEADER_LEN..],
-        br#"{"type":"hello","protocol_version":"1.1","plugin_name":"p","sources":[],"sinks":[],"functions":[]}"#
+        br#"{"type":"hello","protocol_version":"1.2","plugin_name":"p","sources":[],"sinks":[],"functions":[]}"#
     );
     let delete = Message::State {
         instance_id: 3,

@@ -41,6 +41,7 @@ fn every_message() -> Vec<Message> {
             functions: vec!["echo".into(), "count".into()],
             not_repeatable: vec!["count".into()],
             call_batches: true,
+            aggregates: vec!["count".into()],
         }),
         Message::StartSource(start("random", Some("topic/a"))),
         Message::StartSink(start("file", None)),
@@ -72,6 +73,17 @@ fn every_message() -> Vec<Message> {
             instance_id: 3,
             key: "count".into(),
             value: Some(json!({"n": 42, "seen": ["a", "b"]})),
+        },
+        Message::Validate {
+            request_id: 5,
+            symbol: "echo".into(),
+            args: vec![ArgShape::Field {
+                name: "välue \"x\"".into(),
+            }],
+        },
+        Message::Validated {
+            request_id: 5,
+            error: Some("echo takes 1 argument, got 2".into()),
         },
     ]
 }

@@ -19,7 +19,22 @@ const MIRROR_ENV: &str = "SHMPLUG_TEST_RUN_MIRROR";
 #[test]
 fn mirror_plugin_entry() {
     if std::env::var_os(MIRROR_ENV).is_some() {
-        shmplug_sdk::start(["mirror"], mirror::plugin_config());
+        let config = mirror::plugin_config().function("refuse", || Refuse);
+        shmplug_sdk::start(["mirror"], config);
+    }
+}
+
+/// A function whose arguments pass the load-time check and whose every call fails (added to
+/// the mirror plugin for the metrics test).
+struct Refuse;
+
+impl shmplug_sdk::Function for Refuse {
+    fn exec(
+        &mut self,
+        _: &shmplug_sdk::FunctionContext,
+        _: &[shmplug_sdk::ValueView<'_>],
+    ) -> Result<shmplug_sdk::Value, shmplug_sdk::PluginError> {
+        Err(shmplug_sdk::PluginError::new("refused, as every call is"))
     }
 }
 
@@ -59,7 +74,7 @@ impl Fixture {
     fn mirror_zip(&self, file: &str, version: &str) -> String {
         let manifest = format!(
             r#"{{"version": "{version}", "language": "rust", "executable": "run.sh",
-                "sources": ["random"], "sinks": ["file"], "functions": ["echo"]}}"#
+                "sources": ["random"], "sinks": ["file"], "functions": ["echo", "refuse"]}}"#
         );
         let script = format!(
             "#!/bin/sh\nexport {MIRROR_ENV}=1\nexec '{}' --exact mirror_plugin_entry --nocapture --test-threads=1\n",
@@ -287,7 +302,7 @@ fn every_portable_endpoint_with_the_mirror_plugin() {
     let list = server.get("/plugins/portables").json();
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(list[0]["name"], "mirror");
-    assert_eq!(list[0]["functions"], serde_json::json!(["echo"]));
+    assert_eq!(list[0]["functions"], serde_json::json!(["echo", "refuse"]));
     let reply = server.get("/plugins/portables/mirror");
     assert_eq!(reply.status, 200);
     assert!(reply.content_type.starts_with("application/json"));
@@ -964,10 +979,10 @@ fn metrics_count_each_instance_and_stage() {
     let good_out = f.dir.path().join("good.jsonl");
     let reply = server.post("/pipelines?id=good", &mirror_pipeline(Some(40), &good_out));
     assert_eq!(reply.status, 201, "{}", reply.body);
-    // echo takes one argument: given two, every call fails.
+    // refuse fails every call.
     let failing_out = f.dir.path().join("failing.jsonl");
     let failing = mirror_pipeline(Some(30), &failing_out)
-        .replace(r#"args = ["value"]"#, r#"args = ["value", "value"]"#);
+        .replace(r#"symbol = "echo""#, r#"symbol = "refuse""#);
     let reply = server.post("/pipelines?id=failing", &failing);
     assert_eq!(reply.status, 201, "{}", reply.body);
     for id in ["good", "failing"] {

@@ -543,6 +543,7 @@ impl FunctionClient {
                     Ok(0) => {}
                     Ok(sent) => {
                         batch.sent += sent;
+                        batch.written = batch.written.max(batch.sent);
                         progress = true;
                         continue;
                     }

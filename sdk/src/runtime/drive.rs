@@ -21,8 +21,8 @@ pub(crate) fn method(kind: &str, symbol: &str, name: &str) -> String {
     format!("{kind} `{symbol}`: {name}")
 }
 
-/// Runs the source's `open` with an emitter over `producer`, then closes the ring (the host
-/// sees the end of the stream). A stop ([`PluginError::is_stop`]) is a normal end.
+/// Runs the source's `open` with an emitter over `producer` (writing each tuple's offset if
+/// `offsets`), then closes the ring (the host sees the end of the stream). A stop ([`PluginError::is_stop`]) is a normal end.
 ///
 /// # Errors
 /// What `open` returned otherwise, or its panic.
@@ -30,8 +30,10 @@ pub(crate) fn run_source(
     source: &mut dyn Source,
     ctx: &StreamContext,
     producer: Producer,
+    offsets: bool,
 ) -> Result<(), PluginError> {
-    let mut emitter = Emitter::new(TupleSender::new(producer), ctx.cancel().clone());
+    let mut emitter =
+        Emitter::new(TupleSender::new(producer), ctx.cancel().clone()).with_offsets(offsets);
     let result = catch(
         || method("source", ctx.symbol(), "open"),
         || source.open(ctx, &mut emitter),

@@ -120,16 +120,40 @@ impl Consumer {
         self.read_inner(Some(timeout))
     }
 
+    /// The kind of the next record ([`Record::kind`]) without reading it: `Ok(None)` if none
+    /// is there yet. Lets a reader decide how to take a record before it borrows the consumer.
+    ///
+    /// # Errors
+    /// As [`try_read`](Self::try_read).
+    pub fn try_peek_kind(&mut self) -> Result<Option<u32>> {
+        Ok(self.next()?.map(|(_, h)| h.kind))
+    }
+
+    /// As [`try_peek_kind`](Self::try_peek_kind), waiting up to `timeout` (forever if `None`)
+    /// for a record.
+    ///
+    /// # Errors
+    /// As [`read_timeout`](Self::read_timeout).
+    pub fn peek_kind(&mut self, timeout: Option<Duration>) -> Result<u32> {
+        Ok(self.wait_next(timeout)?.1.kind)
+    }
+
     fn read_inner(&mut self, timeout: Option<Duration>) -> Result<Record<'_>> {
+        let (start, h) = self.wait_next(timeout)?;
+        Ok(self.record(start, h))
+    }
+
+    /// Waits up to `timeout` for the next record and returns where it starts and its header.
+    fn wait_next(&mut self, timeout: Option<Duration>) -> Result<(u64, RecordHeader)> {
         // The common case needs no clock: a record is there.
-        if let Some((start, h)) = self.next()? {
-            return Ok(self.record(start, h));
+        if let Some(next) = self.next()? {
+            return Ok(next);
         }
         let mut waiter = Waiter::new(self.spin.get(), timeout);
         loop {
-            if let Some((start, h)) = self.next()? {
+            if let Some(next) = self.next()? {
                 self.spin.waited(waiter.elapsed());
-                return Ok(self.record(start, h));
+                return Ok(next);
             }
             match waiter.step() {
                 WaitStep::Spin => continue,
@@ -144,13 +168,13 @@ impl Consumer {
             let flag = &shared.control().signals.0.consumer_waiting;
             let value = self.config.flag();
             let deadline = waiter.deadline();
-            if let Some((start, h)) =
+            if let Some(next) =
                 wait::park(&shared, flag, value, shared.data_ready(), deadline, || {
                     self.next()
                 })?
             {
                 self.spin.waited(waiter.elapsed());
-                return Ok(self.record(start, h));
+                return Ok(next);
             }
         }
     }

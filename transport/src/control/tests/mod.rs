@@ -31,6 +31,8 @@ fn every_message() -> Vec<Message> {
             .as_object()
             .unwrap()
             .clone(),
+        send_offsets: symbol == "random",
+        rewind_to: (symbol == "random").then(|| vec![7, 0, 0, 0, 0, 0, 0, 0]),
     };
     vec![
         Message::Hello(Hello {
@@ -40,6 +42,7 @@ fn every_message() -> Vec<Message> {
             sinks: vec!["file".into()],
             functions: vec!["echo".into(), "count".into()],
             not_repeatable: vec!["count".into()],
+            rewindable: vec!["random".into()],
         }),
         Message::StartSource(start("random", Some("topic/a"))),
         Message::StartSink(start("file", None)),

@@ -140,7 +140,10 @@ fn unknown_symbols_and_failed_starts_are_explained() {
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("[counter, broken, rewinding]"), "{err}");
+    assert!(
+        err.to_string().contains("[counter, broken, rewinding]"),
+        "{err}"
+    );
     let err = plugin.source(InstanceSpec::new("broken")).unwrap_err();
     assert!(matches!(err, Error::StartFailed { .. }), "{err}");
     assert!(err.to_string().contains("the device is unplugged"), "{err}");

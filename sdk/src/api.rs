@@ -156,6 +156,29 @@ pub trait Sink {
         let _ = ctx;
         Ok(())
     }
+
+    /// True if `collect` may leave tuples in a buffer of the sink's own (a `BufWriter`, a
+    /// batch for a remote service) that only [`flush`](Self::flush) writes out. The runtime
+    /// then acknowledges tuples to the host only after a `flush` returned `Ok`, so that a
+    /// host delivering at least once writes what was still buffered again to a restarted
+    /// process instead of losing it. Asked once, after [`open`](Self::open).
+    ///
+    /// The runtime flushes when no tuple has come for a millisecond, after 1024 tuples or a
+    /// quarter of the ring, every 100 ms while tuples keep coming, and before `close`.
+    fn buffers(&self) -> bool {
+        false
+    }
+
+    /// Writes out what the sink buffers: every tuple given to `collect` so far is then
+    /// delivered. Called only if [`buffers`](Self::buffers) is true.
+    ///
+    /// # Errors
+    /// Any [`PluginError`]; it is logged against the instance, the tuples stay
+    /// unacknowledged, and the next flush tries again.
+    fn flush(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        let _ = ctx;
+        Ok(())
+    }
 }
 
 /// A function callable from a rule's SQL.
@@ -347,6 +370,14 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     fn close(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
         (**self).close(ctx)
     }
+
+    fn buffers(&self) -> bool {
+        (**self).buffers()
+    }
+
+    fn flush(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        (**self).flush(ctx)
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
@@ -364,6 +395,14 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
 
     fn close(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
         (**self).close(ctx)
+    }
+
+    fn buffers(&self) -> bool {
+        (**self).buffers()
+    }
+
+    fn flush(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        (**self).flush(ctx)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The runtime against a test host in the same process: the host's end of a
 //! [`ControlChannel::pair`] on the test thread, [`serve`] on another.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -219,12 +220,42 @@ struct Events {
     tx: Sender<&'static str>,
     rx: Receiver<&'static str>,
     kept: Arc<Mutex<Vec<Tuple>>>,
+    /// Tuples the `buffered` sink has flushed.
+    flushed: Arc<AtomicU64>,
+}
+
+/// A sink that buffers: counts what it collects, and adds that to `flushed` on `flush`.
+struct Buffered {
+    pending: u64,
+    flushed: Arc<AtomicU64>,
+}
+
+impl Sink for Buffered {
+    fn configure(&mut self, _: &Props) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn collect(&mut self, _: &SinkContext, _: &TupleView<'_>) -> Result<(), PluginError> {
+        self.pending += 1;
+        Ok(())
+    }
+
+    fn buffers(&self) -> bool {
+        true
+    }
+
+    fn flush(&mut self, _: &SinkContext) -> Result<(), PluginError> {
+        self.flushed.fetch_add(self.pending, Ordering::SeqCst);
+        self.pending = 0;
+        Ok(())
+    }
 }
 
 fn config(events: &Events) -> PluginConfig {
     let closed = Mutex::new(events.tx.clone());
     let sink_closed = Mutex::new(events.tx.clone());
     let kept = events.kept.clone();
+    let flushed = events.flushed.clone();
     PluginConfig::new("testplug")
         .source("counter", Counter::default)
         .source("resume", Resume::default)
@@ -239,6 +270,10 @@ fn config(events: &Events) -> PluginConfig {
         .sink("keep", move || Keep {
             tuples: kept.clone(),
             events: sink_closed.lock().unwrap().clone(),
+        })
+        .sink("buffered", move || Buffered {
+            pending: 0,
+            flushed: flushed.clone(),
         })
         .function("add", || Add)
         .not_repeatable("add")
@@ -262,6 +297,7 @@ impl Host {
             tx,
             rx,
             kept: Arc::default(),
+            flushed: Arc::default(),
         };
         let (channel, plugin) = ControlChannel::pair().unwrap();
         channel.set_read_timeout(Some(WAIT));
@@ -293,7 +329,7 @@ impl Host {
                     ]
                 );
                 assert_eq!(hello.rewindable, ["seq"]);
-                assert_eq!(hello.sinks, ["keep"]);
+                assert_eq!(hello.sinks, ["buffered", "keep"]);
                 assert_eq!(hello.functions, ["add"]);
                 assert_eq!(hello.not_repeatable, ["add"]);
             }
@@ -545,6 +581,30 @@ fn a_sink_collects_what_the_host_sends_and_closes_at_end_of_stream() {
     let log = host.log_containing("unlucky tuple");
     assert_eq!(log.instance_id, Some(5));
     host.stop(5);
+    host.finish(true).unwrap();
+}
+
+#[test]
+fn a_buffering_sinks_tuples_are_acknowledged_only_once_flushed() {
+    let mut host = Host::new();
+    let ring = Ring::create(1 << 16).unwrap();
+    let mut tx = TupleSender::new(ring.producer(endpoint()).unwrap());
+    host.send(
+        Message::StartSink(Host::start(6, "buffered", json!({}))),
+        &[&ring],
+    );
+    assert_eq!(host.next(), Message::Started { instance_id: 6 });
+    for n in 0..3000i64 {
+        tx.send(&Tuple::new(n).with_field("n", n)).unwrap();
+    }
+    // The runtime flushes once no tuple came for a while; only then are they acknowledged.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !tx.producer().all_acknowledged() {
+        assert!(std::time::Instant::now() < deadline, "never acknowledged");
+        std::thread::yield_now();
+    }
+    assert_eq!(host.events.flushed.load(Ordering::SeqCst), 3000);
+    host.stop(6);
     host.finish(true).unwrap();
 }
 

@@ -30,6 +30,8 @@ pub struct Consumer {
     closed: bool,
     /// Store the taken and acknowledged positions ([`Consumer::acknowledge`]).
     acks: bool,
+    /// Acknowledge only on [`Consumer::acknowledge_read`] ([`Consumer::acknowledge_held`]).
+    hold: bool,
     /// The acknowledged position last stored.
     acked: u64,
 }
@@ -52,6 +54,7 @@ impl Consumer {
             poison: None,
             closed: false,
             acks: false,
+            hold: false,
             acked: read,
             shared,
         };
@@ -84,6 +87,48 @@ impl Consumer {
         acks.acked.store(self.read, Ordering::Release);
         acks.enabled.store(1, Ordering::Release);
         self
+    }
+
+    /// As [`acknowledge`](Self::acknowledge), but records are acknowledged only when the
+    /// reader says so with [`acknowledge_read`](Self::acknowledge_read): for a reader that
+    /// keeps what it read in a buffer of its own and is done with it only once it has written
+    /// the buffer out. Until then the records keep their space in the ring, so acknowledge
+    /// before the ring fills ([`unacknowledged_len`](Self::unacknowledged_len)), or the
+    /// producer waits.
+    #[must_use]
+    pub fn acknowledge_held(self) -> Consumer {
+        let mut consumer = self.acknowledge();
+        consumer.hold = true;
+        consumer
+    }
+
+    /// Acknowledges every record released so far, for a consumer made with
+    /// [`acknowledge_held`](Self::acknowledge_held) (any other acknowledges by itself).
+    pub fn acknowledge_read(&mut self) {
+        if self.acks && self.acked != self.read {
+            self.acked = self.read;
+            // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`:
+            // whatever the reader did with the records happens before the producer sees them
+            // done.
+            self.shared
+                .control()
+                .acks
+                .0
+                .acked
+                .store(self.read, Ordering::Release);
+            self.publish_if_due();
+        }
+    }
+
+    /// Bytes of the ring that released records still hold because they are not acknowledged
+    /// yet ([`acknowledge_held`](Self::acknowledge_held)).
+    pub fn unacknowledged_len(&self) -> usize {
+        (self.read - self.done()) as usize
+    }
+
+    /// The ring's data capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity as usize
     }
 
     /// Reads the next record without waiting. `Ok(None)` means nothing is there yet.
@@ -183,7 +228,7 @@ impl Consumer {
     /// released, since it asks for the next one (or drops the consumer).
     #[inline]
     fn acknowledge_released(&mut self) {
-        if self.acks && self.acked != self.read {
+        if self.acks && !self.hold && self.acked != self.read {
             self.acked = self.read;
             // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`:
             // whatever the reader did with the records happens before the producer sees them

@@ -68,7 +68,8 @@ pub trait Source {
 /// started again, the new instance is configured, then rewound to that offset with
 /// [`rewind`](Self::rewind) before its `open`, and the host drops what the dead process had
 /// emitted after it, so the stream goes on with the next tuple. An instance that had handed
-/// nothing on starts as new (no `rewind`).
+/// nothing on starts as new (no `rewind`). A tuple emitted without an offset (with
+/// [`Emitter::emit`]) leaves the last offset as it was.
 ///
 /// Register it with [`PluginConfig::rewindable_source`](crate::PluginConfig::rewindable_source).
 ///

@@ -96,7 +96,7 @@ impl Emitter {
     /// the source stands once this tuple is out), and publishes it. The offset travels with
     /// the tuple only if the host asked for offsets (it does for a source registered with
     /// [`PluginConfig::rewindable_source`](crate::PluginConfig::rewindable_source)); otherwise
-    /// this is [`emit_deferred`](Self::emit_deferred) and a publish, at no extra cost.
+    /// this is [`emit`](Self::emit), at no extra cost.
     ///
     /// # Errors
     /// As [`emit`](Self::emit).

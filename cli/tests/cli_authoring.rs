@@ -16,7 +16,7 @@ fn fake_plugin_entry() {
 }
 
 /// The symbols the fake plugin offers, as manifest fields.
-const SYMBOLS: &str = r#""sources": ["counter", "broken"], "sinks": ["collect"], "functions": ["echo", "fail", "once", "sum"]"#;
+const SYMBOLS: &str = r#""sources": ["counter", "broken", "rewinding"], "sinks": ["collect"], "functions": ["echo", "fail", "once", "sum"]"#;
 
 /// A package `dir/fake` whose executable notes its working directory and `SHMPLUG_PLUGIN_DIR`
 /// in `state`, then runs this test binary as the fake plugin; its manifest lists `symbols`.
@@ -87,8 +87,7 @@ fn install_refuses_a_manifest_whose_symbols_differ_from_the_executables() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     let state = tempfile::tempdir().unwrap();
-    let symbols =
-        r#""sources": ["counter", "broken", "ghost"], "sinks": ["collect"], "functions": ["echo"]"#;
+    let symbols = r#""sources": ["counter", "broken", "rewinding", "ghost"], "sinks": ["collect"], "functions": ["echo"]"#;
     let pkg = fake_package(dir.path(), state.path(), symbols);
     let out = cli::shmplug(&plugins, &["plugins", "install", pkg.to_str().unwrap()]);
     let text = stderr(&out);

@@ -74,7 +74,7 @@ impl Fixture {
     fn mirror_zip(&self, file: &str, version: &str) -> String {
         let manifest = format!(
             r#"{{"version": "{version}", "language": "rust", "executable": "run.sh",
-                "sources": ["random"], "sinks": ["file"], "functions": ["echo", "refuse"]}}"#
+                "sources": ["random", "counter"], "sinks": ["file"], "functions": ["echo", "refuse"]}}"#
         );
         let script = format!(
             "#!/bin/sh\nexport {MIRROR_ENV}=1\nexec '{}' --exact mirror_plugin_entry --nocapture --test-threads=1\n",
@@ -308,7 +308,10 @@ fn every_portable_endpoint_with_the_mirror_plugin() {
     assert!(reply.content_type.starts_with("application/json"));
     let described = reply.json();
     assert_eq!(described["version"], "v1.0.0");
-    assert_eq!(described["sources"], serde_json::json!(["random"]));
+    assert_eq!(
+        described["sources"],
+        serde_json::json!(["random", "counter"])
+    );
     assert_eq!(described["sinks"], serde_json::json!(["file"]));
     assert!(
         described["executable"]

@@ -19,7 +19,7 @@ fn handshake_ok_reports_symbols_and_shuts_down_cleanly() {
     let plugin = Plugin::start(fake.spec.clone(), quick_config()).unwrap();
     let hello = plugin.hello().unwrap();
     assert_eq!(hello.plugin_name, "alpha");
-    assert_eq!(hello.sources, ["counter", "broken"]);
+    assert_eq!(hello.sources, ["counter", "broken", "rewinding"]);
     let status = plugin.status();
     assert_eq!(status.phase, Phase::Running);
     assert_eq!(status.restarts, 0);
@@ -140,7 +140,10 @@ fn unknown_symbols_and_failed_starts_are_explained() {
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("[counter, broken]"), "{err}");
+    assert!(
+        err.to_string().contains("[counter, broken, rewinding]"),
+        "{err}"
+    );
     let err = plugin.source(InstanceSpec::new("broken")).unwrap_err();
     assert!(matches!(err, Error::StartFailed { .. }), "{err}");
     assert!(err.to_string().contains("the device is unplugged"), "{err}");

@@ -1,7 +1,7 @@
 //! The plugin traits, in the shape of eKuiper's portable plugin API: [`Source`], [`Sink`],
 //! [`Function`].
 
-use shmplug_transport::tuple::FieldValue;
+use shmplug_transport::tuple::{FieldValue, Offset};
 use shmplug_transport::{TupleView, Value, ValueRef, ValueView};
 
 use crate::context::{FunctionContext, SinkContext, SourceContext};
@@ -47,6 +47,75 @@ pub trait Source {
         let _ = ctx;
         Ok(())
     }
+
+    /// The source as a [`Rewindable`] one, if it is: what
+    /// [`PluginConfig::rewindable_source`](crate::PluginConfig::rewindable_source) arranges.
+    /// Leave the default.
+    #[doc(hidden)]
+    fn as_rewindable(&mut self) -> Option<&mut dyn Rewindable> {
+        None
+    }
+}
+
+/// A source that can go back to an offset: eKuiper's `Rewindable` contract, so that a plugin
+/// restart neither loses nor repeats what the host had handed on.
+///
+/// The source gives each tuple's offset as it emits it ([`Emitter::emit_at`]): where it
+/// stands once that tuple is out (eKuiper's `GetOffset` after it), as up to
+/// [`MAX_OFFSET_LEN`](crate::transport::tuple::MAX_OFFSET_LEN) bytes only it interprets (a
+/// sequence number with [`Offset::from_u64`], a file position, a message id). The host
+/// remembers the offset of the last tuple it handed on; when the plugin's process dies and is
+/// started again, the new instance is configured, then rewound to that offset with
+/// [`rewind`](Self::rewind) before its `open`, and the host drops what the dead process had
+/// emitted after it, so the stream goes on with the next tuple. An instance that had handed
+/// nothing on starts as new (no `rewind`). A tuple emitted without an offset (with
+/// [`Emitter::emit`]) leaves the last offset as it was.
+///
+/// Register it with [`PluginConfig::rewindable_source`](crate::PluginConfig::rewindable_source).
+///
+/// # Examples
+/// ```
+/// use shmplug_sdk::transport::tuple::Offset;
+/// use shmplug_sdk::{Emitter, PluginError, Props, Rewindable, Source, SourceContext, Tuple};
+///
+/// /// Emits 0, 1, 2, ... from where it was rewound to.
+/// #[derive(Default)]
+/// struct Counter {
+///     next: u64,
+/// }
+///
+/// impl Source for Counter {
+///     fn configure(&mut self, _: &str, _: &Props) -> Result<(), PluginError> {
+///         Ok(())
+///     }
+///
+///     fn open(&mut self, _: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
+///         loop {
+///             let n = self.next;
+///             emitter.emit_at(&Offset::from_u64(n), &Tuple::new(0).with_field("n", n as i64))?;
+///             self.next += 1;
+///         }
+///     }
+/// }
+///
+/// impl Rewindable for Counter {
+///     fn rewind(&mut self, offset: &Offset) -> Result<(), PluginError> {
+///         let last = offset.as_u64().ok_or("the offset is not a counter")?;
+///         self.next = last + 1;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Rewindable: Source {
+    /// Moves the source to `offset`, the offset it gave with a tuple it emitted in an earlier
+    /// run: the next tuple it emits is the one that came after that tuple. Called after
+    /// [`configure`](Source::configure) and before [`open`](Source::open).
+    ///
+    /// # Errors
+    /// Any [`PluginError`] (the offset is no longer available, say): the start fails with
+    /// its text, and the host reports the instance gone instead of losing or repeating
+    /// tuples silently.
+    fn rewind(&mut self, offset: &Offset) -> Result<(), PluginError>;
 }
 
 /// A sink: consumes a rule's tuples.
@@ -85,6 +154,29 @@ pub trait Sink {
     /// # Errors
     /// Any [`PluginError`]; it is logged against the instance.
     fn close(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// True if `collect` may leave tuples in a buffer of the sink's own (a `BufWriter`, a
+    /// batch for a remote service) that only [`flush`](Self::flush) writes out. The runtime
+    /// then acknowledges tuples to the host only after a `flush` returned `Ok`, so that a
+    /// host delivering at least once writes what was still buffered again to a restarted
+    /// process instead of losing it. Asked once, after [`open`](Self::open).
+    ///
+    /// The runtime flushes when no tuple has come for a millisecond, after 1024 tuples or a
+    /// quarter of the ring, every 100 ms while tuples keep coming, and before `close`.
+    fn buffers(&self) -> bool {
+        false
+    }
+
+    /// Writes out what the sink buffers: every tuple given to `collect` so far is then
+    /// delivered. Called only if [`buffers`](Self::buffers) is true.
+    ///
+    /// # Errors
+    /// Any [`PluginError`]; it is logged against the instance, the tuples stay
+    /// unacknowledged, and the next flush tries again.
+    fn flush(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
         let _ = ctx;
         Ok(())
     }
@@ -303,6 +395,9 @@ impl<S: Source + ?Sized> Source for &mut S {
     fn close(&mut self, ctx: &SourceContext) -> Result<(), PluginError> {
         (**self).close(ctx)
     }
+    fn as_rewindable(&mut self) -> Option<&mut dyn Rewindable> {
+        (**self).as_rewindable()
+    }
 }
 
 impl<S: Source + ?Sized> Source for Box<S> {
@@ -316,6 +411,9 @@ impl<S: Source + ?Sized> Source for Box<S> {
 
     fn close(&mut self, ctx: &SourceContext) -> Result<(), PluginError> {
         (**self).close(ctx)
+    }
+    fn as_rewindable(&mut self) -> Option<&mut dyn Rewindable> {
+        (**self).as_rewindable()
     }
 }
 
@@ -335,6 +433,14 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     fn close(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
         (**self).close(ctx)
     }
+
+    fn buffers(&self) -> bool {
+        (**self).buffers()
+    }
+
+    fn flush(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        (**self).flush(ctx)
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
@@ -352,6 +458,14 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
 
     fn close(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
         (**self).close(ctx)
+    }
+
+    fn buffers(&self) -> bool {
+        (**self).buffers()
+    }
+
+    fn flush(&mut self, ctx: &SinkContext) -> Result<(), PluginError> {
+        (**self).flush(ctx)
     }
 }
 
@@ -412,6 +526,34 @@ impl<F: Function + ?Sized> Function for Box<F> {
 
     fn is_aggregate(&self) -> bool {
         (**self).is_aggregate()
+    }
+}
+
+/// A [`Rewindable`] source as a plain [`Source`] that still offers its rewind
+/// ([`Source::as_rewindable`]): what [`PluginConfig::rewindable_source`](crate::PluginConfig::rewindable_source) registers.
+pub(crate) struct Rewinding<S>(pub S);
+
+impl<S: Rewindable> Source for Rewinding<S> {
+    fn configure(&mut self, data_source: &str, props: &Props) -> Result<(), PluginError> {
+        self.0.configure(data_source, props)
+    }
+
+    fn open(&mut self, ctx: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
+        self.0.open(ctx, emitter)
+    }
+
+    fn close(&mut self, ctx: &SourceContext) -> Result<(), PluginError> {
+        self.0.close(ctx)
+    }
+
+    fn as_rewindable(&mut self) -> Option<&mut dyn Rewindable> {
+        Some(self)
+    }
+}
+
+impl<S: Rewindable> Rewindable for Rewinding<S> {
+    fn rewind(&mut self, offset: &Offset) -> Result<(), PluginError> {
+        self.0.rewind(offset)
     }
 }
 

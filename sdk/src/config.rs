@@ -7,7 +7,7 @@ use std::time::Duration;
 use shmplug_transport::EndpointConfig;
 use shmplug_transport::control::Hello;
 
-use crate::api::{Function, Sink, Source};
+use crate::api::{Function, Rewindable, Rewinding, Sink, Source};
 
 /// Makes a fresh source instance.
 pub type SourceFactory = Box<dyn Fn() -> Box<dyn Source> + Send + Sync>;
@@ -49,6 +49,8 @@ pub struct PluginConfig {
     pub functions: BTreeMap<String, FunctionFactory>,
     /// Functions not safe to run twice for one call ([`PluginConfig::not_repeatable`]).
     pub not_repeatable: BTreeSet<String>,
+    /// Sources registered with [`PluginConfig::rewindable_source`].
+    pub rewindable: BTreeSet<String>,
     /// How the plugin's ring endpoints wait: by default they spin for 30 µs, then sleep on a
     /// futex.
     pub endpoint: EndpointConfig,
@@ -65,6 +67,7 @@ impl Default for PluginConfig {
             sinks: BTreeMap::new(),
             functions: BTreeMap::new(),
             not_repeatable: BTreeSet::new(),
+            rewindable: BTreeSet::new(),
             endpoint: EndpointConfig::default().with_spin(DEFAULT_SPIN),
         }
     }
@@ -85,8 +88,25 @@ impl PluginConfig {
         S: Source + 'static,
         F: Fn() -> S + Send + Sync + 'static,
     {
+        let symbol = symbol.into();
         let factory: SourceFactory = Box::new(move || Box::new(factory()));
-        self.sources.insert(symbol.into(), factory);
+        self.rewindable.remove(&symbol);
+        self.sources.insert(symbol, factory);
+        self
+    }
+
+    /// Adds the [`Rewindable`] source `symbol`, made by `factory`: the hello declares it
+    /// rewindable, so a host asks it for each tuple's offset and rewinds a restarted instance
+    /// to the last one it handed on.
+    pub fn rewindable_source<S, F>(mut self, symbol: impl Into<String>, factory: F) -> PluginConfig
+    where
+        S: Rewindable + 'static,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let symbol = symbol.into();
+        let factory: SourceFactory = Box::new(move || Box::new(Rewinding(factory())));
+        self.sources.insert(symbol.clone(), factory);
+        self.rewindable.insert(symbol);
         self
     }
 
@@ -143,6 +163,7 @@ impl PluginConfig {
             .filter(|(_, factory)| factory().is_aggregate())
             .map(|(symbol, _)| symbol.clone())
             .collect();
+        hello.rewindable = self.rewindable.iter().cloned().collect();
         hello
     }
 }

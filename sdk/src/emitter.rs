@@ -1,6 +1,6 @@
 //! [`Emitter`]: how a source writes tuples straight into its ring.
 
-use shmplug_transport::tuple::{Encode, Encoder};
+use shmplug_transport::tuple::{Encode, Encoder, Offset};
 use shmplug_transport::{Producer, Tuple, TupleRef, TupleSender};
 
 use crate::context::Cancel;
@@ -27,6 +27,8 @@ use crate::error::PluginError;
 pub struct Emitter {
     sender: TupleSender,
     cancel: Cancel,
+    /// The host asked for each tuple's offset ([`Emitter::emit_at`]).
+    offsets: bool,
     emitted: u64,
     /// For measuring tuples larger than a record's bound (see `write`).
     encoder: Encoder,
@@ -40,6 +42,7 @@ impl Emitter {
         Emitter {
             sender,
             cancel,
+            offsets: false,
             emitted: 0,
             encoder: Encoder::new(),
             scratch: Vec::new(),
@@ -86,6 +89,42 @@ impl Emitter {
         self.write(tuple, true)
     }
 
+    /// Emits a tuple of a [`Rewindable`](crate::Rewindable) source with its `offset` (where
+    /// the source stands once this tuple is out), and publishes it. The offset travels with
+    /// the tuple only if the host asked for offsets (it does for a source registered with
+    /// [`PluginConfig::rewindable_source`](crate::PluginConfig::rewindable_source)); otherwise
+    /// this is [`emit`](Self::emit), at no extra cost.
+    ///
+    /// # Errors
+    /// As [`emit`](Self::emit).
+    pub fn emit_at<T: Encode + ?Sized>(
+        &mut self,
+        offset: &Offset,
+        tuple: &T,
+    ) -> Result<(), PluginError> {
+        self.write_offset(offset)?;
+        self.write(tuple, false)
+    }
+
+    /// As [`emit_at`](Self::emit_at), without publishing yet (see
+    /// [Publishing](#publishing)).
+    ///
+    /// # Errors
+    /// As [`emit`](Self::emit).
+    pub fn emit_deferred_at<T: Encode + ?Sized>(
+        &mut self,
+        offset: &Offset,
+        tuple: &T,
+    ) -> Result<(), PluginError> {
+        self.write_offset(offset)?;
+        self.write(tuple, true)
+    }
+
+    /// True if the host asked for each tuple's offset ([`emit_at`](Self::emit_at)).
+    pub fn sends_offsets(&self) -> bool {
+        self.offsets
+    }
+
     /// Publishes every deferred tuple and wakes the host if it waits for data.
     pub fn flush(&mut self) {
         self.sender.flush();
@@ -104,6 +143,34 @@ impl Emitter {
     /// True once the instance was stopped.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Asks for each tuple's offset before it (the host's [`Start::send_offsets`]).
+    ///
+    /// [`Start::send_offsets`]: shmplug_transport::control::Start::send_offsets
+    pub(crate) fn with_offsets(mut self, offsets: bool) -> Emitter {
+        self.offsets = offsets;
+        self
+    }
+
+    /// Writes `offset` for the next tuple, if the host wants offsets. The record is left for
+    /// that tuple's publication.
+    fn write_offset(&mut self, offset: &Offset) -> Result<(), PluginError> {
+        if !self.offsets {
+            return Ok(());
+        }
+        if self.cancel.is_cancelled() {
+            return Err(PluginError::Cancelled);
+        }
+        if !self.sender.try_send_offset(offset)? {
+            wait_for_space(
+                self.sender.producer(),
+                offset.as_bytes().len(),
+                &self.cancel,
+            )?;
+            self.sender.send_offset(offset)?;
+        }
+        Ok(())
     }
 
     fn write<T: Encode + ?Sized>(&mut self, tuple: &T, deferred: bool) -> Result<(), PluginError> {

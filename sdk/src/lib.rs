@@ -110,7 +110,7 @@ mod runtime;
 pub mod testing;
 mod time;
 
-pub use api::{Answer, Arg, Function, Props, Sink, Source};
+pub use api::{Answer, Arg, Function, Props, Rewindable, Sink, Source};
 pub use builder::{TupleBuilder, TupleDraft};
 pub use config::{DEFAULT_SPIN, FunctionFactory, PluginConfig, SinkFactory, SourceFactory};
 pub use context::{FunctionContext, SinkContext, SourceContext, StreamContext};

@@ -128,7 +128,7 @@ pub fn run_source<S: Source>(
         let cancel = ctx.cancel().clone();
         let (opened, collected) = std::thread::scope(|s| {
             let collector = s.spawn(|| collect(consumer, max_tuples, timeout, &cancel));
-            let opened = drive::run_source(&mut source, &ctx, producer);
+            let opened = drive::run_source(&mut source, &ctx, producer, false);
             let collected = collector
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

@@ -1,7 +1,7 @@
 //! The `file` sink.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,10 @@ use shmplug_sdk::{PluginError, Props, PropsExt, Sink, SinkContext, TupleView};
 /// | `path` | `"cache"` | the file, created if missing, appended to; a relative path is relative to the plugin's working directory (under `shmplug run`, the pipeline file's directory) |
 /// | `interval` | `1000` | write buffered lines out when a tuple arrives this long (milliseconds or a duration string) after the last write; `0` writes every line at once |
 ///
-/// Lines are buffered and always written out when the sink closes.
+/// Lines are buffered and always written out when the sink closes. The sink says it buffers
+/// ([`Sink::buffers`]), so the runtime acknowledges a tuple to the host only once its line was
+/// written to the file: a plugin killed with lines in its buffer loses none of them, the host
+/// writes them again to the restarted process (at least once).
 #[derive(Debug, Default)]
 pub struct FileSink {
     path: PathBuf,
@@ -25,7 +28,7 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    fn flush(&mut self) -> Result<(), PluginError> {
+    fn write_out(&mut self) -> Result<(), PluginError> {
         if let Some(out) = &mut self.out {
             out.flush().map_err(|e| {
                 PluginError::new(format!(
@@ -51,8 +54,9 @@ impl Sink for FileSink {
     }
 
     fn open(&mut self, _: &SinkContext) -> Result<(), PluginError> {
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| {
@@ -62,6 +66,21 @@ impl Sink for FileSink {
                     self.path.display()
                 ))
             })?;
+        // A process killed in the middle of writing out its buffer leaves a partial line:
+        // start on a line of our own, so that the lines written again after it stay whole.
+        if !ends_a_line(&mut file).map_err(|e| {
+            PluginError::new(format!(
+                "file sink cannot read {}: {e}",
+                self.path.display()
+            ))
+        })? {
+            file.write_all(b"\n").map_err(|e| {
+                PluginError::new(format!(
+                    "file sink cannot write to {}: {e}",
+                    self.path.display()
+                ))
+            })?;
+        }
         tracing::debug!(path = %self.path.display(), "file sink opened");
         // 64 KiB: one write per few hundred lines rather than per 8 KiB.
         self.out = Some(BufWriter::with_capacity(1 << 16, file));
@@ -84,13 +103,23 @@ impl Sink for FileSink {
             )));
         }
         if self.last_flush.is_none_or(|t| t.elapsed() >= self.interval) {
-            self.flush()?;
+            self.write_out()?;
         }
         Ok(())
     }
 
+    /// Lines wait in a 64 KiB buffer: the runtime acknowledges their tuples to the host only
+    /// after [`flush`](Sink::flush) wrote them to the file.
+    fn buffers(&self) -> bool {
+        true
+    }
+
+    fn flush(&mut self, _: &SinkContext) -> Result<(), PluginError> {
+        self.write_out()
+    }
+
     fn close(&mut self, _: &SinkContext) -> Result<(), PluginError> {
-        self.flush()?;
+        self.write_out()?;
         if let Some(out) = self.out.take() {
             out.into_inner()
                 .map_err(|e| PluginError::new(format!("file sink: {e}")))?
@@ -104,6 +133,18 @@ impl Sink for FileSink {
         }
         Ok(())
     }
+}
+
+/// True if `file` is empty or ends with a newline.
+fn ends_a_line(file: &mut File) -> std::io::Result<bool> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 #[cfg(test)]
@@ -141,6 +182,17 @@ mod tests {
                 &json!({"n": n, "name": format!("t{n}"), "raw": "AQI="})
             );
         }
+    }
+
+    #[test]
+    fn a_partial_last_line_is_ended_before_new_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "{\"n\":1}\n{\"n\":").unwrap();
+        let tuples = [Tuple::new(2).with_field("n", 2i64)];
+        feed_sink(FileSink::default(), json!({"path": path}), &tuples).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"n\":1}\n{\"n\":\n{\"n\":2}\n");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! | symbol | kind | what it does |
 //! | --- | --- | --- |
 //! | `random` | source | emits a JSON pattern with random integers added to its numeric fields ([`RandomSource`]) |
+//! | `counter` | source | emits `{"n": 0}`, `{"n": 1}`, ...; rewindable, so a plugin restart neither loses nor repeats a number ([`CounterSource`]) |
 //! | `echo` | function | returns its one argument ([`Echo`]) |
 //! | `file` | sink | appends each tuple's fields to a file as one JSON line ([`FileSink`]) |
 //!
@@ -27,10 +28,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod counter;
 mod echo;
 mod file;
 mod random;
 
+pub use counter::CounterSource;
 pub use echo::Echo;
 pub use file::FileSink;
 pub use random::RandomSource;
@@ -40,10 +43,11 @@ use shmplug_sdk::PluginConfig;
 /// The plugin's name, as in `mirror.json`.
 pub const NAME: &str = "mirror";
 
-/// The plugin: source `random`, sink `file`, function `echo`.
+/// The plugin: sources `random` and `counter` (rewindable), sink `file`, function `echo`.
 pub fn plugin_config() -> PluginConfig {
     PluginConfig::new(NAME)
         .source("random", RandomSource::default)
+        .rewindable_source("counter", CounterSource::default)
         .sink("file", FileSink::default)
         .function("echo", || Echo)
 }

@@ -26,7 +26,8 @@ fn it_takes_over_an_inherited_socket_and_exits_when_the_host_goes() {
     let Message::Hello(hello) = next(&host) else {
         panic!("expected hello")
     };
-    assert_eq!(hello.sources, ["random"]);
+    assert_eq!(hello.sources, ["counter", "random"]);
+    assert_eq!(hello.rewindable, ["counter"]);
 
     // A source that runs until it is stopped; the host then goes away without a word.
     let (ring, mut tuples) = source_ring();

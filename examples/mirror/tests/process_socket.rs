@@ -16,7 +16,7 @@ fn started_by_hand_it_explains_itself_and_exits_2() {
     assert_eq!(output.status.code(), Some(2));
     let text = String::from_utf8(output.stderr).unwrap();
     assert!(text.starts_with("mirror: a shmplug plugin"), "{text}");
-    assert!(text.contains("sources:   random"), "{text}");
+    assert!(text.contains("sources:   counter, random"), "{text}");
     assert!(text.contains("sinks:     file"), "{text}");
     assert!(text.contains("functions: echo"), "{text}");
     assert!(text.contains("SHMPLUG_CONTROL_FD") && text.contains("SHMPLUG_CONTROL_SOCKET"));

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shmplug_transport::Ring;
+use shmplug_transport::tuple::Offset;
 
 use crate::error::Result;
 use crate::supervisor::slot::{Ids, Slot, SlotState};
@@ -104,6 +105,12 @@ impl Binding {
     /// True when the slot no longer runs on generation `generation`.
     pub(crate) fn moved_on(&mut self, generation: u64) -> bool {
         self.slot.moved_on(generation, &mut self.seen)
+    }
+
+    /// For a rewindable source: records `offset` as handed on unless the slot moved on from
+    /// `generation` (false: do not hand the tuple on).
+    pub(crate) fn hand_on(&mut self, generation: u64, offset: Option<Offset>) -> bool {
+        self.slot.hand_on(generation, &mut self.seen, offset)
     }
 
     /// Waits until the slot has live rings (returning their generation and the rings), the

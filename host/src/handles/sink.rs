@@ -23,8 +23,8 @@ use crate::supervisor::state::Supervision;
 ///
 /// # Delivery
 /// By default a writer delivers at least once ([`Delivery::AtLeastOnce`]): a tuple counts as
-/// delivered when the plugin's `collect` returned, which the plugin acknowledges with one store
-/// per tuple in the ring's header. Until then the tuple stays in the ring, so the writer keeps
+/// delivered when the plugin's `collect` returned (for a sink that buffers, when its next flush
+/// returned), which the plugin acknowledges with one store per tuple in the ring's header. Until then the tuple stays in the ring, so the writer keeps
 /// nothing of its own; after a restart it reads back what the dead process had not
 /// acknowledged and writes it to the new process first, in order. The tuple the dead process
 /// was collecting when it died may thus be collected twice: [`stats`](Self::stats) counts the

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
-use shmplug_transport::tuple::{Encode, Encoder};
+use shmplug_transport::tuple::{Encode, Encoder, Offset};
 use shmplug_transport::wait;
 use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleView, Validation};
 
@@ -43,6 +43,9 @@ pub struct SourceReader {
     held: Option<AlignedVec<16>>,
     /// `held` was handed out; drop it at the next receive.
     served: bool,
+    /// The generation whose rings were last looked at, and whether its process writes
+    /// offsets (a rewindable source).
+    tracked: (u64, bool),
 }
 
 impl Endpoints for TupleReceiver {
@@ -80,6 +83,7 @@ impl SourceReader {
             core: Core::new(supervision, slot),
             held: None,
             served: false,
+            tracked: (u64::MAX, false),
         }
     }
 
@@ -108,6 +112,19 @@ impl SourceReader {
         }
     }
 
+    /// True if the source is rewindable (its plugin declared it so; see the
+    /// [module docs](crate::handles)) and its current process writes each tuple's offset.
+    pub fn is_rewindable(&self) -> bool {
+        self.core.binding.slot().offsets().tracked
+    }
+
+    /// The offset of the last tuple this reader handed on, for a rewindable source: after a
+    /// plugin restart the new instance is rewound to it before it emits. `None` for a source
+    /// that is not rewindable or has handed nothing on.
+    pub fn offset(&self) -> Option<Offset> {
+        self.core.binding.slot().offsets().handed_on
+    }
+
     /// Receives the next tuple, waiting as long as it takes (across plugin restarts).
     ///
     /// # Errors
@@ -115,7 +132,7 @@ impl SourceReader {
     /// [`Error::InstanceGone`](crate::Error::InstanceGone) if the instance was stopped or cannot be restarted;
     /// [`Error::Data`](crate::Error::Data) for a corrupt ring or an invalid tuple.
     pub fn recv(&mut self) -> Result<TupleView<'_>> {
-        if self.ready_now() {
+        if self.ready_now()? {
             return self.read_ready();
         }
         match self.wait_until(None)? {
@@ -172,21 +189,62 @@ impl SourceReader {
 
     /// True if the current ring, still the instance's live one, has a tuple (or its end, or
     /// an error) to read now: the common case, which needs no clock and no waiting.
-    fn ready_now(&mut self) -> bool {
+    fn ready_now(&mut self) -> Result<bool> {
         if self.served {
-            return false;
+            return Ok(false);
         }
         let Some(cur) = self.core.current.as_mut() else {
-            return false;
+            return Ok(false);
         };
         let generation = cur.generation;
-        cur.ends.consumer().is_ready().unwrap_or(true) && !self.core.binding.moved_on(generation)
+        if cur.ends.consumer().is_ready().unwrap_or(true) && !self.core.binding.moved_on(generation)
+        {
+            return self.gate();
+        }
+        Ok(false)
+    }
+
+    /// True if the current ring's process writes offsets (read once per generation).
+    fn tracks(&mut self, generation: u64) -> bool {
+        if self.tracked.0 != generation {
+            self.tracked = (generation, self.core.binding.slot().offsets().tracked);
+        }
+        self.tracked.1
+    }
+
+    /// Before the current ring's next tuple is read: for a rewindable source, records its
+    /// offset as handed on, unless the ring was retired meanwhile (then drops the ring, whose
+    /// tuples the rewound instance emits again, and returns false: wait again). True at once
+    /// for any other source.
+    fn gate(&mut self) -> Result<bool> {
+        let Some(generation) = self.core.current.as_ref().map(|c| c.generation) else {
+            return Ok(false);
+        };
+        if !self.tracks(generation) {
+            return Ok(true);
+        }
+        let Some(cur) = self.core.current.as_mut() else {
+            return Ok(false);
+        };
+        match cur.ends.ready() {
+            Ok(true) => {}
+            // Only an offset so far: its tuple follows.
+            Ok(false) => return Ok(false),
+            // The end or an error: the read reports it.
+            Err(_) => return Ok(true),
+        }
+        let offset = cur.ends.next_offset();
+        if self.core.binding.hand_on(generation, offset) {
+            return Ok(true);
+        }
+        self.core.current = None;
+        Ok(false)
     }
 
     /// [`try_recv`](Self::try_recv) and [`recv_timeout`](Self::recv_timeout): the clock is
     /// read only if no tuple is there now.
     fn recv_within(&mut self, timeout: Duration) -> Result<Option<TupleView<'_>>> {
-        if self.ready_now() {
+        if self.ready_now()? {
             return self.read_ready().map(Some);
         }
         match self.wait_until(Some(Instant::now() + timeout))? {
@@ -234,8 +292,15 @@ impl SourceReader {
         let Some(cur) = self.core.current.as_ref() else {
             return Ok(None);
         };
-        if !self.core.binding.moved_on(cur.generation) {
-            return Ok(Some(Ready::Direct));
+        let generation = cur.generation;
+        if !self.core.binding.moved_on(generation) {
+            return Ok(self.gate()?.then_some(Ready::Direct));
+        }
+        if self.tracks(generation) {
+            // A rewindable source's retired ring: what it still holds was never handed on,
+            // and the rewound instance emits it again.
+            self.core.current = None;
+            return Ok(None);
         }
         // Ready on a retired ring: a leftover tuple, or its end.
         Ok(self.take_retired()?.then_some(Ready::Held))

@@ -12,6 +12,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use shmplug_transport::Ring;
+use shmplug_transport::tuple::Offset;
 
 use crate::error::{Error, SymbolKind};
 
@@ -117,12 +118,28 @@ impl Traffic {
     }
 }
 
+/// A rewindable source's offsets: whether the current process writes them, and the offset of
+/// the last tuple the host handed on, which a restarted instance is rewound to.
+///
+/// A reader hands a tuple on only after it recorded the tuple's offset here under the lock and
+/// saw the slot still on its rings; the supervisor retires the rings (bumping the version)
+/// before it takes the offset for the replay under the lock. So the replayed instance starts
+/// right after the last tuple handed on: nothing lost, nothing repeated.
+#[derive(Debug, Default)]
+pub(crate) struct Offsets {
+    /// The process the slot runs on was asked for offsets (`Start::send_offsets`).
+    pub tracked: bool,
+    /// The offset of the last tuple handed on.
+    pub handed_on: Option<Offset>,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub ids: Ids,
     pub delivered: Delivered,
     pub traffic: Traffic,
+    offsets: Mutex<Offsets>,
     version: AtomicU64,
     state: Mutex<SlotState>,
     cond: Condvar,
@@ -135,6 +152,7 @@ impl Slot {
             ids,
             delivered: Delivered::default(),
             traffic: Traffic::default(),
+            offsets: Mutex::new(Offsets::default()),
             version: AtomicU64::new(0),
             state: Mutex::new(SlotState::Starting),
             cond: Condvar::new(),
@@ -225,6 +243,25 @@ impl Slot {
             }
             notified.await;
         }
+    }
+
+    /// The rewindable source's offsets.
+    pub(crate) fn offsets(&self) -> MutexGuard<'_, Offsets> {
+        self.offsets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records `offset` as handed on, unless the slot no longer runs on generation
+    /// `generation` (then false: the tuple must not be handed on, the replayed instance
+    /// emits it again). See [`Offsets`].
+    pub(crate) fn hand_on(&self, generation: u64, seen: &mut u64, offset: Option<Offset>) -> bool {
+        let mut offsets = self.offsets();
+        if self.moved_on(generation, seen) {
+            return false;
+        }
+        if offset.is_some() {
+            offsets.handed_on = offset;
+        }
+        true
     }
 
     fn lock(&self) -> MutexGuard<'_, SlotState> {

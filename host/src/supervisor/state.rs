@@ -56,6 +56,26 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
+    /// Before a source's replay to `link`: a rewindable source is asked for offsets again and
+    /// rewound to the offset of the last tuple handed on (see [`Offsets`](super::slot::Offsets)).
+    fn rewind(&mut self, link: &Link) {
+        let rewindable = link.hello.rewindable.contains(&self.start.symbol);
+        let mut offsets = self.slot.offsets();
+        if offsets.tracked && !rewindable {
+            tracing::warn!(
+                instance = self.start.instance_id,
+                "source `{}` is no longer rewindable after the plugin's update: it starts anew",
+                self.start.symbol
+            );
+        }
+        offsets.tracked = rewindable;
+        self.start.send_offsets = rewindable;
+        self.start.rewind_to = offsets
+            .handed_on
+            .filter(|_| rewindable)
+            .map(|offset| offset.as_bytes().to_vec());
+    }
+
     fn message(&self) -> Message {
         let start = self.start.clone();
         match self.kind {
@@ -166,6 +186,9 @@ impl Supervision {
         let rings = create_rings(kind, capacity)
             .map_err(|source| super::limits::ring_error(&self.name, source))?;
         let slot = Arc::new(Slot::new(ids.clone()));
+        let send_offsets =
+            kind == SymbolKind::Source && link.hello.rewindable.contains(&spec.symbol);
+        slot.offsets().tracked = send_offsets;
         let instance = Instance {
             kind,
             start: Start {
@@ -176,6 +199,8 @@ impl Supervision {
                 data_source: spec.data_source,
                 properties: spec.properties,
                 state: Default::default(),
+                send_offsets,
+                rewind_to: None,
             },
             slot: slot.clone(),
             rings,
@@ -342,6 +367,9 @@ impl Supervision {
                     continue;
                 }
             };
+            if instance.kind == SymbolKind::Source {
+                instance.rewind(link);
+            }
             instance.rings = rings;
             instance.generation = link.generation;
             instance.sent_at = Instant::now();

@@ -17,8 +17,8 @@
 //! `echo` (first argument back), `fail` (an error), `once` (as `echo`, declared not safe to
 //! repeat; both take `crash_after`: the first process exits at that call; both refuse, when
 //! validated, an empty argument list), the aggregate function `sum` (the
-//! sum of the integers in its first argument's list), and source `broken` (always answers
-//! `Failed`).
+//! sum of the integers in its first argument's list), source `broken` (always answers
+//! `Failed`), and the rewindable source `rewinding` (see [`rewinding`]).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -33,6 +33,7 @@ use std::time::Duration;
 use shmplug_host::transport::control::{
     CONTROL_FD_ENV, ControlChannel, Hello, Log, LogLevel, Message, ProtocolVersion, Start,
 };
+use shmplug_host::transport::tuple::Offset;
 use shmplug_host::transport::tuple::call::{parse_call, send_reply};
 use shmplug_host::transport::{EndpointConfig, Ring, Tuple, TupleReceiver, TupleSender, Value};
 
@@ -103,7 +104,8 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
     if !answers_validate {
         hello.protocol_version = ProtocolVersion::new(1, 1);
     }
-    hello.sources = vec!["counter".into(), "broken".into()];
+    hello.sources = vec!["counter".into(), "broken".into(), "rewinding".into()];
+    hello.rewindable = vec!["rewinding".into()];
     hello.sinks = vec!["collect".into()];
     hello.functions = vec!["echo".into(), "fail".into(), "once".into(), "sum".into()];
     hello.not_repeatable = vec!["once".into()];
@@ -135,6 +137,24 @@ fn run(mode: &str, name: &str, state: &std::path::Path) -> i32 {
                     },
                     &[],
                 );
+            }
+            Message::StartSource(start) if start.symbol == "rewinding" => {
+                let id = start.instance_id;
+                match rewinding(start, rings, state) {
+                    Ok(instance) => {
+                        instances.insert(id, instance);
+                        let _ = channel.send(&Message::Started { instance_id: id }, &[]);
+                    }
+                    Err(error) => {
+                        let _ = channel.send(
+                            &Message::Failed {
+                                instance_id: id,
+                                error,
+                            },
+                            &[],
+                        );
+                    }
+                }
             }
             Message::StartSource(start) => {
                 let wedge = marker_once(state, &start, "wedge_after");
@@ -293,6 +313,53 @@ fn source(start: Start, rings: Vec<Ring>, state: &std::path::Path, version: &str
             }
         }
     })
+}
+
+/// The rewindable source `rewinding`: tuples `{n}` from 0, or from one past the offset it is
+/// rewound to, each after its offset (`n`) when the host asks for offsets; appends each
+/// rewind's offset to `FAKE_STATE/rewinds`. With `fail_rewind = true` a rewind fails.
+fn rewinding(start: Start, rings: Vec<Ring>, state: &std::path::Path) -> Result<Instance, String> {
+    let count = int_property(&start, "count");
+    let mut n = 0u64;
+    if let Some(bytes) = &start.rewind_to {
+        let offset = Offset::new(bytes)
+            .and_then(|o| o.as_u64())
+            .ok_or_else(|| format!("an offset of {} bytes is not a counter", bytes.len()))?;
+        append(&state.join("rewinds"), &offset.to_string());
+        if start.properties.get("fail_rewind") == Some(&serde_json::Value::Bool(true)) {
+            return Err(format!(
+                "cannot rewind to {offset}: the log before {} was truncated",
+                offset + 10
+            ));
+        }
+        n = offset + 1;
+    }
+    let offsets = start.send_offsets;
+    let mut tx = TupleSender::new(rings[0].producer(config()).expect("producer"));
+    Ok(spawn(move |stop| {
+        while !stop.load(Ordering::SeqCst) && count.is_none_or(|c| n < c) {
+            if offsets {
+                match tx.try_send_offset(&Offset::from_u64(n)) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        std::thread::sleep(Duration::from_micros(100));
+                        continue;
+                    }
+                    Err(_) => return,
+                }
+            }
+            let tuple = Tuple::new(n as i64).with_field("n", n as i64);
+            loop {
+                match tx.send_timeout(&tuple, Duration::from_millis(50)) {
+                    Ok(()) => break,
+                    Err(e) if e.is_closed() => return,
+                    Err(_) if stop.load(Ordering::SeqCst) => return,
+                    Err(_) => {}
+                }
+            }
+            n += 1;
+        }
+    }))
 }
 
 fn sink(rings: Vec<Ring>, state: &std::path::Path, stall: Option<u64>) -> Instance {

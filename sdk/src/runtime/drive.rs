@@ -18,8 +18,8 @@ pub(crate) fn method(kind: &str, symbol: &str, name: &str) -> String {
     format!("{kind} `{symbol}`: {name}")
 }
 
-/// Runs the source's `open` with an emitter over `producer`, then closes the ring (the host
-/// sees the end of the stream). A stop ([`PluginError::is_stop`]) is a normal end.
+/// Runs the source's `open` with an emitter over `producer` (writing each tuple's offset if
+/// `offsets`), then closes the ring (the host sees the end of the stream). A stop ([`PluginError::is_stop`]) is a normal end.
 ///
 /// # Errors
 /// What `open` returned otherwise, or its panic.
@@ -27,8 +27,10 @@ pub(crate) fn run_source(
     source: &mut dyn Source,
     ctx: &StreamContext,
     producer: Producer,
+    offsets: bool,
 ) -> Result<(), PluginError> {
-    let mut emitter = Emitter::new(TupleSender::new(producer), ctx.cancel().clone());
+    let mut emitter =
+        Emitter::new(TupleSender::new(producer), ctx.cancel().clone()).with_offsets(offsets);
     let result = catch(
         || method("source", ctx.symbol(), "open"),
         || source.open(ctx, &mut emitter),
@@ -42,8 +44,10 @@ pub(crate) fn run_source(
 }
 
 /// Feeds every tuple from `consumer` to the sink's `collect`, until the host closes the ring or
-/// the instance is stopped (then the tuples already committed are still collected). `collect` errors (and panics) go to `on_error`, and the sink goes
-/// on with the next tuple.
+/// the instance is stopped (then the tuples already committed are still collected). `collect`
+/// errors (and panics) go to `on_error`, and the sink goes on with the next tuple. A sink that
+/// [`buffers`](Sink::buffers) is flushed as [`Flushes`] says, and its tuples are acknowledged
+/// only after a flush.
 ///
 /// # Errors
 /// A ring failure: an invalid tuple record or a corrupt ring.
@@ -54,13 +58,20 @@ pub(crate) fn run_sink(
     on_error: &mut dyn FnMut(PluginError),
 ) -> Result<(), PluginError> {
     // The host is trusted by its plugins: its records are validated and read in place. Each
-    // record is acknowledged when it is released, after `collect` returned, so that a host
-    // delivering at least once replays only what this process never finished.
+    // record is acknowledged when it is released, after `collect` returned (or, for a sink
+    // that buffers, after the next flush), so that a host delivering at least once replays
+    // only what this process never finished.
     // A stop ends the wait for the next record at once (no periodic wake-up while idle).
     ctx.cancel().interrupts(consumer.interrupter());
-    let mut receiver =
-        TupleReceiver::with_validation(consumer.acknowledge(), Validation::VALIDATED);
-    let mut collect = |view: &shmplug_transport::TupleView<'_>| {
+    let buffers = sink.buffers();
+    let consumer = if buffers {
+        consumer.acknowledge_held()
+    } else {
+        consumer.acknowledge()
+    };
+    let mut flushes = Flushes::new(consumer.capacity());
+    let mut receiver = TupleReceiver::with_validation(consumer, Validation::VALIDATED);
+    let mut collect = |sink: &mut dyn Sink, view: &shmplug_transport::TupleView<'_>| {
         let result = catch(
             || method("sink", ctx.symbol(), "collect"),
             || sink.collect(ctx, view),
@@ -69,26 +80,125 @@ pub(crate) fn run_sink(
             on_error(e);
         }
     };
+    let flush = |sink: &mut dyn Sink, receiver: &mut TupleReceiver, flushes: &mut Flushes| {
+        if !buffers || flushes.held == 0 {
+            return;
+        }
+        match catch(|| method("sink", ctx.symbol(), "flush"), || sink.flush(ctx)) {
+            Ok(()) => {
+                receiver.consumer().acknowledge_read();
+                flushes.done();
+            }
+            Err(e) => {
+                tracing::error!("flush failed (its tuples stay unacknowledged): {e}");
+                flushes.failed();
+            }
+        }
+    };
     loop {
         if ctx.is_cancelled() {
             // Stopped: collect what the host had already committed (a host ends a stream by
             // closing the ring, then stopping the instance), but wait for nothing more.
             loop {
                 match receiver.try_recv() {
-                    Ok(Some(view)) => collect(&view),
-                    Ok(None) => return Ok(()),
-                    Err(e) if e.is_closed() => return Ok(()),
+                    Ok(Some(view)) => collect(sink, &view),
+                    Ok(None) => break,
+                    Err(e) if e.is_closed() => break,
                     Err(e) => return Err(e.into()),
                 }
             }
+            flush(sink, &mut receiver, &mut flushes);
+            return Ok(());
         }
-        match receiver.recv() {
-            Ok(view) => collect(&view),
+        if buffers && flushes.due() {
+            flush(sink, &mut receiver, &mut flushes);
+        }
+        // A sink that holds tuples waits for the next one briefly, then flushes; one that
+        // holds none waits until a tuple comes or the instance is stopped.
+        let ended = match if flushes.held > 0 {
+            receiver.recv_timeout(IDLE_FLUSH)
+        } else {
+            receiver.recv()
+        } {
+            Ok(view) => {
+                collect(sink, &view);
+                None
+            }
             // Stopped: the loop's first check collects what is left.
-            Err(Error::Interrupted) => {}
-            Err(e) if e.is_closed() => return Ok(()),
+            Err(Error::TimedOut(_) | Error::Interrupted) => Some(false),
+            Err(e) if e.is_closed() => Some(true),
             Err(e) => return Err(e.into()),
+        };
+        match ended {
+            None if buffers => flushes.collected(receiver.consumer().unacknowledged_len()),
+            None => {}
+            Some(end) => {
+                flush(sink, &mut receiver, &mut flushes);
+                if end {
+                    return Ok(());
+                }
+            }
         }
+    }
+}
+
+/// A buffering sink is flushed when no tuple came for this long.
+const IDLE_FLUSH: Duration = Duration::from_millis(1);
+/// ... or after this many tuples ...
+const FLUSH_TUPLES: u64 = 1024;
+/// ... or once this much time passed since its first unflushed tuple.
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
+
+/// When a buffering sink is flushed: see [`Sink::buffers`].
+#[derive(Debug)]
+struct Flushes {
+    /// Tuples collected since the last flush.
+    held: u64,
+    /// Bytes of the ring those hold.
+    held_bytes: usize,
+    /// A quarter of the ring.
+    bytes_bound: usize,
+    /// When the first of them was collected.
+    since: Option<Instant>,
+}
+
+impl Flushes {
+    fn new(capacity: usize) -> Flushes {
+        Flushes {
+            held: 0,
+            held_bytes: 0,
+            bytes_bound: capacity / 4,
+            since: None,
+        }
+    }
+
+    fn collected(&mut self, held_bytes: usize) {
+        self.held += 1;
+        self.held_bytes = held_bytes;
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+    }
+
+    /// True if the held tuples should be flushed before the next is taken. The clock is read
+    /// every 64 tuples.
+    fn due(&self) -> bool {
+        self.held >= FLUSH_TUPLES
+            || self.held_bytes >= self.bytes_bound
+            || (self.held > 0
+                && self.held.is_multiple_of(64)
+                && self.since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER))
+    }
+
+    fn done(&mut self) {
+        self.held = 0;
+        self.held_bytes = 0;
+        self.since = None;
+    }
+
+    /// A failed flush: try again after another bound's worth.
+    fn failed(&mut self) {
+        self.since = Some(Instant::now());
     }
 }
 

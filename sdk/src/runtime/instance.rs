@@ -8,9 +8,11 @@ use std::thread::JoinHandle;
 
 use shmplug_transport::Ring;
 use shmplug_transport::control::{ControlChannel, Message, Start};
+use shmplug_transport::tuple::{MAX_OFFSET_LEN, Offset};
 use tracing::Dispatch;
 
 use super::drive::{self, Throttle, method};
+use crate::api::Source;
 use crate::config::PluginConfig;
 use crate::context::{Cancel, FunctionContext, Meta, StateStore, StreamContext};
 use crate::error::{PluginError, catch};
@@ -188,11 +190,16 @@ fn source(
     ) {
         return reply.failed("configure", &e);
     }
+    if let Some(bytes) = &start.rewind_to
+        && let Err(e) = rewind(&mut *source, bytes, symbol)
+    {
+        return reply.failed("rewind", &e);
+    }
     let Some(producer) = take(&rings, 0, |ring| ring.producer(config.endpoint), reply) else {
         return;
     };
     reply.started();
-    match drive::run_source(&mut *source, ctx, producer) {
+    match drive::run_source(&mut *source, ctx, producer, start.send_offsets) {
         Ok(()) if ctx.is_cancelled() => tracing::debug!("source stopped"),
         Ok(()) => tracing::info!("source ended its stream"),
         Err(e) => tracing::error!("source failed: {e}"),
@@ -200,6 +207,27 @@ fn source(
     if let Err(e) = catch(|| what("close"), || source.close(ctx)) {
         tracing::error!("closing the source failed: {e}");
     }
+}
+
+/// Rewinds a restarted source to the offset the host kept (`Start::rewind_to`).
+fn rewind(source: &mut dyn Source, bytes: &[u8], symbol: &str) -> Result<(), PluginError> {
+    let offset = Offset::new(bytes).ok_or_else(|| {
+        PluginError::new(format!(
+            "the host sent an offset of {} bytes (at most {MAX_OFFSET_LEN})",
+            bytes.len()
+        ))
+    })?;
+    let Some(rewindable) = source.as_rewindable() else {
+        return Err(PluginError::new(
+            "the host asked to rewind a source that is not rewindable (register it with \
+             PluginConfig::rewindable_source)",
+        ));
+    };
+    tracing::info!("rewinding to {offset:?}");
+    catch(
+        || method("source", symbol, "rewind"),
+        || rewindable.rewind(&offset),
+    )
 }
 
 fn sink(

@@ -1,6 +1,7 @@
 //! The runtime against a test host in the same process: the host's end of a
 //! [`ControlChannel::pair`] on the test thread, [`serve`] on another.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -10,7 +11,7 @@ use serde_json::json;
 use shmplug_transport::control::{
     ArgShape, ControlChannel, LogLevel, Message, PROTOCOL_VERSION, Start,
 };
-use shmplug_transport::tuple::{FieldValue, call};
+use shmplug_transport::tuple::{FieldValue, Offset, call};
 use shmplug_transport::{
     EndpointConfig, Error, Ring, Tuple, TupleReceiver, TupleRef, TupleSender, TupleView, Value,
     ValueRef, ValueView,
@@ -18,8 +19,8 @@ use shmplug_transport::{
 
 use super::{ServeError, serve};
 use crate::{
-    Arg, Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, Sink, SinkContext,
-    Source, SourceContext,
+    Arg, Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, Rewindable, Sink,
+    SinkContext, Source, SourceContext,
 };
 
 /// Every wait in these tests gives up after this long.
@@ -75,6 +76,43 @@ impl Source for Resume {
             emitter.emit(&TupleRef::new(n, &[("n", ValueRef::Int(n))]))?;
         }
         ctx.put_state("next", next + self.count)
+    }
+}
+
+/// A rewindable source: emits `{"n": i}` with offset `i` for `i` from 0, or from one past the
+/// offset it was rewound to, `count` of them. Refuses to rewind to 13.
+#[derive(Default)]
+struct Seq {
+    next: u64,
+    count: u64,
+}
+
+impl Source for Seq {
+    fn configure(&mut self, _: &str, props: &Props) -> Result<(), PluginError> {
+        self.count = props.get("count").and_then(|c| c.as_u64()).unwrap_or(2);
+        Ok(())
+    }
+
+    fn open(&mut self, _: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
+        for n in self.next..self.next + self.count {
+            let fields = [("n", ValueRef::Int(n as i64))];
+            let tuple = TupleRef::new(0, &fields);
+            emitter.emit_at(&Offset::from_u64(n), &tuple)?;
+        }
+        Ok(())
+    }
+}
+
+impl Rewindable for Seq {
+    fn rewind(&mut self, offset: &Offset) -> Result<(), PluginError> {
+        match offset.as_u64() {
+            Some(13) => Err(PluginError::new("offset 13 was compacted away")),
+            Some(n) => {
+                self.next = n + 1;
+                Ok(())
+            }
+            None => Err(PluginError::new("not a sequence number")),
+        }
     }
 }
 
@@ -195,15 +233,46 @@ struct Events {
     tx: Sender<&'static str>,
     rx: Receiver<&'static str>,
     kept: Arc<Mutex<Vec<Tuple>>>,
+    /// Tuples the `buffered` sink has flushed.
+    flushed: Arc<AtomicU64>,
+}
+
+/// A sink that buffers: counts what it collects, and adds that to `flushed` on `flush`.
+struct Buffered {
+    pending: u64,
+    flushed: Arc<AtomicU64>,
+}
+
+impl Sink for Buffered {
+    fn configure(&mut self, _: &Props) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn collect(&mut self, _: &SinkContext, _: &TupleView<'_>) -> Result<(), PluginError> {
+        self.pending += 1;
+        Ok(())
+    }
+
+    fn buffers(&self) -> bool {
+        true
+    }
+
+    fn flush(&mut self, _: &SinkContext) -> Result<(), PluginError> {
+        self.flushed.fetch_add(self.pending, Ordering::SeqCst);
+        self.pending = 0;
+        Ok(())
+    }
 }
 
 fn config(events: &Events) -> PluginConfig {
     let closed = Mutex::new(events.tx.clone());
     let sink_closed = Mutex::new(events.tx.clone());
     let kept = events.kept.clone();
+    let flushed = events.flushed.clone();
     PluginConfig::new("testplug")
         .source("counter", Counter::default)
         .source("resume", Resume::default)
+        .rewindable_source("seq", Seq::default)
         .source("picky", || Picky)
         .source("exploding", move || Exploding {
             closed: closed.lock().unwrap().clone(),
@@ -214,6 +283,10 @@ fn config(events: &Events) -> PluginConfig {
         .sink("keep", move || Keep {
             tuples: kept.clone(),
             events: sink_closed.lock().unwrap().clone(),
+        })
+        .sink("buffered", move || Buffered {
+            pending: 0,
+            flushed: flushed.clone(),
         })
         .function("add", || Add)
         .not_repeatable("add")
@@ -237,6 +310,7 @@ impl Host {
             tx,
             rx,
             kept: Arc::default(),
+            flushed: Arc::default(),
         };
         let (channel, plugin) = ControlChannel::pair().unwrap();
         channel.set_read_timeout(Some(WAIT));
@@ -258,9 +332,17 @@ impl Host {
                 assert_eq!(hello.protocol_version, PROTOCOL_VERSION);
                 assert_eq!(
                     hello.sources,
-                    ["counter", "exploding", "factory_panics", "picky", "resume"]
+                    [
+                        "counter",
+                        "exploding",
+                        "factory_panics",
+                        "picky",
+                        "resume",
+                        "seq"
+                    ]
                 );
-                assert_eq!(hello.sinks, ["keep"]);
+                assert_eq!(hello.rewindable, ["seq"]);
+                assert_eq!(hello.sinks, ["buffered", "keep"]);
                 assert_eq!(hello.functions, ["add"]);
                 assert_eq!(hello.not_repeatable, ["add"]);
             }
@@ -564,6 +646,30 @@ fn a_sink_collects_what_the_host_sends_and_closes_at_end_of_stream() {
 }
 
 #[test]
+fn a_buffering_sinks_tuples_are_acknowledged_only_once_flushed() {
+    let mut host = Host::new();
+    let ring = Ring::create(1 << 16).unwrap();
+    let mut tx = TupleSender::new(ring.producer(endpoint()).unwrap());
+    host.send(
+        Message::StartSink(Host::start(6, "buffered", json!({}))),
+        &[&ring],
+    );
+    assert_eq!(host.next(), Message::Started { instance_id: 6 });
+    for n in 0..3000i64 {
+        tx.send(&Tuple::new(n).with_field("n", n)).unwrap();
+    }
+    // The runtime flushes once no tuple came for a while; only then are they acknowledged.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !tx.producer().all_acknowledged() {
+        assert!(std::time::Instant::now() < deadline, "never acknowledged");
+        std::thread::yield_now();
+    }
+    assert_eq!(host.events.flushed.load(Ordering::SeqCst), 3000);
+    host.stop(6);
+    host.finish(true).unwrap();
+}
+
+#[test]
 fn stopping_a_sink_closes_it() {
     let mut host = Host::new();
     let ring = Ring::create(1 << 16).unwrap();
@@ -634,6 +740,76 @@ fn a_source_reads_the_state_the_host_kept_and_tells_it_of_changes() {
             value: Some(json!(7)),
         }
     );
+    host.finish(true).unwrap();
+}
+
+#[test]
+fn a_rewindable_source_is_rewound_before_it_opens_and_sends_offsets_when_asked() {
+    let mut host = Host::new();
+    let rewound = |id: u64, symbol: &str, to: Option<u64>, offsets: bool| {
+        let mut start = Host::start(id, symbol, json!({"count": 2}));
+        start.rewind_to = to.map(|n| n.to_le_bytes().to_vec());
+        start.send_offsets = offsets;
+        start
+    };
+    // Rewound to 4, offsets asked for: 5 and 6, each with its offset.
+    let ring = Ring::create(1 << 16).unwrap();
+    let mut receiver = TupleReceiver::new(ring.consumer(endpoint()).unwrap());
+    host.send(
+        Message::StartSource(rewound(1, "seq", Some(4), true)),
+        &[&ring],
+    );
+    assert_eq!(host.next(), Message::Started { instance_id: 1 });
+    for n in [5, 6] {
+        // Wait for the tuple (its offset record comes first) without taking it.
+        while !receiver.ready().unwrap() {
+            receiver.consumer().peek_kind(Some(WAIT)).unwrap();
+        }
+        let offset = receiver.next_offset();
+        let view = receiver.recv_timeout(WAIT).unwrap();
+        assert_eq!(view.get("n").unwrap().as_i64(), Some(n));
+        assert_eq!(offset, Some(Offset::from_u64(n as u64)));
+    }
+    // Offsets not asked for: the same tuples, no offset records.
+    let ring = Ring::create(1 << 16).unwrap();
+    let mut receiver = TupleReceiver::new(ring.consumer(endpoint()).unwrap());
+    host.send(
+        Message::StartSource(rewound(2, "seq", None, false)),
+        &[&ring],
+    );
+    assert_eq!(host.next(), Message::Started { instance_id: 2 });
+    assert_eq!(ns(&mut receiver, 2), [0, 1]);
+    assert!(receiver.recv_timeout(WAIT).unwrap_err().is_closed());
+    assert_eq!(receiver.next_offset(), None);
+    // A rewind the source refuses fails the start with its text, as does rewinding a source
+    // that is not rewindable.
+    let ring = Ring::create(1 << 16).unwrap();
+    host.send(
+        Message::StartSource(rewound(3, "seq", Some(13), true)),
+        &[&ring],
+    );
+    match host.next() {
+        Message::Failed {
+            instance_id: 3,
+            error,
+        } => {
+            assert_eq!(error, "rewind failed: offset 13 was compacted away")
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    host.send(
+        Message::StartSource(rewound(4, "counter", Some(1), true)),
+        &[&ring],
+    );
+    match host.next() {
+        Message::Failed {
+            instance_id: 4,
+            error,
+        } => {
+            assert!(error.contains("not rewindable"), "{error}")
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
     host.finish(true).unwrap();
 }
 

@@ -216,6 +216,12 @@ pub struct Hello {
     /// argument a list of the window's values. Since protocol 1.2; absent means none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aggregates: Vec<String>,
+    /// Sources that are rewindable (eKuiper's `Rewindable`): asked to
+    /// ([`Start::send_offsets`]), they write the [`Offset`](crate::tuple::Offset) of each
+    /// tuple before it, and a restarted instance is first rewound to the offset of the last
+    /// tuple the host handed on ([`Start::rewind_to`]). Since protocol 1.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewindable: Vec<String>,
 }
 
 impl Hello {
@@ -231,6 +237,7 @@ impl Hello {
             not_repeatable: Vec::new(),
             call_batches: false,
             aggregates: Vec::new(),
+            rewindable: Vec::new(),
         }
     }
 }
@@ -259,6 +266,17 @@ pub struct Start {
     /// the instance (empty at the first start).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub state: serde_json::Map<String, serde_json::Value>,
+    /// For a source its plugin declared rewindable ([`Hello::rewindable`]): write each
+    /// tuple's offset before it. Off for any other instance, and from a host older than
+    /// protocol 1.2, so a rewindable source costs nothing where no one reads its offsets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub send_offsets: bool,
+    /// For a rewindable source started again after a plugin restart: the offset of the last
+    /// tuple the host handed on (at most [`MAX_OFFSET_LEN`](crate::tuple::MAX_OFFSET_LEN)
+    /// bytes). The plugin rewinds the new instance to it before it emits anything; a rewind
+    /// that fails fails the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewind_to: Option<Vec<u8>>,
 }
 
 /// The size [`MAX_STATE_BYTES`] counts for `state`: each key's and value's JSON length.

@@ -30,6 +30,8 @@ pub struct Consumer {
     closed: bool,
     /// Store the taken and acknowledged positions ([`Consumer::acknowledge`]).
     acks: bool,
+    /// Acknowledge only on [`Consumer::acknowledge_read`] ([`Consumer::acknowledge_held`]).
+    hold: bool,
     /// The acknowledged position last stored.
     acked: u64,
 }
@@ -52,6 +54,7 @@ impl Consumer {
             poison: None,
             closed: false,
             acks: false,
+            hold: false,
             acked: read,
             shared,
         };
@@ -84,6 +87,48 @@ impl Consumer {
         acks.acked.store(self.read, Ordering::Release);
         acks.enabled.store(1, Ordering::Release);
         self
+    }
+
+    /// As [`acknowledge`](Self::acknowledge), but records are acknowledged only when the
+    /// reader says so with [`acknowledge_read`](Self::acknowledge_read): for a reader that
+    /// keeps what it read in a buffer of its own and is done with it only once it has written
+    /// the buffer out. Until then the records keep their space in the ring, so acknowledge
+    /// before the ring fills ([`unacknowledged_len`](Self::unacknowledged_len)), or the
+    /// producer waits.
+    #[must_use]
+    pub fn acknowledge_held(self) -> Consumer {
+        let mut consumer = self.acknowledge();
+        consumer.hold = true;
+        consumer
+    }
+
+    /// Acknowledges every record released so far, for a consumer made with
+    /// [`acknowledge_held`](Self::acknowledge_held) (any other acknowledges by itself).
+    pub fn acknowledge_read(&mut self) {
+        if self.acks && self.acked != self.read {
+            self.acked = self.read;
+            // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`:
+            // whatever the reader did with the records happens before the producer sees them
+            // done.
+            self.shared
+                .control()
+                .acks
+                .0
+                .acked
+                .store(self.read, Ordering::Release);
+            self.publish_if_due();
+        }
+    }
+
+    /// Bytes of the ring that released records still hold because they are not acknowledged
+    /// yet ([`acknowledge_held`](Self::acknowledge_held)).
+    pub fn unacknowledged_len(&self) -> usize {
+        (self.read - self.done()) as usize
+    }
+
+    /// The ring's data capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity as usize
     }
 
     /// Reads the next record without waiting. `Ok(None)` means nothing is there yet.
@@ -120,16 +165,40 @@ impl Consumer {
         self.read_inner(Some(timeout))
     }
 
+    /// The kind of the next record ([`Record::kind`]) without reading it: `Ok(None)` if none
+    /// is there yet. Lets a reader decide how to take a record before it borrows the consumer.
+    ///
+    /// # Errors
+    /// As [`try_read`](Self::try_read).
+    pub fn try_peek_kind(&mut self) -> Result<Option<u32>> {
+        Ok(self.next()?.map(|(_, h)| h.kind))
+    }
+
+    /// As [`try_peek_kind`](Self::try_peek_kind), waiting up to `timeout` (forever if `None`)
+    /// for a record.
+    ///
+    /// # Errors
+    /// As [`read_timeout`](Self::read_timeout).
+    pub fn peek_kind(&mut self, timeout: Option<Duration>) -> Result<u32> {
+        Ok(self.wait_next(timeout)?.1.kind)
+    }
+
     fn read_inner(&mut self, timeout: Option<Duration>) -> Result<Record<'_>> {
+        let (start, h) = self.wait_next(timeout)?;
+        Ok(self.record(start, h))
+    }
+
+    /// Waits up to `timeout` for the next record and returns where it starts and its header.
+    fn wait_next(&mut self, timeout: Option<Duration>) -> Result<(u64, RecordHeader)> {
         // The common case needs no clock: a record is there.
-        if let Some((start, h)) = self.next()? {
-            return Ok(self.record(start, h));
+        if let Some(next) = self.next()? {
+            return Ok(next);
         }
         let mut waiter = Waiter::new(self.spin.get(), timeout);
         loop {
-            if let Some((start, h)) = self.next()? {
+            if let Some(next) = self.next()? {
                 self.spin.waited(waiter.elapsed());
-                return Ok(self.record(start, h));
+                return Ok(next);
             }
             match waiter.step() {
                 WaitStep::Spin => continue,
@@ -144,13 +213,13 @@ impl Consumer {
             let flag = &shared.control().signals.0.consumer_waiting;
             let value = self.config.flag();
             let deadline = waiter.deadline();
-            if let Some((start, h)) =
+            if let Some(next) =
                 wait::park(&shared, flag, value, shared.data_ready(), deadline, || {
                     self.next()
                 })?
             {
                 self.spin.waited(waiter.elapsed());
-                return Ok(self.record(start, h));
+                return Ok(next);
             }
         }
     }
@@ -159,7 +228,7 @@ impl Consumer {
     /// released, since it asks for the next one (or drops the consumer).
     #[inline]
     fn acknowledge_released(&mut self) {
-        if self.acks && self.acked != self.read {
+        if self.acks && !self.hold && self.acked != self.read {
             self.acked = self.read;
             // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`:
             // whatever the reader did with the records happens before the producer sees them

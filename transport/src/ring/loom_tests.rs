@@ -371,3 +371,78 @@ fn loom_interrupt_ends_a_park() {
         drop(c.try_read().unwrap());
     });
 }
+
+/// Held acknowledgements ([`Consumer::acknowledge_held`]), for sinks that buffer: the consumer
+/// takes records into a buffer of its own, and only a flush does their work and acknowledges
+/// them. It dies at any point (after taking some, with or without the flush). The producer
+/// reads back what is unacknowledged while it runs and after it died:
+/// - a record not read back had its work done (a buffered record is never acknowledged);
+/// - after the death, the work done plus the records read back cover every record at least
+///   once, and the records done twice are no more than `possibly_done` counts.
+#[test]
+fn loom_held_acknowledgements_cover_what_was_buffered() {
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicU32, Ordering};
+
+    const RECORDS: usize = 2;
+    for taken in 0..=RECORDS {
+        for flushed in [false, true] {
+            loom::model(move || {
+                let ring = Ring::heap(256);
+                let mut p = ring.producer(cfg()).unwrap();
+                for seq in 0..RECORDS {
+                    let mut claim = p.try_claim(16).unwrap().unwrap();
+                    stamp(&mut claim, seq as u8);
+                    claim.commit();
+                }
+                let mut c = ring.consumer(cfg()).unwrap().acknowledge_held();
+                let done: Arc<[AtomicU32; RECORDS]> = Arc::new(Default::default());
+                let work = done.clone();
+                let consumer = thread::spawn(move || {
+                    let mut buffer = Vec::new();
+                    for _ in 0..taken {
+                        let r = c.try_read().unwrap().unwrap();
+                        buffer.push(usize::from(r[0]));
+                        drop(r);
+                    }
+                    if flushed {
+                        for seq in buffer.drain(..) {
+                            work[seq].fetch_add(1, Ordering::Relaxed);
+                        }
+                        c.acknowledge_read();
+                    }
+                    // Killed: the buffer is lost, nothing more acknowledged or closed.
+                    std::mem::forget(c);
+                });
+                let mut back = Vec::new();
+                p.unacknowledged(|_, bytes| back.push(usize::from(bytes[0])))
+                    .unwrap();
+                for seq in 0..RECORDS {
+                    if !back.contains(&seq) {
+                        assert_eq!(done[seq].load(Ordering::Relaxed), 1, "record {seq} skipped");
+                    }
+                }
+                consumer.join().unwrap();
+                let mut back = Vec::new();
+                let unfinished = p
+                    .unacknowledged(|_, bytes| back.push(usize::from(bytes[0])))
+                    .unwrap();
+                let mut twice = 0;
+                for seq in 0..RECORDS {
+                    let worked = done[seq].load(Ordering::Relaxed);
+                    let replayed = u32::from(back.contains(&seq));
+                    assert!(worked + replayed >= 1, "record {seq} lost");
+                    if worked + replayed > 1 {
+                        twice += 1;
+                    }
+                }
+                assert!(
+                    twice <= unfinished.possibly_done(),
+                    "{twice} duplicates, {unfinished:?}"
+                );
+                let acknowledged = if flushed { taken } else { 0 };
+                assert_eq!(unfinished.records as usize, RECORDS - acknowledged);
+            });
+        }
+    }
+}

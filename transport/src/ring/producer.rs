@@ -25,20 +25,22 @@ struct Placement {
 pub struct Unfinished {
     /// Records read back.
     pub records: u64,
-    /// The consumer had taken the first of them (it may have done its work, or part of it).
-    pub taken: bool,
+    /// How many of them the consumer had taken (it may have done their work, or part of it):
+    /// the first one, or more for a consumer that holds its acknowledgements
+    /// ([`Consumer::acknowledge_held`](crate::Consumer::acknowledge_held)).
+    pub taken: u64,
     /// The consumer acknowledged records; if not, any of them may have been done.
     pub acknowledged: bool,
 }
 
 impl Unfinished {
-    /// How many of the records read back the consumer may have finished already: the one it
+    /// How many of the records read back the consumer may have finished already: those it
     /// had taken, or all of them if it did not acknowledge.
     pub fn possibly_done(&self) -> u64 {
         if !self.acknowledged {
             self.records
         } else {
-            u64::from(self.taken).min(self.records)
+            self.taken.min(self.records)
         }
     }
 }
@@ -304,7 +306,7 @@ impl Producer {
         }
         let mut unfinished = Unfinished {
             records: 0,
-            taken: enabled && taken > pos && taken <= self.write,
+            taken: 0,
             acknowledged: enabled,
         };
         let capacity = self.shared.capacity;
@@ -330,6 +332,9 @@ impl Producer {
                 });
             }
             if !padding {
+                if enabled && taken <= self.write && pos < taken {
+                    unfinished.taken += 1;
+                }
                 payload.resize(header.len as usize, 0);
                 self.shared.copy_out(offset + RECORD_ALIGN, &mut payload);
                 each(header.kind, &payload);

@@ -496,6 +496,33 @@ fn read_back(p: &Producer) -> (Vec<Vec<u8>>, Unfinished) {
 }
 
 #[test]
+fn held_acknowledgements_keep_released_records_until_acknowledge_read() {
+    let (_ring, mut p, c) = pair(1 << 16);
+    let mut c = c.acknowledge_held();
+    let records: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 100]).collect();
+    for record in &records {
+        put(&mut p, record);
+    }
+    // Three read and released (the reader came back for the third, so two are released and
+    // one is taken): none acknowledged, all three possibly done, and their space held.
+    for _ in 0..3 {
+        drop(c.try_read().unwrap().unwrap());
+    }
+    assert!(c.unacknowledged_len() > 0);
+    let (back, unfinished) = read_back(&p);
+    assert_eq!(back, records);
+    assert_eq!(unfinished.taken, 3);
+    assert_eq!(unfinished.possibly_done(), 3);
+    assert!(!p.all_acknowledged());
+    // Acknowledged: only the one not read is left.
+    c.acknowledge_read();
+    assert_eq!(c.unacknowledged_len(), 0);
+    let (back, unfinished) = read_back(&p);
+    assert_eq!(back, records[3..]);
+    assert_eq!(unfinished.possibly_done(), 0);
+}
+
+#[test]
 fn unacknowledged_records_are_read_back_from_the_acknowledged_position() {
     let (ring, mut p, c) = pair(1 << 16);
     let mut c = c.acknowledge();
@@ -520,7 +547,7 @@ fn unacknowledged_records_are_read_back_from_the_acknowledged_position() {
         unfinished,
         Unfinished {
             records: 3,
-            taken: true,
+            taken: 1,
             acknowledged: true
         }
     );

@@ -1,6 +1,6 @@
 //! Typed channels over a ring: [`TupleSender`] and [`TupleReceiver`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
 
@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::ring::{Consumer, Producer, Record};
 
 use super::encode::{Encode, Encoder, Wait};
+use super::offset::{OFFSET_KIND, Offset};
 use super::view::{TupleView, Validation};
 
 /// Sends tuples into a ring: a [`Producer`] plus an [`Encoder`]. Each tuple becomes one record of
@@ -93,6 +94,38 @@ impl TupleSender {
         self.producer.flush();
     }
 
+    /// Writes `offset` for the next tuple sent ([`TupleReceiver::next_offset`]), without
+    /// waiting: `Ok(false)` means the ring is full for now and nothing was written. The record
+    /// is published with that tuple (or earlier, should the ring's batch be due), so write the
+    /// tuple right after it. A receiver that sees several offsets before a tuple keeps the
+    /// last.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the receiver is gone, [`Error::Corrupt`] if the ring is.
+    pub fn try_send_offset(&mut self, offset: &Offset) -> Result<bool> {
+        let bytes = offset.as_bytes();
+        let Some(mut claim) = self.producer.try_claim(bytes.len())? else {
+            return Ok(false);
+        };
+        claim.set_kind(OFFSET_KIND);
+        claim[..bytes.len()].copy_from_slice(bytes);
+        claim.commit_deferred();
+        Ok(true)
+    }
+
+    /// As [`try_send_offset`](Self::try_send_offset), waiting while the ring is full.
+    ///
+    /// # Errors
+    /// As [`try_send_offset`](Self::try_send_offset).
+    pub fn send_offset(&mut self, offset: &Offset) -> Result<()> {
+        let bytes = offset.as_bytes();
+        let mut claim = self.producer.claim(bytes.len())?;
+        claim.set_kind(OFFSET_KIND);
+        claim[..bytes.len()].copy_from_slice(bytes);
+        claim.commit_deferred();
+        Ok(())
+    }
+
     /// Largest archived tuple one record can carry.
     pub fn max_tuple_len(&self) -> usize {
         self.producer.max_record_len()
@@ -125,6 +158,8 @@ pub struct TupleReceiver {
     /// The copy of the current record in [`Validation::COPY_THEN_VALIDATE`] mode.
     copy: AlignedVec<16>,
     poison: Option<String>,
+    /// The offset for the next tuple ([`TupleReceiver::next_offset`]).
+    pending: Option<Offset>,
 }
 
 impl TupleReceiver {
@@ -141,6 +176,7 @@ impl TupleReceiver {
             validation,
             copy: AlignedVec::new(),
             poison: None,
+            pending: None,
         }
     }
 
@@ -150,7 +186,8 @@ impl TupleReceiver {
     }
 
     /// Receives the next tuple, waiting (spinning, then parking) until one is sent. The record
-    /// stays in the ring until the view is dropped.
+    /// stays in the ring until the view is dropped. Offset records before it are taken on the
+    /// way ([`next_offset`](Self::next_offset)).
     ///
     /// # Errors
     /// [`Error::Closed`] once the sender closed and every tuple was received;
@@ -158,14 +195,10 @@ impl TupleReceiver {
     /// poisoned); [`Error::Corrupt`] if the ring is.
     pub fn recv(&mut self) -> Result<TupleView<'_>> {
         self.take_poison()?;
-        let TupleReceiver {
-            consumer,
-            validation,
-            copy,
-            poison,
-        } = self;
-        let record = consumer.read()?;
-        accept(record, *validation, copy, poison)
+        while self.consumer.peek_kind(None)? == OFFSET_KIND {
+            self.take_offset()?;
+        }
+        self.accept_next()
     }
 
     /// Receives the next tuple without waiting: `Ok(None)` means none is there yet.
@@ -173,17 +206,10 @@ impl TupleReceiver {
     /// # Errors
     /// As [`recv`](Self::recv).
     pub fn try_recv(&mut self) -> Result<Option<TupleView<'_>>> {
-        self.take_poison()?;
-        let TupleReceiver {
-            consumer,
-            validation,
-            copy,
-            poison,
-        } = self;
-        match consumer.try_read()? {
-            Some(record) => accept(record, *validation, copy, poison).map(Some),
-            None => Ok(None),
+        if !self.ready()? {
+            return Ok(None);
         }
+        self.accept_next().map(Some)
     }
 
     /// As [`recv`](Self::recv), giving up after `timeout`.
@@ -192,14 +218,84 @@ impl TupleReceiver {
     /// As [`recv`](Self::recv), and [`Error::TimedOut`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<TupleView<'_>> {
         self.take_poison()?;
+        // The clock is read only if the receiver has to wait.
+        let mut deadline = None;
+        loop {
+            let kind = match self.consumer.try_peek_kind()? {
+                Some(kind) => kind,
+                None => {
+                    let at = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    let left = at.saturating_duration_since(Instant::now());
+                    self.consumer.peek_kind(Some(left))?
+                }
+            };
+            if kind != OFFSET_KIND {
+                break;
+            }
+            self.take_offset()?;
+        }
+        self.accept_next()
+    }
+
+    /// True if a tuple record (or the end of the stream, or an error) is next, so that
+    /// [`try_recv`](Self::try_recv) returns it now. Takes the offset records before it
+    /// ([`next_offset`](Self::next_offset)); reads no tuple.
+    ///
+    /// # Errors
+    /// As [`try_recv`](Self::try_recv).
+    pub fn ready(&mut self) -> Result<bool> {
+        self.take_poison()?;
+        loop {
+            match self.consumer.try_peek_kind()? {
+                None => return Ok(false),
+                Some(OFFSET_KIND) => self.take_offset()?,
+                Some(_) => return Ok(true),
+            }
+        }
+    }
+
+    /// The [`Offset`] the sender wrote for the next tuple (the last of the offset records
+    /// taken since the previous tuple), once [`ready`](Self::ready) returned true; `None` if
+    /// it wrote none. Receiving that tuple clears it.
+    pub fn next_offset(&self) -> Option<Offset> {
+        self.pending
+    }
+
+    /// Takes the offset record that is next: it applies to the next tuple.
+    fn take_offset(&mut self) -> Result<()> {
+        let Some(record) = self.consumer.try_read()? else {
+            return Ok(());
+        };
+        match Offset::from_record(record.payload_len(), |dst| record.copy_to(dst)) {
+            Ok(offset) => {
+                self.pending = Some(offset);
+                Ok(())
+            }
+            Err(reason) => {
+                drop(record.reject("tuple", reason.clone()));
+                self.poison = Some(reason.clone());
+                Err(Error::InvalidTuple(reason))
+            }
+        }
+    }
+
+    /// Reads the next record, which [`ready`](Self::ready) or a peek found, as a tuple.
+    fn accept_next(&mut self) -> Result<TupleView<'_>> {
         let TupleReceiver {
             consumer,
             validation,
             copy,
             poison,
+            pending,
         } = self;
-        let record = consumer.read_timeout(timeout)?;
-        accept(record, *validation, copy, poison)
+        *pending = None;
+        match consumer.try_read()? {
+            Some(record) => accept(record, *validation, copy, poison),
+            None => Err(Error::Corrupt {
+                what: "readiness",
+                detail: "a record was peeked but then missing".into(),
+            }),
+        }
     }
 
     /// The error that poisoned this receiver, if a record failed its checks: every later

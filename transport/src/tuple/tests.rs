@@ -177,3 +177,47 @@ fn a_tuple_too_deep_for_the_one_pass_writer_leaves_nothing_in_the_ring() {
         .expect("received");
     assert_eq!(view.timestamp(), 3);
 }
+
+#[test]
+fn offsets_travel_before_their_tuples_and_every_read_takes_them() {
+    let (mut tx, mut rx) = channel();
+    let one = Tuple::new(1).with_field("n", 1i64);
+    // A tuple without an offset, one with, one with two (the last counts).
+    tx.send(&one).unwrap();
+    tx.send_offset(&Offset::from_u64(7)).unwrap();
+    tx.send(&one).unwrap();
+    tx.send_offset(&Offset::new(b"old").unwrap()).unwrap();
+    assert!(
+        tx.try_send_offset(&Offset::new(b"file:3").unwrap())
+            .unwrap()
+    );
+    tx.send(&one).unwrap();
+    assert!(rx.ready().unwrap());
+    assert_eq!(rx.next_offset(), None);
+    drop(rx.try_recv().unwrap().unwrap());
+    assert!(rx.ready().unwrap());
+    assert_eq!(rx.next_offset(), Some(Offset::from_u64(7)));
+    drop(rx.recv().unwrap());
+    assert_eq!(rx.next_offset(), None, "receiving the tuple clears it");
+    drop(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap());
+    assert!(!rx.ready().unwrap());
+    // An offset alone: taken, and waiting for its tuple.
+    tx.send_offset(&Offset::from_u64(9)).unwrap();
+    tx.flush();
+    assert!(!rx.ready().unwrap());
+    assert_eq!(rx.next_offset(), Some(Offset::from_u64(9)));
+    assert!(rx.try_recv().unwrap().is_none());
+}
+
+#[test]
+fn an_offset_record_longer_than_the_limit_poisons_the_receiver() {
+    let (mut tx, mut rx) = channel();
+    let mut claim = tx.producer().claim(MAX_OFFSET_LEN + 1).unwrap();
+    claim.set_kind(OFFSET_KIND);
+    claim.commit();
+    tx.send(&Tuple::new(1)).unwrap();
+    let e = rx.try_recv().unwrap_err();
+    assert!(matches!(e, crate::Error::InvalidTuple(_)), "{e}");
+    assert!(e.to_string().contains("offset record of 65 bytes"), "{e}");
+    assert!(rx.try_recv().is_err(), "poisoned");
+}

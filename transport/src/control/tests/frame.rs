@@ -44,6 +44,21 @@ fn wire_format_is_pinned() {
         &hello[HEADER_LEN..],
         br#"{"type":"hello","protocol_version":"1.2","plugin_name":"p","sources":[],"sinks":[],"functions":[]}"#
     );
+    // 1.2's rewind fields: absent unless set, so a 1.1 peer reads the same start as before.
+    let rewound = Message::StartSource(Start {
+        instance_id: 2,
+        symbol: "s".into(),
+        send_offsets: true,
+        rewind_to: Some(vec![1, 2]),
+        ..Start::default()
+    });
+    let frame = encode_frame(&rewound).unwrap();
+    assert_eq!(
+        &frame[HEADER_LEN..],
+        br#"{"type":"start_source","instance_id":2,"rule_id":"","op_id":"","symbol":"s","properties":{},"send_offsets":true,"rewind_to":[1,2]}"#
+    );
+    let plain = encode_frame(&Message::StartSource(Start::default())).unwrap();
+    assert!(!plain[HEADER_LEN..].windows(6).any(|w| w == b"rewind"));
     let delete = Message::State {
         instance_id: 3,
         key: "k".into(),

@@ -31,6 +31,8 @@ fn every_message() -> Vec<Message> {
             .as_object()
             .unwrap()
             .clone(),
+        send_offsets: symbol == "random",
+        rewind_to: (symbol == "random").then(|| vec![7, 0, 0, 0, 0, 0, 0, 0]),
     };
     vec![
         Message::Hello(Hello {
@@ -42,6 +44,7 @@ fn every_message() -> Vec<Message> {
             not_repeatable: vec!["count".into()],
             call_batches: true,
             aggregates: vec!["count".into()],
+            rewindable: vec!["random".into()],
         }),
         Message::StartSource(start("random", Some("topic/a"))),
         Message::StartSink(start("file", None)),

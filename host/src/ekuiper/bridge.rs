@@ -44,17 +44,32 @@ pub(crate) struct BridgeSetup {
     pub pidfd: OwnedFd,
 }
 
+/// An instance's ring endpoints, kept open after its process died: the supervisor retires
+/// the rings and closes them itself, so that the handles switch to the restarted process's
+/// rings instead of seeing the end of a stream.
+type Leftover = Box<dyn Send>;
+
 /// The bridge thread, as the supervisor's process record holds it.
-#[derive(Debug)]
 pub(crate) struct BridgeThread {
-    handle: Option<JoinHandle<()>>,
+    handle: Option<JoinHandle<Vec<Leftover>>>,
+    /// Dropped with the process record, after the supervisor retired the rings.
+    leftovers: Vec<Leftover>,
+}
+
+impl std::fmt::Debug for BridgeThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeThread")
+            .field("running", &self.handle.is_some())
+            .field("leftovers", &self.leftovers.len())
+            .finish()
+    }
 }
 
 impl BridgeThread {
     /// Waits for the bridge to finish its clean-up (after its channel was shut down).
     pub(crate) fn join(&mut self) {
         if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
+            self.leftovers = handle.join().unwrap_or_default();
         }
     }
 }
@@ -67,6 +82,7 @@ pub(crate) fn spawn(setup: BridgeSetup) -> std::io::Result<BridgeThread> {
         .spawn(move || Bridge::new(setup).run())?;
     Ok(BridgeThread {
         handle: Some(handle),
+        leftovers: Vec::new(),
     })
 }
 
@@ -96,7 +112,8 @@ struct Instance {
     symbol: String,
     meta: Meta,
     cancel: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Returns the endpoints when the plugin's side of the instance went away.
+    thread: Option<JoinHandle<Option<Leftover>>>,
     /// Sockets this instance listens on (removed on drop).
     _listeners: Vec<SpListener>,
 }
@@ -119,6 +136,8 @@ struct Bridge {
     functions: HashMap<String, Arc<Mutex<FuncChannel>>>,
     /// Sink data sockets the plugin listens on: removed if the plugin leaves them behind.
     plugin_sockets: Vec<PathBuf>,
+    /// Endpoints of instances whose process died (see [`Leftover`]).
+    leftovers: Vec<Leftover>,
 }
 
 impl Bridge {
@@ -133,10 +152,11 @@ impl Bridge {
             instances: HashMap::new(),
             functions: HashMap::new(),
             plugin_sockets: Vec::new(),
+            leftovers: Vec::new(),
         }
     }
 
-    fn run(mut self) {
+    fn run(mut self) -> Vec<Leftover> {
         let mut hello = Hello::new(self.plugin.clone());
         hello.sources = self.symbols.sources.clone();
         hello.sinks = self.symbols.sinks.clone();
@@ -145,6 +165,7 @@ impl Bridge {
             self.serve();
         }
         self.teardown();
+        std::mem::take(&mut self.leftovers)
     }
 
     fn serve(&mut self) {
@@ -152,6 +173,7 @@ impl Bridge {
             let (message, rings) = match self.channel.recv_timeout(Some(IDLE)) {
                 Ok(received) => received,
                 Err(TransportError::Control(ControlError::TimedOut(_))) => {
+                    self.end_finished_streams();
                     if self.process_exited() {
                         tracing::warn!(plugin = %self.plugin, "the eKuiper plugin process exited");
                         return;
@@ -195,15 +217,44 @@ impl Bridge {
 
     /// True once the plugin process has exited (its pidfd is readable).
     fn process_exited(&self) -> bool {
+        self.exits_within(Duration::ZERO)
+    }
+
+    /// True if the plugin process has exited or exits within `timeout`.
+    fn exits_within(&self, timeout: Duration) -> bool {
         let mut fds = [rustix::event::PollFd::new(
             &self.pidfd,
             rustix::event::PollFlags::IN,
         )];
-        let zero = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        let timeout = rustix::event::Timespec::try_from(timeout).unwrap_or_default();
+        matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+    }
+
+    /// Instances whose plugin side closed its socket: if the process lives on, that was the
+    /// end of the stream (the rings close); if it died, the endpoints stay open for the
+    /// supervisor to retire (the handles then switch to the restarted process).
+    fn end_finished_streams(&mut self) {
+        let finished: Vec<u64> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.thread.as_ref().is_some_and(JoinHandle::is_finished))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in finished {
+            let Some(instance) = self.instances.get_mut(&id) else {
+                continue;
+            };
+            let Some(leftover) = instance.thread.take().and_then(|t| t.join().ok()).flatten()
+            else {
+                continue;
+            };
+            // A crash closes the process's sockets a moment before its pidfd reports the exit.
+            if self.exits_within(Duration::from_millis(200)) {
+                self.leftovers.push(leftover);
+            } else {
+                drop(leftover);
+            }
+        }
     }
 
     /// Sends one eKuiper control command and waits for the plugin's answer.
@@ -281,11 +332,7 @@ impl Bridge {
                 if let Some(data_source) = &start.data_source {
                     control["dataSource"] = Json::from(data_source.clone());
                 }
-                self.command("start", &control)?;
-                // The plugin dialed while it handled the command.
-                let pull = listener
-                    .accept(proto::PULL, super::MAX_MESSAGE, REPLY_TIMEOUT)
-                    .map_err(|e| describe(&path, e))?;
+                let pull = start_and_accept(self, &control, &listener, proto::PULL)?;
                 listeners.push(listener);
                 let sender = TupleSender::new(producer);
                 let cancel = cancel.clone();
@@ -306,11 +353,8 @@ impl Bridge {
                     "symbolName": start.symbol, "meta": meta.json(), "pluginType": "sink",
                     "config": start.properties,
                 });
-                self.command("start", &control)?;
+                let acks = start_and_accept(self, &control, &ack_listener, proto::PULL)?;
                 self.plugin_sockets.push(data_path.clone());
-                let acks = ack_listener
-                    .accept(proto::PULL, super::MAX_MESSAGE, REPLY_TIMEOUT)
-                    .map_err(|e| describe(&ack_path, e))?;
                 let push =
                     SpStream::connect(&data_path, proto::PUSH, super::MAX_MESSAGE, REPLY_TIMEOUT)
                         .map_err(|e| describe(&data_path, e))?;
@@ -372,10 +416,7 @@ impl Bridge {
             "symbolName": symbol, "meta": {"ruleId": "", "opId": "", "instanceId": 0},
             "pluginType": "func",
         });
-        self.command("start", &control)?;
-        let stream = listener
-            .accept(proto::REP, super::MAX_MESSAGE, REPLY_TIMEOUT)
-            .map_err(|e| describe(&path, e))?;
+        let stream = start_and_accept(self, &control, &listener, proto::REP)?;
         let channel = Arc::new(Mutex::new(FuncChannel {
             rep: Rep::new(stream),
             _listener: listener,
@@ -430,9 +471,13 @@ impl Bridge {
         for instance in self.instances.values() {
             instance.cancel.store(true, Ordering::SeqCst);
         }
+        let died = self.exits_within(Duration::from_millis(200));
         for instance in self.instances.values_mut() {
-            if let Some(thread) = instance.thread.take() {
-                let _ = thread.join();
+            if let Some(thread) = instance.thread.take()
+                && let Ok(Some(leftover)) = thread.join()
+                && died
+            {
+                self.leftovers.push(leftover);
             }
         }
         self.instances.clear();
@@ -453,6 +498,34 @@ impl Bridge {
             }
         }
     }
+}
+
+/// Sends a `start` command while accepting the connection the plugin makes to `listener` as it
+/// handles it (nng finishes a dial only once the listener has answered the SP header, so the
+/// accept cannot wait for the command's answer).
+fn start_and_accept(
+    bridge: &mut Bridge,
+    control: &Json,
+    listener: &SpListener,
+    own: u16,
+) -> Result<SpStream, String> {
+    let answered = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let accepting = scope.spawn(|| {
+            listener.accept_while(own, super::MAX_MESSAGE, REPLY_TIMEOUT, || {
+                !answered.load(Ordering::SeqCst)
+            })
+        });
+        let result = bridge.command("start", control);
+        if result.is_err() {
+            answered.store(true, Ordering::SeqCst);
+        }
+        let accepted = accepting
+            .join()
+            .unwrap_or_else(|_| Err(SpError::Protocol("the accepting thread panicked".into())));
+        result?;
+        accepted.map_err(|e| describe(listener.path(), e))
+    })
 }
 
 fn describe(path: &std::path::Path, e: SpError) -> String {
@@ -499,17 +572,24 @@ impl Throttle {
 
 /// PULL from the plugin, tuples into the ring, until stopped or the plugin closes its socket
 /// (the end of the stream: dropping the sender closes the ring).
-fn run_source(plugin: &str, mut pull: SpStream, mut sender: TupleSender, cancel: &AtomicBool) {
+///
+/// Returns the sender, still open, when the plugin closed its socket (see [`Leftover`]).
+fn run_source(
+    plugin: &str,
+    mut pull: SpStream,
+    mut sender: TupleSender,
+    cancel: &AtomicBool,
+) -> Option<Leftover> {
     let mut buf = Vec::new();
     let mut throttle = Throttle(None);
     while !cancel.load(Ordering::SeqCst) {
         match pull.recv_timeout(&mut buf, POLL) {
             Ok(()) => {}
             Err(SpError::TimedOut(_)) => continue,
-            Err(SpError::Closed) => break,
+            Err(SpError::Closed) => return Some(Box::new(sender)),
             Err(e) => {
                 tracing::error!(plugin, "source socket failed: {e}");
-                break;
+                return Some(Box::new(sender));
             }
         }
         let tuple = match convert::source_message(&buf, convert::now_nanos()) {
@@ -523,6 +603,7 @@ fn run_source(plugin: &str, mut pull: SpStream, mut sender: TupleSender, cancel:
             break;
         }
     }
+    None
 }
 
 /// Sends with back-pressure; false once stopped or the ring is gone.
@@ -546,10 +627,11 @@ fn run_sink(
     mut acks: SpStream,
     require_ack: bool,
     cancel: &AtomicBool,
-) {
+) -> Option<Leftover> {
     let mut body = Vec::new();
     let mut ack = Vec::new();
     let mut throttle = Throttle(None);
+    let mut gone = false;
     loop {
         let stopping = cancel.load(Ordering::SeqCst);
         let received = if stopping {
@@ -578,7 +660,9 @@ fn run_sink(
             continue;
         }
         if let Err(e) = push.send(&[&body]) {
-            tracing::error!(plugin, "sending to the sink failed: {e}");
+            // Unacknowledged: a restarted process gets the record again.
+            tracing::debug!(plugin, "sending to the sink failed: {e}");
+            gone = true;
             break;
         }
         if require_ack {
@@ -586,6 +670,7 @@ fn run_sink(
                 Ok(()) => report_ack(plugin, &ack, &mut throttle),
                 Err(e) => {
                     tracing::error!(plugin, "the sink did not acknowledge a record: {e}");
+                    gone = true;
                     break;
                 }
             }
@@ -594,6 +679,7 @@ fn run_sink(
         }
         drop(view);
     }
+    gone.then(|| Box::new(receiver) as Leftover)
 }
 
 fn drain_acks(plugin: &str, acks: &mut SpStream, ack: &mut Vec<u8>, throttle: &mut Throttle) {
@@ -616,13 +702,13 @@ fn run_function(
     mut sender: TupleSender,
     func_meta: &str,
     cancel: &AtomicBool,
-) {
+) -> Option<Leftover> {
     let mut body = Vec::new();
     while !cancel.load(Ordering::SeqCst) {
         let view = match receiver.recv_timeout(POLL) {
             Ok(view) => view,
             Err(TransportError::TimedOut(_)) => continue,
-            Err(_) => return,
+            Err(_) => return None,
         };
         let seq = view.timestamp() as u64;
         let reply = match call::parse_call(&view) {
@@ -632,6 +718,13 @@ fn run_function(
                 let mut channel = channel.lock().unwrap_or_else(PoisonError::into_inner);
                 match exchange(&mut channel.rep, &body, REPLY_TIMEOUT) {
                     Ok(answer) => convert::exec_reply(&answer),
+                    // The process is gone: the call stays unanswered, and the handle sends it
+                    // again to the restarted process.
+                    Err(SpError::Closed) => {
+                        drop(channel);
+                        drop(view);
+                        return Some(Box::new((receiver, sender)));
+                    }
                     Err(e) => Err(format!("the plugin did not answer the call: {e}")),
                 }
             }
@@ -643,7 +736,8 @@ fn run_function(
             Err(text) => call::send_reply(&mut sender, seq, Err(&text)),
         };
         if sent.is_err() {
-            return;
+            return None;
         }
     }
+    None
 }

@@ -377,18 +377,37 @@ impl SpListener {
     /// # Errors
     /// [`SpError::TimedOut`] if nobody connected; as [`SpStream::handshake`].
     pub fn accept(&self, own: u16, max_len: usize, timeout: Duration) -> SpResult<SpStream> {
+        self.accept_while(own, max_len, timeout, || true)
+    }
+
+    /// As [`accept`](Self::accept), giving up early (with [`SpError::TimedOut`]) once
+    /// `keep_waiting` says so; it is asked about every 20 ms.
+    ///
+    /// # Errors
+    /// As [`accept`](Self::accept).
+    pub fn accept_while(
+        &self,
+        own: u16,
+        max_len: usize,
+        timeout: Duration,
+        keep_waiting: impl Fn() -> bool,
+    ) -> SpResult<SpStream> {
+        const STEP: Duration = Duration::from_millis(20);
         let mut fds = [PollFd::new(&self.listener, PollFlags::IN)];
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let spec = Timespec::try_from(left).unwrap_or(Timespec {
-                tv_sec: i64::MAX,
-                tv_nsec: 0,
+            if left.is_zero() || !keep_waiting() {
+                return Err(SpError::TimedOut(timeout));
+            }
+            let spec = Timespec::try_from(left.min(STEP)).unwrap_or(Timespec {
+                tv_sec: 0,
+                tv_nsec: 20_000_000,
             });
             match rustix::event::poll(&mut fds, Some(&spec)) {
-                Ok(0) => return Err(SpError::TimedOut(timeout)),
+                Ok(0) => {}
                 Ok(_) => break,
-                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(SpError::io("waiting for a connection")(e.into())),
             }
         }

@@ -1,0 +1,260 @@
+//! eKuiper's official Python SDK (`pip install ekuiper`, with pynng) running a plugin written
+//! from its documentation, unchanged, under the host: source, sink and function through the
+//! usual handles, restart with replay, and no socket file left in /tmp.
+//!
+//! These tests need a Python with the `ekuiper` and `pynng` packages: `SHMPLUG_PYTHON`, else
+//! `target/ekuiper-venv/bin/python` (which `tests/ekuiper/ci.sh` creates). Without one they
+//! say so and pass, unless `SHMPLUG_REQUIRE_EKUIPER=1` (CI sets it), which makes them fail.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use shmplug_host::ekuiper::{PORTABLE_CONFIG_ARG, Symbols};
+use shmplug_host::transport::{Tuple, Value, ValueRef};
+use shmplug_host::{Error, InstanceSpec, Plugin, PluginSpec, Protocol, SupervisorConfig};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// eKuiper's socket names are global: one test at a time uses the plugin.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A Python that imports `ekuiper` and `pynng`, or `None` (after saying why).
+fn python() -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = std::env::var_os("SHMPLUG_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([workspace().join("target/ekuiper-venv/bin/python")])
+        .collect();
+    for python in candidates {
+        let ok = Command::new(&python)
+            .args(["-c", "import ekuiper, pynng"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(python);
+        }
+    }
+    assert!(
+        std::env::var_os("SHMPLUG_REQUIRE_EKUIPER").is_none(),
+        "SHMPLUG_REQUIRE_EKUIPER is set but no Python with `ekuiper` and `pynng` was found \
+         (set SHMPLUG_PYTHON, or run tests/ekuiper/ci.sh)"
+    );
+    eprintln!("skipped: no Python with `ekuiper` and `pynng` (see tests/ekuiper/ci.sh)");
+    None
+}
+
+fn plugin_dir() -> PathBuf {
+    workspace().join("tests/ekuiper/pycount")
+}
+
+fn spec(python: &Path) -> PluginSpec {
+    let dir = plugin_dir();
+    PluginSpec {
+        args: vec![
+            "-u".into(),
+            dir.join("pycount.py").into(),
+            PORTABLE_CONFIG_ARG.into(),
+        ],
+        dir: Some(dir),
+        protocol: Protocol::Ekuiper(Symbols {
+            sources: vec!["counter".into()],
+            sinks: vec!["lines".into()],
+            functions: vec!["revert".into()],
+        }),
+        ..PluginSpec::new("pycount", python)
+    }
+}
+
+fn config() -> SupervisorConfig {
+    SupervisorConfig {
+        handshake_timeout: Duration::from_secs(20),
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ring_capacity: 1 << 16,
+        ..SupervisorConfig::default()
+    }
+}
+
+/// Every socket file of eKuiper's naming that these tests may create.
+fn leftover_sockets(rule: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/tmp")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            name == "plugin_pycount.ipc" || name == "func_revert.ipc" || name.starts_with(rule)
+        })
+        .collect()
+}
+
+#[test]
+fn source_function_and_sink_through_the_handles() {
+    let Some(python) = python() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let out = tempfile::tempdir().unwrap();
+    let lines = out.path().join("lines.jsonl");
+    let rule = "ekpy1";
+    {
+        let plugin = Plugin::start(spec(&python), config()).unwrap();
+        let hello = plugin.hello().unwrap();
+        assert_eq!(hello.functions, ["revert"]);
+
+        let mut source = plugin
+            .source(
+                InstanceSpec::new("counter")
+                    .rule(rule, "src")
+                    .property("count", 30),
+            )
+            .unwrap();
+        for i in 0..30i64 {
+            let tuple = source.recv_timeout(WAIT).unwrap().expect("a tuple in time");
+            let tuple = tuple.to_owned();
+            assert_eq!(tuple.fields["id"], Value::Int(i));
+            assert_eq!(tuple.fields["name"], Value::String(format!("n{i}")));
+            assert_eq!(tuple.fields["value"], Value::Float(i as f64 * 1.5));
+            assert_eq!(
+                tuple.fields["tags"],
+                Value::List(vec![Value::String("a".into()), Value::Int(i)])
+            );
+            assert_eq!(tuple.meta["topic"], Value::String("counter".into()));
+            assert_eq!(tuple.meta["rule"], Value::String(rule.into()));
+            assert!(tuple.timestamp > 0, "stamped when received");
+        }
+
+        let mut revert = plugin
+            .function(InstanceSpec::new("revert").rule(rule, "f"))
+            .unwrap();
+        assert_eq!(
+            revert.call(&[ValueRef::String("shmplug")]).unwrap(),
+            Value::String("gulpmhs".into())
+        );
+        let err = revert.call(&[ValueRef::Int(3)]).unwrap_err();
+        assert!(
+            matches!(&err, Error::FunctionFailed { .. })
+                && err.to_string().contains("revert needs a string"),
+            "{err}"
+        );
+        // Many calls, each a round trip.
+        for i in 0..200 {
+            let text = format!("x{i}y");
+            let back = revert.call(&[ValueRef::String(&text)]).unwrap();
+            assert_eq!(back, Value::String(text.chars().rev().collect()));
+        }
+
+        let mut sink = plugin
+            .sink(
+                InstanceSpec::new("lines")
+                    .rule(rule, "sink")
+                    .property("path", lines.to_str().unwrap())
+                    .property("requireAck", true),
+            )
+            .unwrap();
+        for i in 0..20i64 {
+            let tuple = Tuple::new(i)
+                .with_field("id", i)
+                .with_field("s", format!("v{i}"))
+                .with_field("b", Value::Bytes(vec![1, 2, 3]));
+            sink.send(&tuple).unwrap();
+        }
+        sink.stop().unwrap();
+        let written = std::fs::read_to_string(&lines).unwrap();
+        let written: Vec<serde_json::Value> = written
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(written.len(), 20);
+        for (i, line) in written.iter().enumerate() {
+            assert_eq!(
+                *line,
+                serde_json::json!({"id": i, "s": format!("v{i}"), "b": "AQID"})
+            );
+        }
+        source.stop().unwrap();
+        drop(revert);
+        plugin.shutdown();
+    }
+    assert_eq!(leftover_sockets(rule), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_killed_plugin_is_restarted_and_its_instances_reopened() {
+    let Some(python) = python() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let rule = "ekpy2";
+    {
+        let plugin = Plugin::start(spec(&python), config()).unwrap();
+        let mut revert = plugin
+            .function(InstanceSpec::new("revert").rule(rule, "f"))
+            .unwrap();
+        assert_eq!(
+            revert.call(&[ValueRef::String("ab")]).unwrap(),
+            Value::String("ba".into())
+        );
+        let mut source = plugin
+            .source(
+                InstanceSpec::new("counter")
+                    .rule(rule, "src")
+                    .property("count", 5),
+            )
+            .unwrap();
+        for _ in 0..5 {
+            source.recv_timeout(WAIT).unwrap().expect("a tuple in time");
+        }
+        let pid = plugin.status().pid.unwrap();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        // The replayed source starts counting again in the new process.
+        let first = source
+            .recv_timeout(WAIT)
+            .unwrap()
+            .expect("a tuple after the restart")
+            .to_owned();
+        assert_eq!(first.fields["id"], Value::Int(0));
+        let deadline = Instant::now() + WAIT;
+        while plugin.status().pid == Some(pid) && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_ne!(plugin.status().pid, Some(pid));
+        assert_eq!(plugin.status().restarts, 1);
+        assert_eq!(
+            revert.call(&[ValueRef::String("cd")]).unwrap(),
+            Value::String("dc".into())
+        );
+        drop(source);
+        drop(revert);
+        plugin.shutdown();
+    }
+    assert_eq!(leftover_sockets(rule), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_plugin_that_never_handshakes_fails_its_start_clearly() {
+    let Some(python) = python() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let spec = PluginSpec {
+        args: vec!["-c".into(), "import sys; sys.exit(3)".into()],
+        ..spec(&python)
+    };
+    let err = Plugin::start(spec, config()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("exited before its handshake") && text.contains("3"),
+        "{text}"
+    );
+    assert!(!Path::new("/tmp/plugin_pycount.ipc").exists());
+}

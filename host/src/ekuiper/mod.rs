@@ -30,8 +30,11 @@
 
 pub(crate) mod bridge;
 mod convert;
+mod install;
 pub(crate) mod launch;
 pub mod sp;
+
+pub use install::{INSTALL_SCRIPT, has_install_script, run_install_script};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

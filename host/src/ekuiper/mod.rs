@@ -4,7 +4,7 @@
 //! protocol (nng sockets under `/tmp`, JSON) instead of shmplug's. The supervisor runs it the
 //! way eKuiper does — `python -u script '{"sendTimeout":1000}'` or
 //! `executable '{"sendTimeout":1000}'`, in the plugin's directory — and a **bridge** thread in
-//! the host ([`bridge`]) plays a shmplug plugin towards the supervisor (hello, starts, stops,
+//! the host plays a shmplug plugin towards the supervisor (hello, starts, stops,
 //! pings, shared-memory rings) while it drives the process over eKuiper's protocol:
 //!
 //! | eKuiper channel | socket (`ipc://`) | host side |
@@ -17,7 +17,7 @@
 //!
 //! So the data handles ([`SourceReader`](crate::SourceReader), ...), restarts with replay,
 //! status and `shmplug run` work for these plugins as for shmplug's: the bridge converts JSON
-//! to tuples at the host's edge ([`convert`]). The wire is [`sp`], the Scalability Protocols'
+//! to tuples at the host's edge. The wire is [`sp`], the Scalability Protocols'
 //! small published format, written here (no system library to install).
 //!
 //! What differs from a shmplug plugin: the process cannot set tuple timestamps (a source

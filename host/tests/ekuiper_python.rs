@@ -258,3 +258,49 @@ fn a_plugin_that_never_handshakes_fails_its_start_clearly() {
     );
     assert!(!Path::new("/tmp/plugin_pycount.ipc").exists());
 }
+
+/// eKuiper's SDKs re-send `handshake` on their REQ sockets after 5 s without a command or a
+/// call (the keep-alive of eKuiper's PRs #3965/#3967); commands and calls after such a pause
+/// must still be answered (eKuiper's issue #3962 was calls stopping after idle periods).
+#[test]
+fn calls_and_commands_work_after_the_plugins_idle_keepalive() {
+    let Some(python) = python() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let rule = "ekpy3";
+    {
+        let plugin = Plugin::start(spec(&python), config()).unwrap();
+        let mut revert = plugin
+            .function(InstanceSpec::new("revert").rule(rule, "f"))
+            .unwrap();
+        assert_eq!(
+            revert.call(&[ValueRef::String("ab")]).unwrap(),
+            Value::String("ba".into())
+        );
+        // Idle past the SDK's 5 s receive time-out on both its control and function sockets
+        // (the pause is what is tested, not a synchronisation).
+        std::thread::sleep(Duration::from_millis(6500));
+        assert_eq!(
+            revert.call(&[ValueRef::String("xyz")]).unwrap(),
+            Value::String("zyx".into())
+        );
+        let mut source = plugin
+            .source(
+                InstanceSpec::new("counter")
+                    .rule(rule, "src")
+                    .property("count", 3),
+            )
+            .unwrap();
+        for i in 0..3i64 {
+            let tuple = source
+                .recv_timeout(WAIT)
+                .unwrap()
+                .expect("a tuple")
+                .to_owned();
+            assert_eq!(tuple.fields["id"], Value::Int(i));
+        }
+        source.stop().unwrap();
+        drop(revert);
+        plugin.shutdown();
+    }
+    assert_eq!(leftover_sockets(rule), Vec::<PathBuf>::new());
+}

@@ -607,11 +607,16 @@ fn run_source(
 }
 
 /// Sends with back-pressure; false once stopped or the ring is gone.
+/// A tuple too large for the ring is dropped with a warning (the stream goes on).
 fn send_until_cancelled(sender: &mut TupleSender, tuple: &Tuple, cancel: &AtomicBool) -> bool {
     loop {
         match sender.send_timeout(tuple, POLL) {
             Ok(()) => return true,
             Err(TransportError::TimedOut(_)) if !cancel.load(Ordering::SeqCst) => {}
+            Err(e @ TransportError::TooLarge { .. }) => {
+                tracing::warn!("dropping a source tuple: {e}");
+                return true;
+            }
             Err(_) => return false,
         }
     }

@@ -238,20 +238,27 @@ impl SpStream {
         }
         self.fill(9)?;
         let header = &self.buf[self.start..self.start + 9];
-        if header[0] != USER_MESSAGE {
-            return Err(SpError::Protocol(format!(
-                "message type byte {:#04x}, expected {USER_MESSAGE:#04x}",
-                header[0]
-            )));
-        }
         let mut len_bytes = [0u8; 8];
         len_bytes.copy_from_slice(&header[1..]);
         let len = u64::from_be_bytes(len_bytes);
-        if len > self.max_len as u64 {
-            return Err(SpError::TooLong {
+        let refused = if header[0] != USER_MESSAGE {
+            Some(SpError::Protocol(format!(
+                "message type byte {:#04x}, expected {USER_MESSAGE:#04x}",
+                header[0]
+            )))
+        } else if len > self.max_len as u64 {
+            Some(SpError::TooLong {
                 len,
                 max: self.max_len,
-            });
+            })
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            // Out of step with the peer for good: later reads see a closed connection.
+            self.shutdown();
+            self.start = self.end;
+            return Err(e);
         }
         let len = len as usize;
         self.start += 9;

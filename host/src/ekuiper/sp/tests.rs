@@ -144,3 +144,26 @@ fn a_quiet_peer_times_out_without_losing_step() {
         assert_eq!(buf, b"late");
     });
 }
+
+#[test]
+fn after_a_refused_frame_the_connection_is_closed() {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut header = [0u8, b'S', b'P', 0, 0, 0, 0, 0];
+    header[4..6].copy_from_slice(&proto::PUSH.to_be_bytes());
+    (&theirs).write_all(&header).unwrap();
+    let mut too_long = vec![1];
+    too_long.extend_from_slice(&2000u64.to_be_bytes());
+    too_long.extend_from_slice(&[0; 64]);
+    (&theirs).write_all(&too_long).unwrap();
+    let mut pull = SpStream::handshake(ours, proto::PULL, 1024).unwrap();
+    let mut buf = Vec::new();
+    assert!(matches!(
+        pull.recv_timeout(&mut buf, WAIT),
+        Err(SpError::TooLong { .. })
+    ));
+    assert!(matches!(
+        pull.recv_timeout(&mut buf, WAIT),
+        Err(SpError::Closed)
+    ));
+    drop(theirs);
+}

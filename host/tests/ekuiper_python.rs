@@ -304,3 +304,31 @@ fn calls_and_commands_work_after_the_plugins_idle_keepalive() {
     }
     assert_eq!(leftover_sockets(rule), Vec::<PathBuf>::new());
 }
+
+/// A hot update swaps the process under running instances, as eKuiper's `PUT` does.
+#[test]
+fn an_update_swaps_the_process_under_running_instances() {
+    let Some(python) = python() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let rule = "ekpy4";
+    {
+        let plugin = Plugin::start(spec(&python), config()).unwrap();
+        let mut revert = plugin
+            .function(InstanceSpec::new("revert").rule(rule, "f"))
+            .unwrap();
+        assert_eq!(
+            revert.call(&[ValueRef::String("ab")]).unwrap(),
+            Value::String("ba".into())
+        );
+        let old = plugin.status().pid;
+        plugin.update(spec(&python)).unwrap();
+        assert_ne!(plugin.status().pid, old);
+        assert_eq!(
+            revert.call(&[ValueRef::String("uv")]).unwrap(),
+            Value::String("vu".into())
+        );
+        drop(revert);
+        plugin.shutdown();
+    }
+    assert_eq!(leftover_sockets(rule), Vec::<PathBuf>::new());
+}

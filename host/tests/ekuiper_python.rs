@@ -332,3 +332,97 @@ fn an_update_swaps_the_process_under_running_instances() {
     }
     assert_eq!(leftover_sockets(rule), Vec::<PathBuf>::new());
 }
+
+/// Set in the helper process that plays a host for [`a_host_killed_with_sigkill_leaves_no_plugin`]:
+/// the directory where it writes the plugin's pid.
+const HELPER_ENV: &str = "SHMPLUG_TEST_EKUIPER_HOST";
+
+/// The helper host: starts the plugin, writes its pid, and waits to be killed (at most
+/// [`WAIT`]). Does nothing as an ordinary test.
+#[test]
+fn host_helper_entry() {
+    let Some(dir) = std::env::var_os(HELPER_ENV) else {
+        return;
+    };
+    let python = python().expect("the parent test found a Python");
+    // A plugin that says `handshake` and then waits, whatever happens to its host (eKuiper's
+    // Python SDK happens to exit when its control connection drops; its Go SDK and a busy
+    // plugin need not).
+    let stubborn = "import pynng, time\n\
+                    s = pynng.Req0()\n\
+                    s.dial('ipc:///tmp/plugin_pycount.ipc', block=True)\n\
+                    s.send(b'handshake')\n\
+                    time.sleep(60)\n";
+    let spec = PluginSpec {
+        args: vec!["-c".into(), stubborn.into()],
+        ..spec(&python)
+    };
+    let plugin = Plugin::start(spec, config()).unwrap();
+    let pid = plugin.status().pid.unwrap();
+    let path = Path::new(&dir).join("pid");
+    std::fs::write(path.with_extension("tmp"), pid.to_string()).unwrap();
+    std::fs::rename(path.with_extension("tmp"), &path).unwrap();
+    std::thread::sleep(WAIT);
+}
+
+/// True while `pid` runs (a zombie or a missing process does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_host_killed_with_sigkill_leaves_no_plugin() {
+    let Some(python) = python() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "host_helper_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER_ENV, dir.path())
+        .env("SHMPLUG_PYTHON", &python)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("pid");
+    let deadline = Instant::now() + WAIT;
+    while !pid_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the helper host did not start the plugin"
+        );
+        assert!(
+            host.try_wait().unwrap().is_none(),
+            "the helper host ended early"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert!(alive(pid));
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the plugin {pid} outlived its host"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A killed host cannot clean up; the next start replaces the stale control socket.
+    let _ = std::fs::remove_file("/tmp/plugin_pycount.ipc");
+}

@@ -50,6 +50,10 @@ pub(crate) fn launch(
         .stderr(Stdio::piped())
         // As for shmplug plugins: the supervisor's kill takes the process's children too.
         .process_group(0);
+    // eKuiper's SDKs ask for no parent-death signal: without this, a host killed with SIGKILL
+    // would leave the process running, re-dialing its control socket for ever. (Launched from
+    // the supervisor's monitor thread, which lives as long as the plugin.)
+    shmplug_transport::spawn::kill_child_on_parent_death(&mut command);
     if let Some(dir) = &spec.dir {
         command.current_dir(dir);
     }

@@ -23,10 +23,9 @@
 //! What differs from a shmplug plugin: the process cannot set tuple timestamps (a source
 //! tuple is stamped when the host receives it, as in eKuiper); liveness is the process being
 //! alive (eKuiper's plugins answer no pings); socket names are global, so two hosts must not
-//! run the same rule ids or function symbols at once (as two eKuiper engines must not); the
-//! process gets no parent-death signal from eKuiper's SDKs, so a host killed with `SIGKILL`
-//! leaves it running until its control socket's file is gone (a host that exits normally
-//! stops it).
+//! run the same rule ids or function symbols at once (as two eKuiper engines must not).
+//! eKuiper's SDKs ask for no parent-death signal; the host asks for one when it starts the
+//! process, so a host killed with `SIGKILL` leaves no plugin behind.
 
 pub(crate) mod bridge;
 mod convert;

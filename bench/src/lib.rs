@@ -25,6 +25,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod json_nng;
 mod json_uds;
 mod peer;
 mod physical;
@@ -105,6 +106,10 @@ pub enum Impl {
     RtrbBytes,
     /// Length-prefixed JSON over a Unix socket between two processes.
     JsonUds,
+    /// The host driving a plugin process over eKuiper's portable protocol (nng SP over
+    /// `ipc://`, JSON), as it runs unchanged eKuiper plugins (for `function_rtt` and
+    /// `pipeline`).
+    JsonNng,
     /// The tuples' bytes through iceoryx2 publish-subscribe (request-response for calls)
     /// between two processes.
     Iceoryx2,
@@ -120,12 +125,13 @@ pub enum Impl {
 
 impl Impl {
     /// Every implementation, in the order of the table.
-    pub const ALL: [Impl; 8] = [
+    pub const ALL: [Impl; 9] = [
         Impl::Shmplug,
         Impl::Native,
         Impl::RtrbInprocess,
         Impl::RtrbBytes,
         Impl::JsonUds,
+        Impl::JsonNng,
         Impl::Iceoryx2,
         Impl::Memcpy,
         Impl::Pingpong,
@@ -138,6 +144,7 @@ impl Impl {
             Impl::RtrbInprocess => "rtrb_inprocess",
             Impl::RtrbBytes => "rtrb_bytes",
             Impl::JsonUds => "json_uds",
+            Impl::JsonNng => "json_nng",
             Impl::Iceoryx2 => "iceoryx2",
             Impl::Memcpy => "memcpy",
             Impl::Pingpong => "pingpong",
@@ -157,6 +164,7 @@ impl Impl {
             Impl::Memcpy => case == Case::Large1Mib,
             Impl::Pingpong => case == Case::FunctionRtt,
             Impl::Native => case == Case::Pipeline,
+            Impl::JsonNng => matches!(case, Case::Pipeline | Case::FunctionRtt),
             Impl::RtrbInprocess | Impl::Iceoryx2 => case != Case::Pipeline,
             Impl::RtrbBytes => case != Case::FunctionRtt && case != Case::Pipeline,
             Impl::Shmplug | Impl::JsonUds => true,
@@ -335,6 +343,7 @@ pub fn measure(
         Impl::RtrbInprocess => rtrb_threads::measure(case, sizes.of(case)),
         Impl::RtrbBytes => rtrb_threads::stream_bytes(case, sizes.of(case)),
         Impl::JsonUds => json_uds::measure(case, sizes.slow(case), launcher),
+        Impl::JsonNng => json_nng::measure(case, sizes.slow(case), launcher),
         #[cfg(feature = "iceoryx2")]
         Impl::Iceoryx2 => iceoryx2::measure(case, sizes.of(case), launcher),
         #[cfg(not(feature = "iceoryx2"))]

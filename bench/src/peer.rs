@@ -200,6 +200,7 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     };
     match role.as_str() {
         "json-uds" => super::json_uds::peer(rest),
+        "json-nng" => super::json_nng::peer(rest),
         "pingpong" => super::physical::pingpong_peer(rest),
         #[cfg(feature = "iceoryx2")]
         "iceoryx2" => super::iceoryx2::peer(rest),

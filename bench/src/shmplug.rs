@@ -152,7 +152,7 @@ impl Report {
 /// answer is in. Timed from the first tuple received to the sink's report of the last.
 ///
 /// [`FunctionClient::call_each`]: shmplug_host::FunctionClient::call_each
-fn pipeline(plugin: &Plugin, n: u64) -> Result<Measurement, BenchError> {
+pub(super) fn pipeline(plugin: &Plugin, n: u64) -> Result<Measurement, BenchError> {
     let mut source = plugin.source(InstanceSpec::new("wide").property("count", n))?;
     let mut function = plugin.function(InstanceSpec::new("add"))?;
     let report = Report::new()?;

@@ -24,7 +24,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_name = "CASE")]
     pub case: Vec<String>,
     /// Only these implementations (comma-separated): shmplug, native, rtrb_inprocess,
-    /// rtrb_bytes, json_uds, iceoryx2, memcpy, pingpong.
+    /// rtrb_bytes, json_uds, json_nng, iceoryx2, memcpy, pingpong.
     #[arg(long = "impl", value_delimiter = ',', value_name = "IMPL")]
     pub imps: Vec<String>,
     /// How many times a full run repeats each measurement (medians are quoted); the order
@@ -207,7 +207,7 @@ fn print_table(
     );
     println!(
         "per measurement: {} small tuples, {} calls, {} 1 MiB tuples, {} through the pipeline \
-         (json_uds a quarter); {} round(s)",
+         (json_uds and json_nng a quarter); {} round(s)",
         sizes.small, sizes.calls, sizes.large, sizes.pipeline, rounds
     );
 }

@@ -37,6 +37,14 @@ pub enum PluginsCommand {
         /// (for an executable that cannot run on this machine).
         #[arg(long)]
         no_check: bool,
+        /// Run the package's install.sh (an eKuiper package's set-up script) in the unpacked
+        /// plugin before the check, as `/bin/sh install.sh ARGS...`; without this flag it is
+        /// not run.
+        #[arg(long)]
+        run_install_sh: bool,
+        /// An argument for install.sh (eKuiper's `shellParas`); repeat for more.
+        #[arg(long = "install-arg", value_name = "ARG", requires = "run_install_sh")]
+        install_args: Vec<String>,
     },
     /// List installed plugins (and directories that hold no valid plugin).
     List,
@@ -90,9 +98,12 @@ pub fn execute(registry: &Registry, command: PluginsCommand) -> crate::error::Re
             name,
             force,
             no_check,
+            run_install_sh,
+            install_args,
         } => {
             let options = InstallOptions { name, force };
-            let info = install(registry, &package, &options, no_check)?;
+            let script = run_install_sh.then_some(install_args.as_slice());
+            let info = install_with_script(registry, &package, &options, no_check, script)?;
             println!(
                 "installed {} {} in {}",
                 info.name,
@@ -180,7 +191,27 @@ fn install(
     options: &InstallOptions,
     no_check: bool,
 ) -> crate::error::Result<PluginInfo> {
+    install_with_script(registry, package, options, no_check, None)
+}
+
+/// As [`install`], first running the package's install.sh with `script`'s arguments if given
+/// (and saying that it was not run otherwise).
+fn install_with_script(
+    registry: &Registry,
+    package: &std::path::Path,
+    options: &InstallOptions,
+    no_check: bool,
+    script: Option<&[String]>,
+) -> crate::error::Result<PluginInfo> {
     let info = registry.install_checked(package, options, |info| {
+        match script {
+            Some(args) => shmplug_host::ekuiper::run_install_script(&info.name, &info.dir, args)?,
+            None if shmplug_host::ekuiper::has_install_script(&info.dir) => eprintln!(
+                "note: the package carries an install.sh, which was not run (pass \
+                 --run-install-sh to run it)"
+            ),
+            None => {}
+        }
         if no_check {
             Ok(())
         } else {

@@ -54,11 +54,15 @@ fn every_case_and_implementation_measures() {
 
 #[test]
 fn the_pipeline_runs_over_shmplug_native_and_json_only() {
+    // json_nng: the same host over eKuiper's protocol.
     let lines: Vec<Impl> = Impl::ALL
         .into_iter()
         .filter(|i| i.applies_to(Case::Pipeline))
         .collect();
-    assert_eq!(lines, [Impl::Shmplug, Impl::Native, Impl::JsonUds]);
+    assert_eq!(
+        lines,
+        [Impl::Shmplug, Impl::Native, Impl::JsonUds, Impl::JsonNng]
+    );
     assert!(Case::ALL.contains(&Case::Pipeline));
     // A line without a pipeline says so rather than measuring something else.
     let err = bench::measure(Case::Pipeline, Impl::RtrbInprocess, &TINY, &launcher());

@@ -401,6 +401,17 @@ pub enum Error {
         #[source]
         source: shmplug_transport::Error,
     },
+    /// An eKuiper package's `install.sh` failed; nothing was installed.
+    #[error(
+        "plugin `{plugin}`: its install.sh failed ({status}); nothing was installed. Its output \
+         above says why"
+    )]
+    InstallScript {
+        /// The plugin.
+        plugin: String,
+        /// How the script ended.
+        status: String,
+    },
 }
 
 impl Error {

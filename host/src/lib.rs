@@ -6,6 +6,7 @@
 //!   replay of running instances, hot update).
 //! - [`SourceReader`], [`SinkWriter`], [`FunctionClient`]: the data handles of plugin
 //!   instances, blocking and async, which survive plugin restarts.
+//! - [`ekuiper`]: eKuiper's portable plugins (Go, Python), unchanged, behind the same handles.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -29,6 +30,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod ekuiper;
 mod error;
 pub mod handles;
 pub mod registry;
@@ -40,5 +42,6 @@ pub use handles::{
 };
 pub use shmplug_transport as transport;
 pub use supervisor::{
-    InstanceSpec, InstanceStatus, Phase, Plugin, PluginSpec, PluginStatus, SupervisorConfig,
+    InstanceSpec, InstanceStatus, Phase, Plugin, PluginSpec, PluginStatus, Protocol,
+    SupervisorConfig,
 };

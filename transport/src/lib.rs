@@ -47,6 +47,7 @@ pub mod limits;
 pub mod pingpong;
 pub mod ring;
 mod segment;
+pub mod spawn;
 mod sync;
 pub mod tuple;
 pub mod wait;

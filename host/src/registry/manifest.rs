@@ -150,7 +150,10 @@ impl PluginManifest {
             }
             Err(e) => return Err(Error::io("inspecting executable", exe)(e)),
         };
-        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        // A Python script is run by the interpreter (as eKuiper runs it): it needs no
+        // executable bit, and eKuiper's zips often lack one.
+        let needs_exec_bit = self.language != "python";
+        if !meta.is_file() || (needs_exec_bit && meta.permissions().mode() & 0o111 == 0) {
             return Err(Error::NotExecutable {
                 name: name.to_owned(),
                 path: exe,

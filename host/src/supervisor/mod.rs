@@ -33,7 +33,7 @@
 mod limits;
 mod log;
 mod monitor;
-mod process;
+pub(crate) mod process;
 pub(crate) mod slot;
 pub(crate) mod state;
 
@@ -66,6 +66,18 @@ pub struct PluginSpec {
     pub env: Vec<(OsString, OsString)>,
     /// The working directory; `None` keeps the host's.
     pub dir: Option<PathBuf>,
+    /// The protocol the process speaks.
+    pub protocol: Protocol,
+}
+
+/// The protocol a plugin process speaks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// shmplug's: control socket and shared-memory rings.
+    #[default]
+    Shmplug,
+    /// eKuiper's portable protocol, unchanged ([`crate::ekuiper`]), offering these symbols.
+    Ekuiper(crate::ekuiper::Symbols),
 }
 
 impl PluginSpec {
@@ -77,13 +89,34 @@ impl PluginSpec {
             args: Vec::new(),
             env: Vec::new(),
             dir: None,
+            protocol: Protocol::Shmplug,
         }
     }
 
     /// Runs an installed plugin, in its own directory (as eKuiper does), which it also finds
     /// in [`PLUGIN_DIR_ENV`](shmplug_transport::control::PLUGIN_DIR_ENV) when `dir` is
     /// changed.
+    ///
+    /// A plugin whose manifest's language is `go` or `python` is an eKuiper portable plugin:
+    /// it is started as eKuiper starts it ([`crate::ekuiper::command_line`]) and spoken to in
+    /// eKuiper's protocol.
     pub fn from_info(info: &PluginInfo) -> PluginSpec {
+        let manifest = &info.manifest;
+        if crate::ekuiper::is_ekuiper_language(&manifest.language) {
+            let (program, args) =
+                crate::ekuiper::command_line(&manifest.language, &info.executable);
+            return PluginSpec {
+                args,
+                dir: Some(info.dir.clone()),
+                protocol: Protocol::Ekuiper(crate::ekuiper::Symbols {
+                    sources: manifest.sources.clone(),
+                    sinks: manifest.sinks.clone(),
+                    functions: manifest.functions.clone(),
+                }),
+                ..PluginSpec::new(info.name.clone(), program)
+            }
+            .env(shmplug_transport::control::PLUGIN_DIR_ENV, &info.dir);
+        }
         PluginSpec {
             dir: Some(info.dir.clone()),
             ..PluginSpec::new(info.name.clone(), info.executable.clone())

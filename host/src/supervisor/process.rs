@@ -22,7 +22,7 @@ const MIN_SEND_TIMEOUT: Duration = Duration::from_millis(10);
 /// Held while a child is spawned: the child's end of the control socket is inheritable for that
 /// moment, and another spawn from this crate must not pick it up (its child would keep the
 /// socket open and hide our plugin's exit).
-static SPAWN_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) static SPAWN_LOCK: Mutex<()> = Mutex::new(());
 
 /// A running plugin process that has said hello.
 #[derive(Debug)]
@@ -32,6 +32,9 @@ pub(crate) struct Process {
     pub channel: Arc<ControlChannel>,
     pub hello: Hello,
     pub started_at: Instant,
+    /// The host thread that speaks eKuiper's protocol to the process, if it is an eKuiper
+    /// plugin ([`crate::ekuiper`]); joined when the process is reaped, after its clean-up.
+    pub bridge: Option<crate::ekuiper::bridge::BridgeThread>,
 }
 
 impl Process {
@@ -50,7 +53,15 @@ impl Process {
         let _ = self.child.kill();
         let status = self.child.wait().ok();
         let _ = self.channel.get_ref().shutdown(Shutdown::Both);
+        self.join_bridge();
         status
+    }
+
+    /// Waits for an eKuiper bridge to finish (its control channel is shut down by now).
+    fn join_bridge(&mut self) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            bridge.join();
+        }
     }
 
     /// Waits up to `grace` for the process to exit by itself, then kills it; reaps it.
@@ -60,6 +71,7 @@ impl Process {
             match self.child.try_wait() {
                 Ok(Some(status)) => {
                     let _ = self.channel.get_ref().shutdown(Shutdown::Both);
+                    self.join_bridge();
                     return Some(status);
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
@@ -77,6 +89,9 @@ pub(crate) fn launch(
     config: &SupervisorConfig,
     generation: u64,
 ) -> Result<Process> {
+    if let super::Protocol::Ekuiper(symbols) = &spec.protocol {
+        return crate::ekuiper::launch::launch(spec, symbols, config, generation);
+    }
     let plugin = spec.name.clone();
     let transport = |source| Error::Transport {
         plugin: plugin.clone(),
@@ -147,6 +162,7 @@ pub(crate) fn launch(
         channel,
         hello: Hello::new(spec.name.clone()),
         started_at: Instant::now(),
+        bridge: None,
     };
     match handshake(spec, config, &process.channel) {
         Ok(hello) => {
@@ -169,6 +185,19 @@ enum Failure {
     Kill(Error),
     /// The child is exiting: reap it and describe the error with its exit status.
     Exited(Box<dyn FnOnce(Option<ExitStatus>) -> Error>),
+}
+
+/// Waits for the `Hello` of a process launched with a bridge (an eKuiper plugin), which the
+/// bridge sends at once; as [`handshake`], killing nothing.
+pub(crate) fn handshake_hello(
+    spec: &PluginSpec,
+    config: &SupervisorConfig,
+    channel: &ControlChannel,
+) -> Result<Hello> {
+    handshake(spec, config, channel).map_err(|failure| match failure {
+        Failure::Kill(e) => e,
+        Failure::Exited(describe) => describe(None),
+    })
 }
 
 fn handshake(
@@ -264,7 +293,7 @@ fn handshake(
 }
 
 /// Sends each line the plugin writes to `stream` into `tracing`, tagged with the plugin name.
-fn forward_output(plugin: &str, stream: &'static str, pipe: impl Read + Send + 'static) {
+pub(crate) fn forward_output(plugin: &str, stream: &'static str, pipe: impl Read + Send + 'static) {
     let name = plugin.to_owned();
     let spawned = std::thread::Builder::new()
         .name(format!("shmplug-{plugin}-{stream}"))

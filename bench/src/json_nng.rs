@@ -9,12 +9,12 @@
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 use shmplug_host::ekuiper::sp::{Req, SpError, SpListener, SpStream, proto};
 use shmplug_host::ekuiper::{MAX_MESSAGE, PORTABLE_CONFIG_ARG, Symbols, paths};
-use shmplug_host::{InstanceSpec, Plugin, PluginSpec, Protocol, SupervisorConfig};
+use shmplug_host::{Plugin, PluginSpec, Protocol, SupervisorConfig};
 
 use super::pipeline::{self, WideJson};
 use super::workload::Workload;
@@ -22,9 +22,6 @@ use super::{BenchError, Case, Launcher, Measurement, STUCK};
 
 /// The plugin's name (its control socket is `/tmp/plugin_{NAME}.ipc`).
 const NAME: &str = "shmplug_bench_nng";
-/// Calls before timing starts.
-const WARM_UP: u64 = 2_000;
-
 pub(super) fn measure(case: Case, n: u64, launcher: &Launcher) -> Result<Measurement, BenchError> {
     let mut args = launcher.peer_args.clone();
     args.push("json-nng".into());
@@ -42,32 +39,7 @@ pub(super) fn measure(case: Case, n: u64, launcher: &Launcher) -> Result<Measure
     let workload = Workload::new();
     let measurement = match case {
         Case::Pipeline => super::shmplug::pipeline(&plugin, n)?,
-        Case::FunctionRtt => {
-            let mut echo = plugin.function(InstanceSpec::new("echo"))?;
-            let mut samples = Vec::with_capacity(n as usize);
-            let warm_up = WARM_UP.min(n);
-            for i in 0..warm_up + n {
-                let args = workload.small_args(i);
-                let start = Instant::now();
-                let (took, checked) = echo.call_with(&args, STUCK, |answer| {
-                    let took = start.elapsed();
-                    let checked = match answer.as_list() {
-                        Some(items) => workload.check_small_list(items.iter(), i),
-                        None => Err(BenchError::Protocol(format!(
-                            "echo answered a {}, not a list",
-                            answer.type_name()
-                        ))),
-                    };
-                    (took, checked)
-                })?;
-                checked?;
-                if i >= warm_up {
-                    samples.push(took.as_nanos() as u64);
-                }
-            }
-            echo.stop()?;
-            Measurement::round_trips(&mut samples)
-        }
+        Case::FunctionRtt => super::shmplug::function_rtt(&plugin, &workload, n)?,
         other => {
             return Err(BenchError::Protocol(format!(
                 "json_nng has no figure for {other}"

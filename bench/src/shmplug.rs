@@ -73,35 +73,7 @@ pub(super) fn measure(case: Case, n: u64, launcher: &Launcher) -> Result<Measure
             Measurement::throughput(n, elapsed, 0)
         }
         Case::Pipeline => pipeline(&plugin, n)?,
-        Case::FunctionRtt => {
-            let mut echo = plugin.function(InstanceSpec::new("echo"))?;
-            let mut samples = Vec::with_capacity(n as usize);
-            // A short run (a test) warms up as long as it measures.
-            let warm_up = WARM_UP.min(n);
-            for i in 0..warm_up + n {
-                let args = workload.small_args(i);
-                let start = Instant::now();
-                // The answer is read where it lies in the reply ring; the clock stops once it
-                // is validated, before the fields are checked.
-                let (took, checked) = echo.call_with(&args, STUCK, |answer| {
-                    let took = start.elapsed();
-                    let checked = match answer.as_list() {
-                        Some(items) => workload.check_small_list(items.iter(), i),
-                        None => Err(BenchError::Protocol(format!(
-                            "echo answered a {}, not a list",
-                            answer.type_name()
-                        ))),
-                    };
-                    (took, checked)
-                })?;
-                checked?;
-                if i >= warm_up {
-                    samples.push(took.as_nanos() as u64);
-                }
-            }
-            echo.stop()?;
-            Measurement::round_trips(&mut samples)
-        }
+        Case::FunctionRtt => function_rtt(&plugin, &workload, n)?,
     };
     plugin.shutdown();
     Ok(measurement)
@@ -222,4 +194,40 @@ impl Calls for Args<'_> {
             .and_then(|f| f.get(WIDE_FIELDS[ARGS[index]]));
         FieldValue::View(value.unwrap_or(ValueView::Null))
     }
+}
+
+/// `function_rtt` against `plugin`'s `echo`: `n` calls (after a warm-up), each timed from its
+/// call to its answer validated where it lies, then checked field by field.
+pub(super) fn function_rtt(
+    plugin: &Plugin,
+    workload: &Workload,
+    n: u64,
+) -> Result<Measurement, BenchError> {
+    let mut echo = plugin.function(InstanceSpec::new("echo"))?;
+    let mut samples = Vec::with_capacity(n as usize);
+    // A short run (a test) warms up as long as it measures.
+    let warm_up = WARM_UP.min(n);
+    for i in 0..warm_up + n {
+        let args = workload.small_args(i);
+        let start = Instant::now();
+        // The answer is read where it lies in the reply ring; the clock stops once it
+        // is validated, before the fields are checked.
+        let (took, checked) = echo.call_with(&args, STUCK, |answer| {
+            let took = start.elapsed();
+            let checked = match answer.as_list() {
+                Some(items) => workload.check_small_list(items.iter(), i),
+                None => Err(BenchError::Protocol(format!(
+                    "echo answered a {}, not a list",
+                    answer.type_name()
+                ))),
+            };
+            (took, checked)
+        })?;
+        checked?;
+        if i >= warm_up {
+            samples.push(took.as_nanos() as u64);
+        }
+    }
+    echo.stop()?;
+    Ok(Measurement::round_trips(&mut samples))
 }

@@ -228,18 +228,8 @@ impl Consumer {
     /// released, since it asks for the next one (or drops the consumer).
     #[inline]
     fn acknowledge_released(&mut self) {
-        if self.acks && !self.hold && self.acked != self.read {
-            self.acked = self.read;
-            // ORDERING: Release pairs with the producer's Acquire load in `unacknowledged`:
-            // whatever the reader did with the records happens before the producer sees them
-            // done.
-            self.shared
-                .control()
-                .acks
-                .0
-                .acked
-                .store(self.read, Ordering::Release);
-            self.publish_if_due();
+        if !self.hold {
+            self.acknowledge_read();
         }
     }
 

@@ -180,16 +180,18 @@ impl Live {
                 .map_or(0, |d| d.as_millis() as u64),
             uptime_secs: uptime,
             tuples,
-            tuples_per_sec: if uptime > 0.0 {
-                tuples as f64 / uptime
-            } else {
-                0.0
-            },
+            tuples_per_sec: per_second(tuples, uptime),
             errors: self.errors(),
             restarts: plugins.iter().map(|p| p.restarts).sum(),
             plugins,
         }
     }
+}
+
+/// `count` over `secs` seconds, per second (0 before any time has passed): the rate a run's
+/// and a served pipeline's snapshots show.
+pub fn per_second(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
 }
 
 pub fn plugin_snapshot(plugin: &Plugin) -> PluginSnapshot {

@@ -32,7 +32,7 @@ use shmplug_host::{FunctionClient, InstanceStatus, Plugin, SinkWriter, SourceRea
 use super::host::{Host, Process};
 use super::reply::{self, ApiError};
 use super::{App, BODY_LIMIT};
-use crate::live::{PluginSnapshot, plugin_snapshot};
+use crate::live::{self, PluginSnapshot, plugin_snapshot};
 use crate::pipeline::Pipeline;
 use crate::pump::{Outcome, Pump, Step};
 use crate::stages::Stages;
@@ -257,11 +257,7 @@ impl Run {
             started_unix_ms: self.started_unix_ms,
             uptime_secs: uptime,
             tuples,
-            tuples_per_sec: if uptime > 0.0 {
-                tuples as f64 / uptime
-            } else {
-                0.0
-            },
+            tuples_per_sec: live::per_second(tuples, uptime),
             errors: self.errors.load(Ordering::Relaxed),
             plugins,
         }

@@ -245,6 +245,17 @@ fn a_garbage_function_reply_poisons_the_reply_ring() {
 }
 
 #[test]
+fn a_batch_of_replies_to_calls_never_made_poisons_the_reply_ring() {
+    let report = assert_caught("over-answer");
+    assert_eq!(report["accepted"], 1, "the first answer is good: {report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("answers 5 calls") && error.contains("only 1 were made"),
+        "{report}"
+    );
+}
+
+#[test]
 fn a_plugin_that_floods_pings_and_never_reads_is_noticed_within_the_ping_time_out() {
     let report = run("ping-flood");
     assert_contained("ping-flood", &report);

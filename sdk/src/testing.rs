@@ -78,6 +78,7 @@ use std::time::{Duration, Instant};
 use shmplug_transport::tuple::call;
 use shmplug_transport::{
     Consumer, EndpointConfig, Error, Ring, Tuple, TupleReceiver, TupleSender, Value, ValueRef,
+    ValueView,
 };
 
 use crate::api::{Function, Props, Sink, Source};
@@ -246,11 +247,24 @@ pub fn call_function<F: Function>(function: &mut F, args: &[Value]) -> Result<Va
             &ctx,
             requests.consumer(endpoint())?,
             replies.producer(endpoint())?,
+            // As a host of this version asks: successful answers in batches of replies.
+            true,
             &mut |_| {},
         )?;
         let mut receiver = TupleReceiver::new(replies.consumer(endpoint())?);
         let view = receiver.recv_timeout(REPLY_WAIT)?;
-        let (got, result) = call::parse_reply(&view)?;
+        let (got, result) = match call::parse_replies(&view)? {
+            call::Replies::One(got, result) => (got, result),
+            call::Replies::Batch { first_seq, results } if results.len() == 1 => {
+                (first_seq, Ok(results.get(0).unwrap_or(ValueView::Null)))
+            }
+            call::Replies::Batch { results, .. } => {
+                return Err(PluginError::new(format!(
+                    "{} answers to one call",
+                    results.len()
+                )));
+            }
+        };
         if got != seq {
             return Err(PluginError::new(format!(
                 "reply to call {got}, expected call {seq}"

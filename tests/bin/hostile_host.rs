@@ -82,8 +82,15 @@ fn main() {
         mirror.shutdown();
         return;
     }
-    if mode == "bad-reply" {
-        let report = function_attack(&hostile, &mut healthy, deadline, fds_before, rss_before);
+    if mode == "bad-reply" || mode == "over-answer" {
+        let report = function_attack(
+            &hostile,
+            mode,
+            &mut healthy,
+            deadline,
+            fds_before,
+            rss_before,
+        );
         println!("{report}");
         drop(healthy);
         hostile.shutdown();
@@ -231,17 +238,19 @@ fn ping_flood(
     })
 }
 
-/// Calls the `bad-reply` function three times: the first answer is good, the second meets
-/// the garbage reply, the third must fail the same way (the reply ring is poisoned).
+/// Calls the `bad-reply` (or `over-answer`) function three times: the first answer is good,
+/// the second meets the garbage reply (or the batch answering calls never made), the third
+/// must fail the same way (the reply ring is poisoned).
 fn function_attack(
     hostile: &Plugin,
+    mode: &str,
     healthy: &mut SourceReader,
     deadline: Instant,
     fds_before: usize,
     rss_before: u64,
 ) -> serde_json::Value {
     let mut client = hostile
-        .function(InstanceSpec::new("bad-reply"))
+        .function(InstanceSpec::new(mode))
         .expect("starting the function");
     let instance = client.instance_id();
     let wait = Duration::from_secs(20);
@@ -258,7 +267,7 @@ fn function_attack(
     let stopped = client.stop().is_ok();
     let (healthy_after, fds_after) = after_attack(healthy, deadline, fds_before);
     json!({
-        "mode": "bad-reply",
+        "mode": mode,
         "instance": instance,
         "accepted": u64::from(good),
         "bad": if good { vec![] } else { vec![format!("{first:?}")] },

@@ -43,10 +43,11 @@ use shmplug_sdk::transport::fdpass;
 use shmplug_sdk::transport::layout::{
     HEADER_SIZE, KIND_PADDING, READ_POSITION_OFFSET, WRITE_POSITION_OFFSET, record_span,
 };
-use shmplug_sdk::transport::tuple::RECORD_KIND;
+use shmplug_sdk::transport::tuple::call::ReplyBatch;
+use shmplug_sdk::transport::tuple::{FieldValue, RECORD_KIND};
 use shmplug_sdk::{
     Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, Source, SourceContext,
-    Tuple, Value, ValueView,
+    Tuple, Value, ValueRef, ValueView,
 };
 
 /// Length of the `blob` field.
@@ -87,15 +88,26 @@ fn main() {
     for &symbol in SOURCES {
         config = config.source(symbol, move || Hostile { mode: symbol });
     }
-    config = config.function("bad-reply", || BadReply { calls: 0 });
+    config = config.function("bad-reply", || BadReply {
+        calls: 0,
+        over_answer: false,
+    });
+    config = config.function("over-answer", || BadReply {
+        calls: 0,
+        over_answer: true,
+    });
     shmplug_sdk::start(std::env::args(), config)
 }
 
 /// Function `bad-reply`: answers its first call with `good(0)`'s blob; during the second call
 /// it publishes a garbage record in its reply ring and waits for the host to close the ring
 /// (the SDK's answer would overwrite it), so the host must refuse the reply ring from then on.
+///
+/// Function `over-answer`: the same, but the record it slips in is a valid batch of replies
+/// answering five calls from the second on, while only the second was made.
 struct BadReply {
     calls: u64,
+    over_answer: bool,
 }
 
 impl Function for BadReply {
@@ -116,9 +128,19 @@ impl Function for BadReply {
                 at + 64 <= HEADER_SIZE as u64 + reply.capacity,
                 "no wrap here"
             );
-            reply.write(at + 16, &[0xa5; 48]);
-            reply.write(at, &header(48, RECORD_KIND));
-            reply.set_u64(WRITE_POSITION_OFFSET, write + record_span(48));
+            let record = if self.over_answer {
+                over_answer()
+            } else {
+                vec![0xa5; 48]
+            };
+            let len = record.len();
+            assert!(
+                at + record_span(len as u64) <= HEADER_SIZE as u64 + reply.capacity,
+                "no wrap here"
+            );
+            reply.write(at + 16, &record);
+            reply.write(at, &header(len as u32, RECORD_KIND));
+            reply.set_u64(WRITE_POSITION_OFFSET, write + record_span(len as u64));
             wake_everything()?;
             // Let the host meet it before the SDK writes the answer over it.
             let deadline = Instant::now() + WAIT;
@@ -128,6 +150,17 @@ impl Function for BadReply {
         }
         Ok(Value::Bytes(vec![BLOB_BYTE; BLOB_LEN]))
     }
+}
+
+/// A valid batch of replies to calls 2 to 6 (the host numbers calls from 1).
+fn over_answer() -> Vec<u8> {
+    let mut batch = ReplyBatch::new();
+    for seq in 2..7 {
+        assert!(batch.push(seq, FieldValue::Ref(ValueRef::Int(seq as i64))));
+    }
+    let mut record = vec![0; batch.record_len()];
+    batch.write_into(&mut record);
+    record
 }
 
 /// The valid tuple number `n`.

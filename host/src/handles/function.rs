@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shmplug_transport::tuple::call::{CallBatch, CallRecord, parse_reply};
+use shmplug_transport::tuple::call::{CallBatch, CallRecord, Replies, parse_replies};
 use shmplug_transport::tuple::{Encode, FieldValue, Value, ValueRef, ValueView};
 use shmplug_transport::wait::{self, Room};
 use shmplug_transport::{EndpointConfig, Ring, TupleReceiver, TupleSender, Validation};
@@ -163,10 +163,13 @@ struct Batch<'c, 'f> {
 
 /// One record from the reply ring.
 enum Reply {
-    Answer,
+    /// Answers to this many calls in flight (one reply, or a batch of them).
+    Answers(u64),
     /// The answer to a call that timed out earlier.
     Stale,
     Closed,
+    /// A valid record that breaks the protocol: answers to calls never made, or out of order.
+    Broken(String),
 }
 
 /// What one round of a batch did.
@@ -578,25 +581,46 @@ impl FunctionClient {
         let mut closed = false;
         while batch.answered < batch.sent {
             let expected = batch.base;
+            let in_flight = (batch.sent - batch.answered) as u64;
             let outcome = match cur.ends.rx.try_recv() {
                 Ok(Some(view)) => {
-                    match parse_reply(&view) {
-                        Ok((seq, _)) if seq < expected => Reply::Stale,
-                        Ok((seq, result)) if seq == expected => {
+                    let failed = |message: &str| Error::FunctionFailed {
+                        plugin: ids.plugin.clone(),
+                        symbol: ids.symbol.clone(),
+                        instance: ids.instance,
+                        message: message.to_owned(),
+                    };
+                    match parse_replies(&view) {
+                        Ok(Replies::One(seq, _)) if seq < expected => Reply::Stale,
+                        Ok(Replies::One(seq, result)) if seq == expected => {
                             batch.succeeded += usize::from(result.is_ok());
-                            (batch.answer)(result.map_err(|message| Error::FunctionFailed {
-                                plugin: ids.plugin.clone(),
-                                symbol: ids.symbol.clone(),
-                                instance: ids.instance,
-                                message: message.to_owned(),
-                            }));
-                            Reply::Answer
+                            (batch.answer)(result.map_err(failed));
+                            Reply::Answers(1)
                         }
-                        Ok((seq, _)) => {
-                            return Err(ids.data_error(shmplug_transport::Error::InvalidTuple(format!(
-                            "reply for call {seq} while call {expected} was unanswered; the \
-                             plugin must answer calls in order"
-                        ))));
+                        Ok(Replies::Batch { results, .. }) if results.is_empty() => {
+                            Reply::Broken("a batch of replies holds no result".into())
+                        }
+                        Ok(Replies::Batch { first_seq, results }) if first_seq <= expected => {
+                            // Answers to calls `first_seq ..`: those before `expected` are
+                            // late answers to calls that timed out.
+                            let stale = expected - first_seq;
+                            let fresh = (results.len() as u64).saturating_sub(stale);
+                            if fresh > in_flight {
+                                Reply::Broken(unasked(expected, in_flight, fresh))
+                            } else {
+                                for value in results.iter().skip(stale as usize) {
+                                    (batch.answer)(Ok(value));
+                                }
+                                batch.succeeded += fresh as usize;
+                                if fresh == 0 {
+                                    Reply::Stale
+                                } else {
+                                    Reply::Answers(fresh)
+                                }
+                            }
+                        }
+                        Ok(Replies::One(seq, _) | Replies::Batch { first_seq: seq, .. }) => {
+                            Reply::Broken(out_of_order(seq, expected))
                         }
                         Err(e) => return Err(ids.data_error(e)),
                     }
@@ -606,14 +630,20 @@ impl FunctionClient {
                 Err(e) => return Err(ids.data_error(e)),
             };
             match outcome {
-                Reply::Answer => {
-                    batch.answered += 1;
-                    batch.base += 1;
+                Reply::Answers(n) => {
+                    batch.answered += n as usize;
+                    batch.base += n;
                 }
                 Reply::Stale => {}
                 Reply::Closed => {
                     closed = true;
                     break;
+                }
+                Reply::Broken(e) => {
+                    // Valid records that break the protocol: the plugin is not answering the
+                    // calls it was given, so nothing more is read from this ring.
+                    cur.ends.rx.poison(e.clone());
+                    return Err(ids.data_error(shmplug_transport::Error::InvalidTuple(e)));
                 }
             }
             progress = true;
@@ -676,6 +706,22 @@ fn send_batch(
         n /= 2;
     }
     Ok(0)
+}
+
+/// A batch of replies answering more calls than are in flight.
+fn unasked(expected: u64, in_flight: u64, answers: u64) -> String {
+    format!(
+        "a batch of replies answers {answers} calls from call {expected} on, but only \
+         {in_flight} were made; the plugin must answer each call once"
+    )
+}
+
+/// A reply (or the first of a batch, or an empty batch) for a call other than the next.
+fn out_of_order(seq: u64, expected: u64) -> String {
+    format!(
+        "reply for call {seq} while call {expected} was unanswered; the plugin must answer \
+         calls in order, each once"
+    )
 }
 
 /// The answer copied out of the ring: what `call` and `call_batch` return.

@@ -201,6 +201,9 @@ impl Supervision {
                 state: Default::default(),
                 send_offsets,
                 rewind_to: None,
+                // The function client reads batches of replies (from any plugin: a plugin
+                // older than 1.3 ignores the field and answers one record per call).
+                reply_batches: kind == SymbolKind::Function,
             },
             slot: slot.clone(),
             rings,

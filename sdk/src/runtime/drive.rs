@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use shmplug_transport::tuple::{ListView, call};
+use shmplug_transport::tuple::call::ReplyBatch;
+use shmplug_transport::tuple::{FieldValue, ListView, call};
 use shmplug_transport::{
     Consumer, Error, Producer, TupleReceiver, TupleSender, Validation, Value, ValueRef, ValueView,
 };
@@ -203,8 +204,10 @@ impl Flushes {
 }
 
 /// Answers every call from `requests` on `replies`, in order: validate, then exec, each
-/// result or error as the call's reply. Panics are answered as errors and also go to
-/// `on_panic`. Ends when the instance is stopped or the host closes either ring.
+/// result or error as the call's reply. With `batched` (the host reads batches of replies),
+/// consecutive successful answers go as one record, written when 64 are in, when the record
+/// grows large, or before waiting for the next call. Panics are answered as errors and also go
+/// to `on_panic`. Ends when the instance is stopped or the host closes either ring.
 ///
 /// # Errors
 /// A ring failure: an invalid tuple record or a corrupt ring.
@@ -213,6 +216,7 @@ pub(crate) fn run_function(
     ctx: &FunctionContext,
     requests: Consumer,
     replies: Producer,
+    batched: bool,
     on_panic: &mut dyn FnMut(&PluginError),
 ) -> Result<(), PluginError> {
     // The host is trusted by its plugins: its records are validated and read in place.
@@ -220,7 +224,10 @@ pub(crate) fn run_function(
     ctx.cancel().interrupts(requests.interrupter());
     ctx.cancel().interrupts(replies.interrupter());
     let mut receiver = TupleReceiver::with_validation(requests, Validation::VALIDATED);
-    let mut sender = TupleSender::new(replies);
+    let mut out = Replies {
+        sender: TupleSender::new(replies),
+        batch: batched.then(ReplyBatch::new),
+    };
     // Reused for every call's argument views (their lifetime is the call's record).
     let mut spare: Vec<ValueView<'static>> = Vec::new();
     loop {
@@ -228,9 +235,12 @@ pub(crate) fn run_function(
             return Ok(());
         }
         // Replies are published in batches: while calls are waiting, the next one is answered
-        // first; before waiting for more, every reply is published.
+        // first; before waiting for more, every reply is written and published.
         if !matches!(receiver.consumer().is_ready(), Ok(true)) {
-            sender.flush();
+            if !out.write_batch(ctx)? {
+                return Ok(());
+            }
+            out.sender.flush();
         }
         let view = match receiver.recv() {
             Ok(view) => view,
@@ -239,20 +249,12 @@ pub(crate) fn run_function(
             Err(e) => return Err(e.into()),
         };
         // A record holds one call or a batch of them (a host sends batches when the hello
-        // says this runtime reads them); each call gets a reply of its own.
+        // says this runtime reads them); each call gets an answer of its own.
         let answered = match call::parse_call(&view) {
             Ok(parsed) => {
                 let mut answered = Ok(true);
                 for (seq, args) in parsed.calls() {
-                    answered = answer(
-                        function,
-                        ctx,
-                        &mut sender,
-                        seq,
-                        Ok(args),
-                        &mut spare,
-                        on_panic,
-                    );
+                    answered = answer(function, ctx, &mut out, seq, Ok(args), &mut spare, on_panic);
                     if !matches!(answered, Ok(true)) {
                         break;
                     }
@@ -265,7 +267,7 @@ pub(crate) fn run_function(
                 answer(
                     function,
                     ctx,
-                    &mut sender,
+                    &mut out,
                     seq,
                     Err(e.into()),
                     &mut spare,
@@ -282,12 +284,68 @@ pub(crate) fn run_function(
     }
 }
 
+/// Where a function's answers go: the reply ring, through a batch of replies if the host reads
+/// them.
+struct Replies {
+    sender: TupleSender,
+    batch: Option<ReplyBatch>,
+}
+
+/// Most answers one batch of replies carries (as many as the host's batches of calls).
+const MAX_REPLIES: usize = 64;
+
+impl Replies {
+    /// Writes the batch of replies, if any, waiting for room; `Ok(false)` when the instance was
+    /// stopped or the host closed the ring.
+    fn write_batch(&mut self, ctx: &FunctionContext) -> Result<bool, PluginError> {
+        let Some(batch) = self.batch.as_mut() else {
+            return Ok(true);
+        };
+        loop {
+            match batch.try_write(&mut self.sender) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) if e.is_closed() => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+            match wait_for_space(self.sender.producer(), batch.record_len(), ctx.cancel()) {
+                Ok(()) => {}
+                Err(e) if e.is_stop() => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Adds `answer` to the batch of replies if it goes there (a value the batch carries, small
+    /// enough), writing the batch once it is full; `None` if it must go on its own.
+    fn batched(
+        &mut self,
+        ctx: &FunctionContext,
+        seq: u64,
+        answer: &Answer<'_>,
+    ) -> Option<Result<bool, PluginError>> {
+        let batch = self.batch.as_mut()?;
+        let field = match answer {
+            Answer::Value(value) => FieldValue::Ref(value.as_ref()?),
+            answer => answer.as_field()?,
+        };
+        let limit = self.sender.max_tuple_len() / 4;
+        if reply_bound(&Ok(answer)) > limit / 2 || !batch.push(seq, field) {
+            return None;
+        }
+        if batch.len() < MAX_REPLIES && batch.record_len() < limit {
+            return Some(Ok(true));
+        }
+        Some(self.write_batch(ctx))
+    }
+}
+
 /// Runs one call (validate, then exec) on `args` and writes its reply; `Ok(false)` when the
 /// instance was stopped or the host closed the ring.
 fn answer(
     function: &mut dyn Function,
     ctx: &FunctionContext,
-    sender: &mut TupleSender,
+    out: &mut Replies,
     seq: u64,
     args: Result<ListView<'_>, PluginError>,
     spare: &mut Vec<ValueView<'static>>,
@@ -303,6 +361,18 @@ fn answer(
     if let Err(e @ PluginError::Panicked { .. }) = &result {
         on_panic(e);
     }
+    // A successful answer joins the batch of replies (copied: the next call may overwrite
+    // what it borrows); anything else goes on its own, after the batch before it.
+    if let Ok(answer) = &result
+        && let Some(written) = out.batched(ctx, seq, answer)
+    {
+        drop(result);
+        *spare = recycle(views);
+        return written;
+    }
+    if !out.write_batch(ctx)? {
+        return Ok(false);
+    }
     let text;
     let reply = match &result {
         Ok(answer) => Ok(answer),
@@ -312,6 +382,7 @@ fn answer(
         }
     };
     // The answer may borrow the call's record: it is released once the reply is written.
+    let sender = &mut out.sender;
     let room = reply_bound(&reply).min(sender.max_tuple_len());
     match wait_for_space(sender.producer(), room, ctx.cancel()) {
         Ok(()) => {}

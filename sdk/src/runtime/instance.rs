@@ -300,7 +300,15 @@ fn function(
             n => tracing::error!("{e} ({n} more panics not logged)"),
         });
     };
-    match drive::run_function(&mut *function, &fctx, requests, replies, &mut on_panic) {
+    let batched = start.reply_batches;
+    match drive::run_function(
+        &mut *function,
+        &fctx,
+        requests,
+        replies,
+        batched,
+        &mut on_panic,
+    ) {
         Ok(()) => tracing::debug!("function stopped"),
         Err(e) => tracing::error!("the function's rings failed: {e}"),
     }

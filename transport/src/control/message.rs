@@ -277,6 +277,12 @@ pub struct Start {
     /// that fails fails the start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewind_to: Option<Vec<u8>>,
+    /// For a function instance: the host reads batches of replies
+    /// ([`ReplyBatch`](crate::tuple::call::ReplyBatch)), so the plugin may answer consecutive
+    /// calls with one record. Off from a host older than protocol 1.3 (which reads one reply
+    /// per record).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reply_batches: bool,
 }
 
 /// The size [`MAX_STATE_BYTES`] counts for `state`: each key's and value's JSON length.

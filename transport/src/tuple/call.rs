@@ -17,8 +17,14 @@
 //! may write many calls of one arity as one **batch** record: `timestamp` is the first call's
 //! sequence number, `meta` holds `calls` (how many, at least one), and `args` holds every
 //! call's arguments one after the other (`calls * arity` values). The calls are numbered on
-//! from the first, and each is answered by a reply record of its own, as above. One record
-//! instead of one per call saves its claim, header, root and check on both sides.
+//! from the first. One record instead of one per call saves its claim, header, root and check
+//! on both sides.
+//!
+//! Replies come the same way when the caller said it reads them
+//! ([`Start::reply_batches`](crate::control::Start)): consecutive successful answers as one
+//! **batch of replies** ([`ReplyBatch`]: `timestamp` is the first call's sequence number,
+//! `results` holds one value per call), with failures and list or map answers in reply
+//! records of their own between batches. [`parse_replies`] reads either.
 
 use rkyv::collections::util::EntryAdapter;
 use rkyv::rancor::{self, Fallible, Source};
@@ -29,6 +35,8 @@ use rkyv::{Archive, Place, Serialize};
 
 use super::encode::{Encode, field_bound, fields_list_bound, one_field_root, sealed};
 use super::relay::{Indexed, KeyEnc, MapItems};
+use super::replies::RESULTS;
+pub use super::replies::ReplyBatch;
 use super::value::{ArchivedTuple, ArchivedValue};
 use super::{FieldValue, MapView, TupleRef, TupleSender, TupleView, Value, ValueRef, ValueView};
 use crate::error::{Error, Result};
@@ -509,6 +517,42 @@ pub fn parse_call<'v>(view: &'v TupleView<'_>) -> Result<CallView<'v>> {
         args,
         count,
     })
+}
+
+/// What one record on a reply ring says: one reply, or a batch of successful ones
+/// ([`ReplyBatch`]).
+#[derive(Debug)]
+pub enum Replies<'v> {
+    /// A reply record: the call's sequence number, and its result or error message.
+    One(u64, Result<ValueView<'v>, &'v str>),
+    /// A batch record: the results of calls `first_seq`, `first_seq + 1`, ..., in order.
+    Batch {
+        /// The sequence number of the first result's call.
+        first_seq: u64,
+        /// The results, one per call.
+        results: super::ListView<'v>,
+    },
+}
+
+/// Reads a reply record or a batch of replies.
+///
+/// # Errors
+/// [`Error::InvalidTuple`] if the record is none of them.
+pub fn parse_replies<'v>(view: &'v TupleView<'_>) -> Result<Replies<'v>> {
+    if let Some(results) = view.get(RESULTS) {
+        let results = results.as_list().ok_or_else(|| {
+            Error::InvalidTuple(format!(
+                "a batch of replies holds a {} where its `results` list belongs",
+                results.type_name()
+            ))
+        })?;
+        return Ok(Replies::Batch {
+            first_seq: view.timestamp() as u64,
+            results,
+        });
+    }
+    let (seq, result) = parse_reply(view)?;
+    Ok(Replies::One(seq, result))
 }
 
 /// Reads a reply record: its sequence number and the result or the error message.

@@ -304,6 +304,14 @@ impl TupleReceiver {
         self.poison.clone().map(Error::InvalidTuple)
     }
 
+    /// Refuses the ring from now on, for `reason`: a record passed its checks but broke the
+    /// protocol above them (a reply to a call never made, say). Every later receive fails with
+    /// it, and the ring is closed for the producer, as for a record that failed its checks.
+    pub fn poison(&mut self, reason: String) {
+        self.poison.get_or_insert(reason);
+        self.consumer.close();
+    }
+
     /// The ring's consumer, for event-loop waiting ([`Consumer::prepare_park`]).
     pub fn consumer(&mut self) -> &mut Consumer {
         &mut self.consumer

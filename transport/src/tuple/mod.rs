@@ -89,6 +89,7 @@ mod encode;
 mod json;
 mod offset;
 mod relay;
+mod replies;
 mod serialize;
 mod value;
 mod value_view;

@@ -42,7 +42,7 @@ fn wire_format_is_pinned() {
     let hello = encode_frame(&Message::Hello(Hello::new("p"))).unwrap();
     assert_eq!(
         &hello[HEADER_LEN..],
-        br#"{"type":"hello","protocol_version":"1.2","plugin_name":"p","sources":[],"sinks":[],"functions":[]}"#
+        br#"{"type":"hello","protocol_version":"1.3","plugin_name":"p","sources":[],"sinks":[],"functions":[]}"#
     );
     // 1.2's rewind fields: absent unless set, so a 1.1 peer reads the same start as before.
     let rewound = Message::StartSource(Start {
@@ -59,6 +59,14 @@ fn wire_format_is_pinned() {
     );
     let plain = encode_frame(&Message::StartSource(Start::default())).unwrap();
     assert!(!plain[HEADER_LEN..].windows(6).any(|w| w == b"rewind"));
+    // 1.3's reply batches: absent unless set.
+    assert!(!plain[HEADER_LEN..].windows(5).any(|w| w == b"reply"));
+    let batched = Message::StartFunction(Start {
+        reply_batches: true,
+        ..Start::default()
+    });
+    let frame = encode_frame(&batched).unwrap();
+    assert!(frame[HEADER_LEN..].ends_with(br#","reply_batches":true}"#));
     let delete = Message::State {
         instance_id: 3,
         key: "k".into(),

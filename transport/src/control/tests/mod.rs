@@ -33,6 +33,7 @@ fn every_message() -> Vec<Message> {
             .clone(),
         send_offsets: symbol == "random",
         rewind_to: (symbol == "random").then(|| vec![7, 0, 0, 0, 0, 0, 0, 0]),
+        reply_batches: symbol == "echo",
     };
     vec![
         Message::Hello(Hello {

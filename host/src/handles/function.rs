@@ -678,8 +678,9 @@ const MAX_BATCH: usize = 64;
 
 /// Writes calls `first ..` of `calls` (those of `first`'s arity, at most [`MAX_BATCH`]) as one
 /// batch record numbered from `seq`, halving the batch while it does not fit the ring's free
-/// room or a quarter of its largest record. Returns how many calls it wrote: 0 when fewer than
-/// two would go (a single call record is then the way).
+/// room or its largest record. Returns how many calls it wrote: 0 when fewer than two would go
+/// (a single call record is then the way). Each argument is read twice at most (the record is
+/// written in one pass, into an estimate of its size).
 fn send_batch(
     tx: &mut TupleSender,
     calls: &(dyn Calls + Sync),
@@ -692,7 +693,6 @@ fn send_batch(
         n += 1;
     }
     let arg = move |i: usize| -> FieldValue<'_> { calls.arg(first + i / arity, i % arity) };
-    let limit = tx.max_tuple_len() / 4;
     while n > 1 {
         let record = CallBatch {
             first_seq: seq,
@@ -700,10 +700,12 @@ fn send_batch(
             arity,
             arg: &arg,
         };
-        if record.size_bound()? <= limit && tx.try_send_deferred(&record)? {
-            return Ok(n);
+        match tx.try_send_deferred(&record) {
+            Ok(true) => return Ok(n),
+            // No room for it now, or never: fewer calls.
+            Ok(false) | Err(shmplug_transport::Error::TooLarge { .. }) => n /= 2,
+            Err(e) => return Err(e),
         }
-        n /= 2;
     }
     Ok(0)
 }

@@ -15,10 +15,15 @@ use std::collections::BTreeMap;
 
 use rkyv::string::repr::{INLINE_CAPACITY, OUT_OF_LINE_CAPACITY};
 
+use rkyv::collections::util::Entry;
+use rkyv::string::ArchivedString;
+
 use super::MAX_DEPTH;
 use super::borrowed::{TupleRef, ValueRef};
 use super::check::{ENTRY_SIZE, ENTRY_VALUE, ROOT_FIELDS, ROOT_META, ROOT_SIZE, VALUE_SIZE};
-use super::value::{Tuple, Value};
+use super::relay::FieldValue;
+use super::value::{ArchivedValue, Tuple, Value};
+use super::value_view::ValueView;
 
 /// Why a hand-written archive failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +137,123 @@ impl<'v> Node for ValueRef<'v> {
             ValueRef::Timestamp(t) => wide(8, t as u64),
         }
     }
+}
+
+/// A received map's entries, as `(name, value)`.
+#[derive(Clone)]
+struct ArchivedEntries<'a>(std::slice::Iter<'a, Entry<ArchivedString, ArchivedValue>>);
+
+impl<'a> Iterator for ArchivedEntries<'a> {
+    type Item = (&'a str, &'a ArchivedValue);
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|e| (e.key.as_str(), &e.value))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for ArchivedEntries<'_> {}
+
+/// A value read from a received record is written anew from what it means, not copied: its
+/// padding bytes (which no check looks at) do not travel on.
+impl Node for ArchivedValue {
+    type Entries<'a> = ArchivedEntries<'a>;
+    fn shape(&self) -> Shape<'_, ArchivedValue> {
+        match self {
+            ArchivedValue::Null => Shape::Scalar(0, 0),
+            ArchivedValue::Bool(b) => Shape::Scalar(1 | u64::from(*b) << 8, 0),
+            ArchivedValue::Int(i) => wide(2, i.to_native() as u64),
+            ArchivedValue::Float(f) => wide(3, f.to_native().to_bits()),
+            ArchivedValue::String(s) => Shape::Str(s.as_str()),
+            ArchivedValue::Bytes(b) => Shape::Bytes(b.as_slice()),
+            ArchivedValue::List(items) => Shape::List(items.as_slice()),
+            ArchivedValue::Map(m) => Shape::Map(ArchivedEntries(m.as_slice().iter())),
+            ArchivedValue::Timestamp(t) => wide(8, t.to_native() as u64),
+        }
+    }
+}
+
+/// A field's value as the writer takes it: a borrowed value, or a received list or map (read
+/// in place; a received scalar, string or byte string is borrowed as it is).
+enum Field<'a> {
+    Ref(ValueRef<'a>),
+    List(&'a [ArchivedValue]),
+    Map(&'a [Entry<ArchivedString, ArchivedValue>]),
+}
+
+impl<'a> Field<'a> {
+    #[inline]
+    fn of(value: FieldValue<'a>) -> Field<'a> {
+        let view = match value {
+            FieldValue::Ref(r) => return Field::Ref(r),
+            FieldValue::View(view) => view,
+        };
+        Field::Ref(match view {
+            ValueView::Null => ValueRef::Null,
+            ValueView::Bool(b) => ValueRef::Bool(b),
+            ValueView::Int(i) => ValueRef::Int(i),
+            ValueView::Float(f) => ValueRef::Float(f),
+            ValueView::String(s) => ValueRef::String(s),
+            ValueView::Bytes(b) => ValueRef::Bytes(b),
+            ValueView::Timestamp(t) => ValueRef::Timestamp(t),
+            ValueView::List(items) => return Field::List(items.as_archived()),
+            ValueView::Map(map) => return Field::Map(map.as_archived()),
+        })
+    }
+}
+
+/// The value of a record's one field ([`archive_one_field`]).
+#[derive(Clone, Copy)]
+pub(crate) enum OneValue<'a> {
+    /// A value.
+    Value(FieldValue<'a>),
+    /// A list of `len` values made one at a time by `item(0 .. len)`, each at most twice.
+    List {
+        len: usize,
+        item: &'a dyn Fn(usize) -> FieldValue<'a>,
+    },
+}
+
+/// Archives a record with one field, `key`, and (if `count` is given) one meta entry,
+/// `count_key`: the form of function calls and their replies
+/// ([`call`](super::call)). Writes the bytes rkyv writes for the same tuple.
+pub(crate) fn archive_one_field(
+    timestamp: i64,
+    count: Option<(&str, i64)>,
+    key: &str,
+    value: OneValue<'_>,
+    buf: &mut [u8],
+    scratch: &mut Vec<u32>,
+) -> Result<usize, Fail> {
+    let mut out = Out::new(buf, scratch);
+    let meta = match count {
+        Some((name, n)) => out.map(ref_entries(&[(name, ValueRef::Int(n))]), 0)?,
+        None => out.map(ref_entries(&[]), 0)?,
+    };
+    // The one entry: its key's and value's parts, then the entry.
+    let key_at = out.string_parts(key)?;
+    let (value_at, list) = match value {
+        OneValue::Value(v) => (out.field_parts(&Field::of(v), 0)?, None),
+        OneValue::List { len, item } => {
+            let items = out.field_list(len, item, deeper(0)?)?;
+            (items.pos as u32, Some(items.len))
+        }
+    };
+    let pos = out.align8()?;
+    let at = out.pos;
+    let key_word = string_word(key, key_at, at);
+    let (lo, hi) = match (value, list) {
+        (_, Some(len)) => tagged(6, vec_word(value_at as usize, len, at + ENTRY_VALUE + 4)),
+        (OneValue::Value(v), None) => field_words(&Field::of(v), value_at, at + ENTRY_VALUE),
+        (OneValue::List { .. }, None) => unreachable!("a list's length is known once written"),
+    };
+    let slot: &mut [u8; ENTRY_SIZE] = out.slot(at)?;
+    slot[..8].copy_from_slice(&key_word.to_le_bytes());
+    slot[8..16].copy_from_slice(&lo.to_le_bytes());
+    slot[16..].copy_from_slice(&hi.to_le_bytes());
+    out.root(timestamp, meta, Elements { pos, len: 1 })
 }
 
 /// Archives `tuple` into the front of `buf` (which must start 16-byte aligned to be read in
@@ -295,6 +417,44 @@ impl<'b, 's> Out<'b, 's> {
         Ok(Elements { pos, len })
     }
 
+    /// Writes a field value's out-of-line parts, `level` containers deep.
+    #[inline]
+    fn field_parts(&mut self, value: &Field<'_>, level: usize) -> Result<u32, Fail> {
+        Ok(match value {
+            Field::Ref(v) => self.value_parts(v, level)?,
+            Field::List(items) => self.list(items, deeper(level)?)?.pos as u32,
+            Field::Map(entries) => {
+                let entries = ArchivedEntries(entries.iter());
+                self.map(entries, deeper(level)?)?.pos as u32
+            }
+        })
+    }
+
+    /// Writes a list of `len` field values made by `item`, whose values sit `level`
+    /// containers deep: each value's parts, then the values.
+    fn field_list<'a>(
+        &mut self,
+        len: usize,
+        item: &'a dyn Fn(usize) -> FieldValue<'a>,
+        level: usize,
+    ) -> Result<Elements, Fail> {
+        let base = self.scratch.len();
+        for i in 0..len {
+            let at = self.field_parts(&Field::of(item(i)), level)?;
+            self.scratch.push(at);
+        }
+        let pos = self.align8()?;
+        for i in 0..len {
+            let at = self.pos;
+            let (lo, hi) = field_words(&Field::of(item(i)), self.scratch[base + i], at);
+            let slot: &mut [u8; VALUE_SIZE] = self.slot(at)?;
+            slot[..8].copy_from_slice(&lo.to_le_bytes());
+            slot[8..].copy_from_slice(&hi.to_le_bytes());
+        }
+        self.scratch.truncate(base);
+        Ok(Elements { pos, len })
+    }
+
     /// Writes the root after its two maps; returns the archive's length.
     fn root(mut self, timestamp: i64, meta: Elements, fields: Elements) -> Result<usize, Fail> {
         let at = self.align8()?;
@@ -323,8 +483,24 @@ fn value_words<N: Node>(value: &N, parts: u32, at: usize) -> (u64, u64) {
         Shape::List(items) => (6, vec_word(parts as usize, items.len(), at + 4)),
         Shape::Map(entries) => (7, vec_word(parts as usize, entries.len(), at + 4)),
     };
-    // The payload sits at offset 4: its low half in the first word, its high half in the second.
+    tagged(tag, payload)
+}
+
+/// A value's two words from its tag and the eight bytes of payload that sit at offset 4: the
+/// payload's low half in the first word, its high half in the second.
+#[inline]
+fn tagged(tag: u64, payload: u64) -> (u64, u64) {
     (tag | payload << 32, payload >> 32)
+}
+
+/// As [`value_words`], for a field value.
+#[inline]
+fn field_words(value: &Field<'_>, parts: u32, at: usize) -> (u64, u64) {
+    match value {
+        Field::Ref(v) => value_words(v, parts, at),
+        Field::List(items) => tagged(6, vec_word(parts as usize, items.len(), at + 4)),
+        Field::Map(entries) => tagged(7, vec_word(parts as usize, entries.len(), at + 4)),
+    }
 }
 
 /// The eight bytes of string `s` written at `at`, whose bytes (if out of line) start at `parts`.

@@ -33,6 +33,7 @@ use rkyv::vec::{ArchivedVec, VecResolver};
 use rkyv::with::{ArchiveWith, AsString, AsVec, SerializeWith};
 use rkyv::{Archive, Place, Serialize};
 
+use super::archive::{Fail, OneValue, archive_one_field};
 use super::encode::{Encode, field_bound, fields_list_bound, one_field_root, sealed};
 use super::relay::{Indexed, KeyEnc, MapItems};
 use super::replies::RESULTS;
@@ -122,19 +123,30 @@ impl std::fmt::Debug for CallRecord<'_> {
     }
 }
 
-impl sealed::Sealed for CallRecord<'_> {
-    fn serialize_into<'b>(
-        &self,
-        buf: rkyv::ser::writer::Buffer<'b>,
-        arena: rkyv::ser::allocator::ArenaHandle<'_>,
-    ) -> Result<rkyv::ser::writer::Buffer<'b>, rancor::Error> {
+impl<'a> CallRecord<'a> {
+    fn record(&self) -> OneField<'a> {
         OneField {
             timestamp: self.seq as i64,
             count: None,
             key: "args",
             value: Payload::Args(*self),
         }
-        .serialize_into(buf, arena)
+    }
+}
+
+impl sealed::Sealed for CallRecord<'_> {
+    fn serialize_into<'b>(
+        &self,
+        buf: rkyv::ser::writer::Buffer<'b>,
+        arena: rkyv::ser::allocator::ArenaHandle<'_>,
+    ) -> Result<rkyv::ser::writer::Buffer<'b>, rancor::Error> {
+        self.record().serialize_into(buf, arena)
+    }
+
+    const BY_HAND: bool = true;
+
+    fn archive_into(&self, buf: &mut [u8], scratch: &mut Vec<u32>) -> Option<Result<usize, Fail>> {
+        self.record().archive_into(buf, scratch)
     }
 }
 
@@ -210,6 +222,12 @@ impl sealed::Sealed for CallBatch<'_> {
     ) -> Result<rkyv::ser::writer::Buffer<'b>, rancor::Error> {
         self.record().serialize_into(buf, arena)
     }
+
+    const BY_HAND: bool = true;
+
+    fn archive_into(&self, buf: &mut [u8], scratch: &mut Vec<u32>) -> Option<Result<usize, Fail>> {
+        self.record().archive_into(buf, scratch)
+    }
 }
 
 impl Encode for CallBatch<'_> {
@@ -245,6 +263,27 @@ impl sealed::Sealed for OneField<'_> {
         arena: rkyv::ser::allocator::ArenaHandle<'_>,
     ) -> Result<rkyv::ser::writer::Buffer<'b>, rancor::Error> {
         rkyv::api::low::to_bytes_in_with_alloc(self, buf, arena)
+    }
+
+    const BY_HAND: bool = true;
+
+    fn archive_into(&self, buf: &mut [u8], scratch: &mut Vec<u32>) -> Option<Result<usize, Fail>> {
+        let value = match self.value {
+            Payload::Value(v) => OneValue::Value(v),
+            Payload::Args(call) => OneValue::List {
+                len: call.len,
+                item: call.arg,
+            },
+        };
+        let count = self.count.map(|n| (CALLS, n));
+        Some(archive_one_field(
+            self.timestamp,
+            count,
+            self.key,
+            value,
+            buf,
+            scratch,
+        ))
     }
 }
 
@@ -656,6 +695,103 @@ mod tests {
                 .map(|i| (40 + i as u64, flat[i * arity..(i + 1) * arity].to_vec()))
                 .collect();
             assert_eq!(got, want);
+        }
+    }
+
+    /// The record written by hand and by rkyv's serializer, as bytes.
+    fn both_ways<T: Encode>(record: &T) -> (Vec<u8>, Vec<u8>) {
+        use rkyv::ser::Positional;
+        let bound = record.size_bound().unwrap();
+        let mut hand = rkyv::util::AlignedVec::<16>::new();
+        hand.resize(bound, 0);
+        let len = record
+            .archive_into(&mut hand, &mut Vec::new())
+            .expect("written by hand")
+            .expect("fits its bound");
+        let mut by_rkyv = rkyv::util::AlignedVec::<16>::new();
+        by_rkyv.resize(bound, 0);
+        let mut arena = rkyv::ser::allocator::Arena::new();
+        let written = record
+            .serialize_into(
+                rkyv::ser::writer::Buffer::from(&mut *by_rkyv),
+                arena.acquire(),
+            )
+            .unwrap();
+        let rkyv_len = written.pos();
+        (hand[..len].to_vec(), by_rkyv[..rkyv_len].to_vec())
+    }
+
+    #[test]
+    fn calls_and_replies_written_by_hand_are_what_rkyv_writes_for_borrowed_and_received_values() {
+        let nested = Tuple::new(5)
+            .with_field("s", "a string longer than eight bytes")
+            .with_field("short", "ok")
+            .with_field("n", -7i64)
+            .with_field("b", Value::Bytes(vec![1, 2, 3]))
+            .with_field(
+                "list",
+                Value::List(vec![
+                    Value::Float(0.5),
+                    Value::from("inner string that is long"),
+                    Value::List(vec![Value::Null, Value::Bool(true)]),
+                ]),
+            )
+            .with_field(
+                "map",
+                Value::Map(
+                    [
+                        ("k".to_owned(), Value::Timestamp(9)),
+                        ("a key longer than eight".to_owned(), Value::from("v")),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
+            );
+        let (mut tx, mut rx) = channel();
+        tx.send(&nested).unwrap();
+        let view = rx.recv_timeout(WAIT).unwrap();
+        let mut fields: Vec<FieldValue<'_>> = view
+            .fields()
+            .iter()
+            .map(|(_, v)| FieldValue::View(v))
+            .collect();
+        fields.extend([
+            FieldValue::Ref(ValueRef::String("borrowed and long enough")),
+            FieldValue::Ref(ValueRef::Int(3)),
+            FieldValue::Ref(ValueRef::List(&[
+                ValueRef::Bool(false),
+                ValueRef::String("x"),
+            ])),
+        ]);
+        let arg = |i: usize| fields[i];
+        for len in [0, 1, 3, fields.len()] {
+            let call = CallRecord {
+                seq: 11,
+                len,
+                arg: &arg,
+            };
+            let (hand, by_rkyv) = both_ways(&call);
+            assert_eq!(hand, by_rkyv, "a call of {len} arguments");
+        }
+        for arity in [1, 2] {
+            let batch = CallBatch {
+                first_seq: 3,
+                calls: fields.len() / arity,
+                arity,
+                arg: &arg,
+            };
+            let (hand, by_rkyv) = both_ways(&batch);
+            assert_eq!(hand, by_rkyv, "a batch of arity {arity}");
+        }
+        for (i, field) in fields.iter().enumerate() {
+            let reply = OneField {
+                timestamp: 12,
+                count: None,
+                key: "result",
+                value: Payload::Value(*field),
+            };
+            let (hand, by_rkyv) = both_ways(&reply);
+            assert_eq!(hand, by_rkyv, "a reply of field {i}");
         }
     }
 

@@ -21,7 +21,7 @@ use rkyv::string::ArchivedString;
 use super::MAX_DEPTH;
 use super::borrowed::{TupleRef, ValueRef};
 use super::check::{ENTRY_SIZE, ENTRY_VALUE, ROOT_FIELDS, ROOT_META, ROOT_SIZE, VALUE_SIZE};
-use super::relay::FieldValue;
+use super::relay::{FieldValue, TupleFields, TupleWith, move_entry, offset_in};
 use super::value::{ArchivedValue, Tuple, Value};
 use super::value_view::ValueView;
 
@@ -256,6 +256,75 @@ pub(crate) fn archive_one_field(
     out.root(timestamp, meta, Elements { pos, len: 1 })
 }
 
+/// Archives a tuple of `fields` (written in this order) and no metadata.
+pub(crate) fn archive_fields(
+    fields: &TupleFields<'_>,
+    buf: &mut [u8],
+    scratch: &mut Vec<u32>,
+) -> Result<usize, Fail> {
+    let mut out = Out::new(buf, scratch);
+    let meta = out.map(ref_entries(&[]), 0)?;
+    let entries = out.field_map(fields.fields)?;
+    out.root(fields.timestamp, meta, entries)
+}
+
+/// Archives a received tuple plus (or overriding) some fields by splicing, as
+/// [`SpliceEnc`](super::relay::SpliceEnc) does, byte for byte: the base record as it is, then
+/// the added fields' parts, then the base's entries not overridden (moved) and the added ones,
+/// then a root pointing at the base's metadata and the new entries. `Unsupported` when the
+/// base's entries do not lie inside its bytes (the caller then archives field by field).
+pub(crate) fn archive_splice(
+    with: &TupleWith<'_>,
+    buf: &mut [u8],
+    scratch: &mut Vec<u32>,
+) -> Result<usize, Fail> {
+    let base = with.base.as_bytes();
+    let fields = with.base.fields().as_archived();
+    let meta = with.base.meta().as_archived();
+    let meta_at = offset_in(base, meta.as_ptr().cast()).unwrap_or(0);
+    let fields_at = offset_in(base, fields.as_ptr().cast())
+        .filter(|at| at + fields.len() * ENTRY_SIZE <= base.len())
+        .ok_or(Fail::Unsupported)?;
+    let mut out = Out::new(buf, scratch);
+    out.write(base)?;
+    out.align16()?;
+    let first = out.scratch.len();
+    for (key, value) in with.fields {
+        let key_at = out.string_parts(key)?;
+        let value_at = out.field_parts(&Field::of(*value), 0)?;
+        out.scratch.push(key_at);
+        out.scratch.push(value_at);
+    }
+    let pos = out.align8()?;
+    let mut count = 0;
+    for (i, entry) in fields.iter().enumerate() {
+        let key = entry.key.as_str();
+        if with.fields.iter().any(|(name, _)| *name == key) {
+            continue;
+        }
+        let from = fields_at + i * ENTRY_SIZE;
+        let mut raw: [u8; ENTRY_SIZE] = base[from..from + ENTRY_SIZE]
+            .try_into()
+            .map_err(|_| Fail::Unsupported)?;
+        let at = out.pos;
+        move_entry(&mut raw, from, at).ok_or(Fail::Unsupported)?;
+        *out.slot::<ENTRY_SIZE>(at)? = raw;
+        count += 1;
+    }
+    for (j, (key, value)) in with.fields.iter().enumerate() {
+        let at = out.pos;
+        let (key_at, value_at) = (out.scratch[first + 2 * j], out.scratch[first + 2 * j + 1]);
+        out.entry(at, key, key_at, &Field::of(*value), value_at)?;
+        count += 1;
+    }
+    out.scratch.truncate(first);
+    let meta = Elements {
+        pos: meta_at,
+        len: meta.len(),
+    };
+    out.root(with.base.timestamp(), meta, Elements { pos, len: count })
+}
+
 /// Archives `tuple` into the front of `buf` (which must start 16-byte aligned to be read in
 /// place) and returns the length; `scratch` is reused across calls.
 pub(crate) fn archive_tuple(
@@ -455,6 +524,53 @@ impl<'b, 's> Out<'b, 's> {
         Ok(Elements { pos, len })
     }
 
+    /// Writes a map of field values (in the given order), whose values sit at the top level.
+    fn field_map(&mut self, fields: &[(&str, FieldValue<'_>)]) -> Result<Elements, Fail> {
+        let base = self.scratch.len();
+        for (key, value) in fields {
+            let key_at = self.string_parts(key)?;
+            let value_at = self.field_parts(&Field::of(*value), 0)?;
+            self.scratch.push(key_at);
+            self.scratch.push(value_at);
+        }
+        let pos = self.align8()?;
+        for (i, (key, value)) in fields.iter().enumerate() {
+            let (key_at, value_at) = (self.scratch[base + 2 * i], self.scratch[base + 2 * i + 1]);
+            self.entry(self.pos, key, key_at, &Field::of(*value), value_at)?;
+        }
+        self.scratch.truncate(base);
+        Ok(Elements {
+            pos,
+            len: fields.len(),
+        })
+    }
+
+    /// Writes the map entry `key: value` at `at`, their parts at `key_at` and `value_at`.
+    #[inline]
+    fn entry(
+        &mut self,
+        at: usize,
+        key: &str,
+        key_at: u32,
+        value: &Field<'_>,
+        value_at: u32,
+    ) -> Result<(), Fail> {
+        let key = string_word(key, key_at, at);
+        let (lo, hi) = field_words(value, value_at, at + ENTRY_VALUE);
+        let slot: &mut [u8; ENTRY_SIZE] = self.slot(at)?;
+        slot[..8].copy_from_slice(&key.to_le_bytes());
+        slot[8..16].copy_from_slice(&lo.to_le_bytes());
+        slot[16..].copy_from_slice(&hi.to_le_bytes());
+        Ok(())
+    }
+
+    /// Pads with zeros to a multiple of 16 (where a splice puts the added fields).
+    fn align16(&mut self) -> Result<usize, Fail> {
+        let pad = self.pos.wrapping_neg() & 15;
+        self.write(&[0; 16][..pad])?;
+        Ok(self.pos)
+    }
+
     /// Writes the root after its two maps; returns the archive's length.
     fn root(mut self, timestamp: i64, meta: Elements, fields: Elements) -> Result<usize, Fail> {
         let at = self.align8()?;
@@ -549,6 +665,7 @@ mod tests {
 
     use super::*;
     use crate::tuple::{MapRef, TupleView};
+    use crate::tuple::{TupleFields, TupleWith};
 
     fn nested(levels: usize) -> Value {
         let mut v = Value::from("a string past the inline eight");
@@ -624,6 +741,79 @@ mod tests {
         rkyv::to_bytes::<rancor::Error>(tuple)
             .expect("serializes")
             .to_vec()
+    }
+
+    /// `record` written by hand and by its rkyv serializer.
+    fn both_ways<T: crate::tuple::Encode>(record: &T) -> (Vec<u8>, Vec<u8>) {
+        use rkyv::ser::Positional;
+        let bound = record.size_bound().unwrap();
+        let mut hand = rkyv::util::AlignedVec::<16>::new();
+        hand.resize(bound, 0);
+        let len = record
+            .archive_into(&mut hand, &mut Vec::new())
+            .expect("written by hand")
+            .expect("fits its bound");
+        let mut theirs = rkyv::util::AlignedVec::<16>::new();
+        theirs.resize(bound, 0);
+        let mut arena = rkyv::ser::allocator::Arena::new();
+        let written = record
+            .serialize_into(
+                rkyv::ser::writer::Buffer::from(&mut *theirs),
+                arena.acquire(),
+            )
+            .unwrap();
+        let theirs_len = written.pos();
+        (hand[..len].to_vec(), theirs[..theirs_len].to_vec())
+    }
+
+    #[test]
+    fn splices_and_field_tuples_are_what_their_serializers_write() {
+        let base = Tuple::new(77)
+            .with_meta("source", "a meta value longer than eight")
+            .with_field("temperature", 21i64)
+            .with_field("room", "kitchen")
+            .with_field("note", "a note longer than eight bytes")
+            .with_field("list", Value::List(vec![Value::Int(1), Value::from("xy")]));
+        let bytes = by_rkyv(&base);
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes);
+        let view = TupleView::from_bytes(&aligned).unwrap();
+        let received = view.get("list").unwrap();
+        let extras: [&[(&str, FieldValue<'_>)]; 4] = [
+            &[],
+            &[("echoed", FieldValue::View(ValueView::Int(21)))],
+            &[
+                (
+                    "room",
+                    FieldValue::Ref(ValueRef::String("overridden and long")),
+                ),
+                ("copy", FieldValue::View(received)),
+                ("n", FieldValue::Ref(ValueRef::Null)),
+            ],
+            &[(
+                "a key that is rather long",
+                FieldValue::Ref(ValueRef::Bytes(&[9; 20])),
+            )],
+        ];
+        for extra in extras {
+            let with = TupleWith::new(&view, extra);
+            let (hand, theirs) = both_ways(&with);
+            assert_eq!(hand, theirs, "{} added", extra.len());
+            let mut copy = rkyv::util::AlignedVec::<16>::new();
+            copy.extend_from_slice(&hand);
+            let read = TupleView::from_bytes(&copy).unwrap();
+            assert_eq!(
+                read.fields().len(),
+                view.fields().len() + extra.len()
+                    - extra.iter().filter(|(k, _)| view.get(k).is_some()).count()
+            );
+            let fields = TupleFields {
+                timestamp: 5,
+                fields: extra,
+            };
+            let (hand, theirs) = both_ways(&fields);
+            assert_eq!(hand, theirs, "fields: {} added", extra.len());
+        }
     }
 
     #[test]

@@ -166,6 +166,12 @@ impl sealed::Sealed for TupleWith<'_> {
             to_bytes_in_with_alloc(&WithEnc::from(*self), buf, arena)
         }
     }
+
+    const BY_HAND: bool = true;
+
+    fn archive_into(&self, buf: &mut [u8], scratch: &mut Vec<u32>) -> Option<Result<usize, Fail>> {
+        SpliceEnc::applies(self).then(|| archive::archive_splice(self, buf, scratch))
+    }
 }
 
 impl sealed::Sealed for TupleFields<'_> {
@@ -175,6 +181,12 @@ impl sealed::Sealed for TupleFields<'_> {
         arena: rkyv::ser::allocator::ArenaHandle<'_>,
     ) -> Result<Buffer<'b>, rancor::Error> {
         to_bytes_in_with_alloc(&WithEnc::from(*self), buf, arena)
+    }
+
+    const BY_HAND: bool = true;
+
+    fn archive_into(&self, buf: &mut [u8], scratch: &mut Vec<u32>) -> Option<Result<usize, Fail>> {
+        Some(archive::archive_fields(self, buf, scratch))
     }
 }
 

@@ -420,7 +420,7 @@ const _: () = assert!(size_of::<ArchivedString>() == 8 && size_of::<ArchivedValu
 /// the same record: each 32-bit relative pointer in it (an out-of-line key or string, a byte
 /// string, a list or a map) is shifted so it still reaches the same bytes. `None` if a pointer
 /// would not fit 32 bits (records that large are refused before).
-fn move_entry(entry: &mut [u8; ENTRY_SIZE], from: usize, to: usize) -> Option<()> {
+pub(crate) fn move_entry(entry: &mut [u8; ENTRY_SIZE], from: usize, to: usize) -> Option<()> {
     let delta = i64::try_from(from).ok()? - i64::try_from(to).ok()?;
     let shift = |entry: &mut [u8; ENTRY_SIZE], at: usize| -> Option<()> {
         let bytes: [u8; 4] = entry[at..at + 4].try_into().ok()?;
@@ -444,7 +444,7 @@ fn move_entry(entry: &mut [u8; ENTRY_SIZE], from: usize, to: usize) -> Option<()
 }
 
 /// Where `part` (a slice inside `whole`) starts, counted from the start of `whole`.
-fn offset_in(whole: &[u8], part: *const u8) -> Option<usize> {
+pub(crate) fn offset_in(whole: &[u8], part: *const u8) -> Option<usize> {
     let off = (part as usize).checked_sub(whole.as_ptr() as usize)?;
     (off <= whole.len()).then_some(off)
 }

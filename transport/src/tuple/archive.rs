@@ -664,6 +664,7 @@ mod tests {
     use rkyv::rancor;
 
     use super::*;
+    use crate::tuple::encode::both_ways;
     use crate::tuple::{MapRef, TupleView};
     use crate::tuple::{TupleFields, TupleWith};
 
@@ -743,29 +744,6 @@ mod tests {
             .to_vec()
     }
 
-    /// `record` written by hand and by its rkyv serializer.
-    fn both_ways<T: crate::tuple::Encode>(record: &T) -> (Vec<u8>, Vec<u8>) {
-        use rkyv::ser::Positional;
-        let bound = record.size_bound().unwrap();
-        let mut hand = rkyv::util::AlignedVec::<16>::new();
-        hand.resize(bound, 0);
-        let len = record
-            .archive_into(&mut hand, &mut Vec::new())
-            .expect("written by hand")
-            .expect("fits its bound");
-        let mut theirs = rkyv::util::AlignedVec::<16>::new();
-        theirs.resize(bound, 0);
-        let mut arena = rkyv::ser::allocator::Arena::new();
-        let written = record
-            .serialize_into(
-                rkyv::ser::writer::Buffer::from(&mut *theirs),
-                arena.acquire(),
-            )
-            .unwrap();
-        let theirs_len = written.pos();
-        (hand[..len].to_vec(), theirs[..theirs_len].to_vec())
-    }
-
     #[test]
     fn splices_and_field_tuples_are_what_their_serializers_write() {
         let base = Tuple::new(77)
@@ -797,7 +775,7 @@ mod tests {
         ];
         for extra in extras {
             let with = TupleWith::new(&view, extra);
-            let (hand, theirs) = both_ways(&with);
+            let (hand, theirs) = both_ways(&with).unwrap();
             assert_eq!(hand, theirs, "{} added", extra.len());
             let mut copy = rkyv::util::AlignedVec::<16>::new();
             copy.extend_from_slice(&hand);
@@ -811,7 +789,7 @@ mod tests {
                 timestamp: 5,
                 fields: extra,
             };
-            let (hand, theirs) = both_ways(&fields);
+            let (hand, theirs) = both_ways(&fields).unwrap();
             assert_eq!(hand, theirs, "fields: {} added", extra.len());
         }
     }

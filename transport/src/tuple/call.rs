@@ -612,11 +612,23 @@ pub fn parse_reply<'v>(view: &'v TupleView<'_>) -> Result<(u64, Result<ValueView
     }
 }
 
+/// A reply of `value` written by hand and by rkyv (see [`both_ways`](super::encode::both_ways)).
+#[cfg(fuzzing)]
+pub(crate) fn reply_both_ways(value: FieldValue<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
+    super::encode::both_ways(&OneField {
+        timestamp: 1,
+        count: None,
+        key: "result",
+        value: Payload::Value(value),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::tuple::encode::both_ways;
     use crate::tuple::{Encoder, Tuple};
 
     const WAIT: Duration = Duration::from_secs(10);
@@ -698,29 +710,6 @@ mod tests {
         }
     }
 
-    /// The record written by hand and by rkyv's serializer, as bytes.
-    fn both_ways<T: Encode>(record: &T) -> (Vec<u8>, Vec<u8>) {
-        use rkyv::ser::Positional;
-        let bound = record.size_bound().unwrap();
-        let mut hand = rkyv::util::AlignedVec::<16>::new();
-        hand.resize(bound, 0);
-        let len = record
-            .archive_into(&mut hand, &mut Vec::new())
-            .expect("written by hand")
-            .expect("fits its bound");
-        let mut by_rkyv = rkyv::util::AlignedVec::<16>::new();
-        by_rkyv.resize(bound, 0);
-        let mut arena = rkyv::ser::allocator::Arena::new();
-        let written = record
-            .serialize_into(
-                rkyv::ser::writer::Buffer::from(&mut *by_rkyv),
-                arena.acquire(),
-            )
-            .unwrap();
-        let rkyv_len = written.pos();
-        (hand[..len].to_vec(), by_rkyv[..rkyv_len].to_vec())
-    }
-
     #[test]
     fn calls_and_replies_written_by_hand_are_what_rkyv_writes_for_borrowed_and_received_values() {
         let nested = Tuple::new(5)
@@ -770,7 +759,7 @@ mod tests {
                 len,
                 arg: &arg,
             };
-            let (hand, by_rkyv) = both_ways(&call);
+            let (hand, by_rkyv) = both_ways(&call).unwrap();
             assert_eq!(hand, by_rkyv, "a call of {len} arguments");
         }
         for arity in [1, 2] {
@@ -780,7 +769,7 @@ mod tests {
                 arity,
                 arg: &arg,
             };
-            let (hand, by_rkyv) = both_ways(&batch);
+            let (hand, by_rkyv) = both_ways(&batch).unwrap();
             assert_eq!(hand, by_rkyv, "a batch of arity {arity}");
         }
         for (i, field) in fields.iter().enumerate() {
@@ -790,7 +779,7 @@ mod tests {
                 key: "result",
                 value: Payload::Value(*field),
             };
-            let (hand, by_rkyv) = both_ways(&reply);
+            let (hand, by_rkyv) = both_ways(&reply).unwrap();
             assert_eq!(hand, by_rkyv, "a reply of field {i}");
         }
     }

@@ -65,6 +65,28 @@ pub(crate) mod sealed {
     }
 }
 
+/// `record` archived by hand and by its rkyv serializer, each into a fresh buffer of its size
+/// bound: `None` for a type not written by hand, or when the hand writer leaves it to rkyv
+/// (`Unsupported`). For the tests and fuzz targets that hold the two to the same bytes.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn both_ways<T: Encode + ?Sized>(record: &T) -> Option<(Vec<u8>, Vec<u8>)> {
+    let bound = record.size_bound().ok()?;
+    let mut hand = AlignedVec::<16>::new();
+    hand.resize(bound, 0);
+    let len = match record.archive_into(&mut hand, &mut Vec::new())? {
+        Ok(len) => len,
+        Err(Fail::Unsupported) => return None,
+        Err(e) => panic!("the hand writer failed within the size bound: {e:?}"),
+    };
+    let mut theirs = AlignedVec::<16>::new();
+    theirs.resize(bound, 0);
+    let written = record
+        .serialize_into(Buffer::from(&mut *theirs), Arena::new().acquire())
+        .expect("rkyv writes within the size bound");
+    let theirs_len = written.pos();
+    Some((hand[..len].to_vec(), theirs[..theirs_len].to_vec()))
+}
+
 /// A tuple that can be written to a ring (sealed): [`Tuple`], [`TupleRef`], a received
 /// [`TupleView`] (relayed: its bytes are copied), a [`TupleWith`] (a view plus fields) or a
 /// function [`CallRecord`](super::call::CallRecord).

@@ -133,6 +133,66 @@ pub mod fuzzing {
         super::check::validate(bytes).map(|root| TupleView::from_checked(root, bytes).to_owned())
     }
 
+    /// What the host writes from a received tuple, by hand and by rkyv, as pairs of bytes that
+    /// must be equal: the tuple relayed with fields added (one new, one overriding its first
+    /// field, one copied from its last), a tuple of its fields, a call whose arguments are its
+    /// field values, a batch of such calls, and a reply of each field value.
+    pub fn written_both_ways(view: &TupleView<'_>) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+        use super::call::CallBatch;
+        use super::encode::both_ways;
+        use super::{FieldValue, TupleFields, TupleWith, ValueRef};
+        let fields: Vec<(&str, FieldValue<'_>)> = view
+            .fields()
+            .iter()
+            .map(|(k, v)| (k, FieldValue::View(v)))
+            .collect();
+        let values: Vec<FieldValue<'_>> = fields.iter().map(|(_, v)| *v).collect();
+        let mut added = vec![("added by the host", FieldValue::Ref(ValueRef::Int(1)))];
+        if let (Some(first), Some(last)) = (fields.first(), fields.last()) {
+            added.push((
+                first.0,
+                FieldValue::Ref(ValueRef::String("overridden value")),
+            ));
+            added.push(("copied", last.1));
+        }
+        let arg = |i: usize| values[i];
+        let mut out = Vec::new();
+        let mut keep = |what, pair: Option<(Vec<u8>, Vec<u8>)>| {
+            if let Some((hand, theirs)) = pair {
+                out.push((what, hand, theirs));
+            }
+        };
+        keep("relay", both_ways(&TupleWith::new(view, &added)));
+        keep("relay as is", both_ways(&TupleWith::new(view, &[])));
+        let timestamp = view.timestamp();
+        keep(
+            "fields",
+            both_ways(&TupleFields {
+                timestamp,
+                fields: &fields,
+            }),
+        );
+        let call = super::call::CallRecord {
+            seq: 3,
+            len: values.len(),
+            arg: &arg,
+        };
+        keep("call", both_ways(&call));
+        if !values.is_empty() {
+            let batch = CallBatch {
+                first_seq: 4,
+                calls: values.len(),
+                arity: 1,
+                arg: &arg,
+            };
+            keep("batch of calls", both_ways(&batch));
+        }
+        for value in &values {
+            keep("reply", super::call::reply_both_ways(*value));
+        }
+        out
+    }
+
     /// The validator it replaced (depth walk, then rkyv's bytecheck), which it must agree with.
     pub fn validate_reference(bytes: &[u8]) -> Result<Tuple, String> {
         super::check_reference::validate(bytes)

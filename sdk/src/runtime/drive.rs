@@ -373,30 +373,31 @@ fn answer(
     if !out.write_batch(ctx)? {
         return Ok(false);
     }
-    let text;
-    let reply = match &result {
-        Ok(answer) => Ok(answer),
-        Err(e) => {
-            text = e.to_string();
-            Err(text.as_str())
-        }
+    let text = match &result {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
     };
     // The answer may borrow the call's record: it is released once the reply is written.
     let sender = &mut out.sender;
-    let room = reply_bound(&reply).min(sender.max_tuple_len());
+    let bound = match &result {
+        Ok(answer) => reply_bound(&Ok(answer)),
+        Err(_) => reply_bound(&Err(text.as_str())),
+    };
+    let room = bound.min(sender.max_tuple_len());
     match wait_for_space(sender.producer(), room, ctx.cancel()) {
         Ok(()) => {}
         Err(e) if e.is_stop() => return Ok(false),
         Err(e) => return Err(e),
     }
-    let sent = match reply {
+    let sent = match result {
+        // An owned answer is moved into its reply, not copied.
+        Ok(Answer::Value(value)) => call::send_reply(sender, seq, Ok(value)),
         Ok(answer) => match answer.as_field() {
             Some(field) => call::send_reply_deferred(sender, seq, Ok(field)),
             None => call::send_reply(sender, seq, Ok(answer.to_owned())),
         },
-        Err(message) => call::send_reply_deferred(sender, seq, Err(message)),
+        Err(_) => call::send_reply_deferred(sender, seq, Err(text.as_str())),
     };
-    drop(result);
     *spare = recycle(views);
     match sent {
         Ok(()) => Ok(true),

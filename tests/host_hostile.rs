@@ -9,7 +9,8 @@
 //! itself (SIGSTOP) is noticed within the ping time-out; garbage, oversized and wrong-version
 //! control frames end the plugin with an error that says what was wrong; a flood of control
 //! frames carrying descriptors leaves the host's descriptor table as it was; a garbage function
-//! reply fails that call and every later one.
+//! reply, or a valid batch of replies to calls never made, fails that call and every later one;
+//! and a late answer to a timed-out call, batched with the next call's, is skipped, not taken.
 
 #![forbid(unsafe_code)]
 
@@ -242,6 +243,29 @@ fn thousands_of_control_frames_carrying_descriptors_leak_nothing() {
 fn a_garbage_function_reply_poisons_the_reply_ring() {
     let report = assert_caught("bad-reply");
     assert_eq!(report["accepted"], 1, "the first answer is good: {report}");
+}
+
+#[test]
+fn a_late_answer_in_a_batch_of_replies_is_not_taken_for_the_next_call() {
+    use shmplug_host::transport::{Value as TupleValue, ValueRef};
+    use shmplug_host::{Error, InstanceSpec, Plugin, PluginSpec, SupervisorConfig};
+    let config = SupervisorConfig {
+        handle_spin: Duration::from_micros(5),
+        ..SupervisorConfig::default()
+    };
+    let plugin = Plugin::start(PluginSpec::new("hostile", HOSTILE), config).unwrap();
+    let mut late = plugin.function(InstanceSpec::new("late")).unwrap();
+    // The plugin holds this answer until the next call is written: the call times out.
+    let first = late.call_timeout(&[ValueRef::Int(1)], Duration::from_millis(100));
+    assert!(matches!(first, Err(Error::TimedOut { .. })), "{first:?}");
+    // Its late answer comes first, in one batch with this call's: skipped, not taken.
+    let wait = Duration::from_secs(30);
+    for n in 2..5 {
+        let answer = late.call_timeout(&[ValueRef::Int(n)], wait).unwrap();
+        assert_eq!(answer, TupleValue::Int(n));
+    }
+    late.stop().unwrap();
+    plugin.shutdown();
 }
 
 #[test]

@@ -96,6 +96,7 @@ fn main() {
         calls: 0,
         over_answer: true,
     });
+    config = config.function("late", || Late { calls: 0 });
     shmplug_sdk::start(std::env::args(), config)
 }
 
@@ -149,6 +150,38 @@ impl Function for BadReply {
             }
         }
         Ok(Value::Bytes(vec![BLOB_BYTE; BLOB_LEN]))
+    }
+}
+
+/// Function `late`: answers each call with its first argument, but holds its first answer
+/// until the host has written the next call (which it does only once the first timed out), so
+/// that the late answer and the next one travel in one batch of replies.
+struct Late {
+    calls: u64,
+}
+
+impl Function for Late {
+    fn exec(
+        &mut self,
+        _ctx: &FunctionContext,
+        args: &[ValueView<'_>],
+    ) -> Result<Value, PluginError> {
+        self.calls += 1;
+        if self.calls == 1 {
+            let requests = Shm::find_all()
+                .into_iter()
+                .find(|shm| shm.first_record_has("args"))
+                .ok_or_else(|| PluginError::new("no request ring"))?;
+            let first = requests.u64_at(WRITE_POSITION_OFFSET);
+            let deadline = Instant::now() + WAIT;
+            while requests.u64_at(WRITE_POSITION_OFFSET) == first {
+                if Instant::now() > deadline {
+                    return Err(PluginError::new("the host never made a second call"));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(args.first().map_or(Value::Null, ValueView::to_owned))
     }
 }
 

@@ -235,10 +235,15 @@ pub(crate) fn finish_park(flag: &AtomicU32, fd: Option<EventFd<'_>>) {
 /// ```
 #[derive(Debug)]
 pub struct Waiter {
-    start: Instant,
+    /// When the wait began, as far as the clock knows: read at its first look (after a few
+    /// spins), so that a wait that ends within them reads no clock at all.
+    start: Option<Instant>,
     spin: Duration,
+    /// The deadline: given ([`until`](Self::until)), or made from `timeout` at the first look.
     deadline: Option<Instant>,
-    timeout: Duration,
+    /// The time-out given to [`new`](Self::new) (`None` for [`until`](Self::until), or for
+    /// none at all).
+    timeout: Option<Duration>,
     spinning: bool,
     /// Spins since the clock was last read.
     spins: u32,
@@ -314,32 +319,32 @@ pub enum WaitStep {
 impl Waiter {
     /// A wait that spins for `spin`, then parks, and times out after `timeout` (`None`: never).
     /// A zero `timeout` is a try: the first [`step`](Self::step) says
-    /// [`TimedOut`](WaitStep::TimedOut). A `spin` of [`Duration::MAX`] never parks.
+    /// [`TimedOut`](WaitStep::TimedOut). A `spin` of [`Duration::MAX`] never parks. The clock is
+    /// first read after a few spins: a wait that ends sooner costs no clock read.
     pub fn new(spin: Duration, timeout: Option<Duration>) -> Self {
-        Waiter::starting(Instant::now(), spin, timeout)
-    }
-
-    /// As [`new`](Self::new), with a deadline instead of a time-out; a deadline that has passed
-    /// is a try.
-    pub fn until(spin: Duration, deadline: Option<Instant>) -> Self {
-        let start = Instant::now();
-        let timeout = deadline.map(|d| d.saturating_duration_since(start));
-        Waiter::starting(start, spin, timeout)
-    }
-
-    fn starting(start: Instant, spin: Duration, timeout: Option<Duration>) -> Self {
         Waiter {
-            start,
+            start: None,
             spin,
-            deadline: timeout.and_then(|t| start.checked_add(t)),
-            timeout: timeout.unwrap_or(Duration::MAX),
+            deadline: None,
+            timeout,
             spinning: !spin.is_zero() && timeout != Some(Duration::ZERO),
             spins: 0,
             looked: false,
         }
     }
 
-    /// When the wait gives up (`None`: never); a park sleeps at most until then.
+    /// As [`new`](Self::new), with a deadline instead of a time-out; a deadline that has passed
+    /// times the wait out at its first look at the clock.
+    pub fn until(spin: Duration, deadline: Option<Instant>) -> Self {
+        Waiter {
+            deadline,
+            ..Waiter::new(spin, None)
+        }
+    }
+
+    /// When the wait gives up (`None`: never); a park sleeps at most until then. Known once the
+    /// wait has looked at the clock, which it always has when [`step`](Self::step) says
+    /// [`Park`](WaitStep::Park).
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
@@ -347,16 +352,15 @@ impl Waiter {
     /// How long the wait has lasted; zero, without reading the clock, while it has not yet
     /// looked at the clock (a wait of a few spins, all the same to a spin budget).
     pub fn elapsed(&self) -> Duration {
-        if self.looked {
-            self.start.elapsed()
-        } else {
-            Duration::ZERO
+        match self.start {
+            Some(start) if self.looked => start.elapsed(),
+            _ => Duration::ZERO,
         }
     }
 
-    /// True for a try: the deadline had passed when the wait began.
+    /// True for a try: a zero time-out.
     pub fn is_try(&self) -> bool {
-        self.timeout.is_zero()
+        self.timeout == Some(Duration::ZERO)
     }
 
     /// What to do after a look that found nothing.
@@ -367,13 +371,24 @@ impl Waiter {
             return WaitStep::Spin;
         }
         self.spins = 0;
-        self.looked = true;
-        let elapsed = self.start.elapsed();
-        if elapsed >= self.timeout {
-            return WaitStep::TimedOut(self.timeout);
+        let now = Instant::now();
+        let start = *self.start.get_or_insert(now);
+        if !self.looked {
+            self.looked = true;
+            if let Some(timeout) = self.timeout {
+                self.deadline = start.checked_add(timeout);
+            }
+        }
+        if let Some(deadline) = self.deadline
+            && now >= deadline
+        {
+            let timeout = self
+                .timeout
+                .unwrap_or_else(|| deadline.saturating_duration_since(start));
+            return WaitStep::TimedOut(timeout);
         }
         if self.spinning {
-            if elapsed < self.spin {
+            if now.saturating_duration_since(start) < self.spin {
                 spin_hint();
                 return WaitStep::Spin;
             }

@@ -23,7 +23,16 @@ pub struct ScaleConfig {
     pub window: Duration,
     /// Each instance's ring capacity, bytes.
     pub ring_capacity: usize,
+    /// Nobody reads: the rings fill and the sources wait for room. The window then measures
+    /// what waiting costs (the tuples it reports are zero).
+    pub stalled: bool,
+    /// Run each instance on a thread of its own (the blocking source `paced_thread`) instead
+    /// of the SDK's executor (the polled source `paced`).
+    pub threads: bool,
 }
+
+/// How long a stalled measurement lets the rings fill before it counts.
+const STALL_SETTLE: Duration = Duration::from_secs(2);
 
 /// What one `scale` measurement found.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -60,6 +69,10 @@ pub struct ScaleReport {
     pub max_per_instance: u64,
     /// Instances that delivered nothing in the window.
     pub starved: usize,
+    /// Nobody read (see [`ScaleConfig::stalled`]).
+    pub stalled: bool,
+    /// The source that ran: `paced` (on the executor) or `paced_thread`.
+    pub source: &'static str,
 }
 
 /// Runs the measurement with the bench plugin that `launcher` starts.
@@ -87,14 +100,55 @@ pub fn measure(config: ScaleConfig, launcher: &Launcher) -> Result<ScaleReport, 
     let child = Proc::pid(pid);
     let before = (me.sample()?, child.sample()?);
 
+    let source = if config.threads {
+        "paced_thread"
+    } else {
+        "paced"
+    };
     let opening = Instant::now();
     let mut readers = Vec::with_capacity(config.instances);
     for _ in 0..config.instances {
-        let spec = InstanceSpec::new("paced").property("rate", config.rate);
+        let spec = InstanceSpec::new(source).property("rate", config.rate);
         readers.push(plugin.source(spec)?);
     }
     let open_s = opening.elapsed().as_secs_f64();
     let opened = (me.sample()?, child.sample()?);
+
+    if config.stalled {
+        std::thread::sleep(STALL_SETTLE);
+        let cpu_before = (me.cpu_s()?, child.cpu_s()?);
+        let started = Instant::now();
+        std::thread::sleep(config.window);
+        let window_s = started.elapsed().as_secs_f64();
+        let cpu_after = (me.cpu_s()?, child.cpu_s()?);
+        let threads = child.sample()?.threads;
+        for reader in readers {
+            reader.stop()?;
+        }
+        plugin.shutdown();
+        let n = config.instances.max(1) as f64;
+        let per = |after: u64, before: u64| after.saturating_sub(before) as f64 / n;
+        return Ok(ScaleReport {
+            instances: config.instances,
+            rate: config.rate,
+            window_s,
+            open_s,
+            host_kib_per_instance: per(opened.0.rss_kib, before.0.rss_kib),
+            plugin_kib_per_instance: per(opened.1.rss_kib, before.1.rss_kib),
+            host_fds_per_instance: per(opened.0.fds, before.0.fds),
+            plugin_fds_per_instance: per(opened.1.fds, before.1.fds),
+            plugin_threads: threads.max(opened.1.threads),
+            tuples: 0,
+            host_cpu: (cpu_after.0 - cpu_before.0) / window_s,
+            plugin_cpu: (cpu_after.1 - cpu_before.1) / window_s,
+            cpu_us_per_tuple: 0.0,
+            min_per_instance: 0,
+            max_per_instance: 0,
+            starved: 0,
+            stalled: true,
+            source,
+        });
+    }
 
     // What queued while the others opened is not counted.
     for reader in &mut readers {
@@ -179,6 +233,8 @@ pub fn measure(config: ScaleConfig, launcher: &Launcher) -> Result<ScaleReport, 
         min_per_instance: counts.iter().map(|c| c.get()).min().unwrap_or(0),
         max_per_instance: counts.iter().map(|c| c.get()).max().unwrap_or(0),
         starved: counts.iter().filter(|c| c.get() == 0).count(),
+        stalled: false,
+        source,
     })
 }
 

@@ -22,6 +22,14 @@ pub struct ScaleArgs {
     /// Ring capacity of each instance, bytes (a power of two, at least 4096).
     #[arg(long, default_value_t = 1 << 16)]
     ring_capacity: usize,
+    /// Nobody reads: the rings fill (give a high --rate) and the window measures what the
+    /// waiting sources cost.
+    #[arg(long)]
+    stalled: bool,
+    /// Give every instance a thread of its own (a blocking source) instead of running them
+    /// on the plugin's executor (a polled source), for comparison.
+    #[arg(long)]
+    threads: bool,
     /// `table` for people, `json` for programs (one object on stdout).
     #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     format: String,
@@ -51,6 +59,8 @@ pub fn execute(args: &ScaleArgs) -> Result<()> {
         rate: args.rate,
         window,
         ring_capacity: args.ring_capacity,
+        stalled: args.stalled,
+        threads: args.threads,
     };
     let report = scale::measure(config, &launcher()?).map_err(|e| Error::Bench(e.to_string()))?;
     if args.format == "json" {
@@ -64,8 +74,12 @@ pub fn execute(args: &ScaleArgs) -> Result<()> {
 
 fn table(r: &ScaleReport) -> String {
     let expected = r.rate * r.window_s;
+    let mode = match (r.stalled, r.source) {
+        (true, source) => format!("source `{source}`, stalled: nobody reads"),
+        (false, source) => format!("source `{source}`"),
+    };
     format!(
-        "instances:  {} source instances at {} tuples/s each, counted for {:.1} s\n\
+        "instances:  {} source instances at {} tuples/s each ({mode}), counted for {:.1} s\n\
          open:       {:.2} s for all ({:.2} ms each)\n\
          memory:     {:.1} KiB per instance in the host, {:.1} KiB in the plugin\n\
          descriptors: {:.1} per instance in the host, {:.1} in the plugin\n\

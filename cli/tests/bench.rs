@@ -146,9 +146,12 @@ fn scale_opens_every_instance_and_reports_what_each_costs() {
         rate: 50.0,
         window: std::time::Duration::from_millis(800),
         ring_capacity: 1 << 12,
+        stalled: false,
+        threads: false,
     };
     let r = bench::scale::measure(config, &launcher()).expect("the scale measurement");
     assert_eq!(r.instances, 12);
+    assert_eq!(r.source, "paced");
     assert_eq!(r.starved, 0, "every instance delivers: {r:?}");
     assert!(
         r.min_per_instance >= 1 && r.min_per_instance <= r.max_per_instance,

@@ -8,9 +8,12 @@ use shmplug_transport::EndpointConfig;
 use shmplug_transport::control::Hello;
 
 use crate::api::{Function, Rewindable, Rewinding, Sink, Source};
+use crate::polled::PolledSource;
 
 /// Makes a fresh source instance.
 pub type SourceFactory = Box<dyn Fn() -> Box<dyn Source> + Send + Sync>;
+/// Makes a fresh polled source instance.
+pub type PolledSourceFactory = Box<dyn Fn() -> Box<dyn PolledSource> + Send + Sync>;
 /// Makes a fresh sink instance.
 pub type SinkFactory = Box<dyn Fn() -> Box<dyn Sink> + Send + Sync>;
 /// Makes a fresh function instance.
@@ -43,6 +46,13 @@ pub struct PluginConfig {
     pub name: String,
     /// Source symbols and their factories.
     pub sources: BTreeMap<String, SourceFactory>,
+    /// [`PolledSource`] symbols and their factories: their instances run on the executor.
+    pub polled_sources: BTreeMap<String, PolledSourceFactory>,
+    /// How many executor threads run the polled sources' instances; `None`: the
+    /// `SHMPLUG_EXECUTOR_THREADS` environment variable if set, else one per CPU
+    /// ([`std::thread::available_parallelism`]). The threads start with the first polled
+    /// instance.
+    pub executor_threads: Option<usize>,
     /// Sink symbols and their factories.
     pub sinks: BTreeMap<String, SinkFactory>,
     /// Function symbols and their factories.
@@ -64,6 +74,8 @@ impl Default for PluginConfig {
         PluginConfig {
             name: String::new(),
             sources: BTreeMap::new(),
+            polled_sources: BTreeMap::new(),
+            executor_threads: None,
             sinks: BTreeMap::new(),
             functions: BTreeMap::new(),
             not_repeatable: BTreeSet::new(),
@@ -91,7 +103,30 @@ impl PluginConfig {
         let symbol = symbol.into();
         let factory: SourceFactory = Box::new(move || Box::new(factory()));
         self.rewindable.remove(&symbol);
+        self.polled_sources.remove(&symbol);
         self.sources.insert(symbol, factory);
+        self
+    }
+
+    /// Adds the [`PolledSource`] `symbol`, made by `factory`: its instances run on the
+    /// runtime's executor threads instead of a thread each.
+    pub fn polled_source<S, F>(mut self, symbol: impl Into<String>, factory: F) -> PluginConfig
+    where
+        S: PolledSource + 'static,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let symbol = symbol.into();
+        let factory: PolledSourceFactory = Box::new(move || Box::new(factory()));
+        self.rewindable.remove(&symbol);
+        self.sources.remove(&symbol);
+        self.polled_sources.insert(symbol, factory);
+        self
+    }
+
+    /// This configuration with `threads` executor threads (at least one) for the polled
+    /// sources' instances, whatever the environment says.
+    pub fn with_executor_threads(mut self, threads: usize) -> PluginConfig {
+        self.executor_threads = Some(threads.max(1));
         self
     }
 
@@ -105,6 +140,7 @@ impl PluginConfig {
     {
         let symbol = symbol.into();
         let factory: SourceFactory = Box::new(move || Box::new(Rewinding(factory())));
+        self.polled_sources.remove(&symbol);
         self.sources.insert(symbol.clone(), factory);
         self.rewindable.insert(symbol);
         self
@@ -152,7 +188,9 @@ impl PluginConfig {
     /// factory and asks [`Function::is_aggregate`], then drops it.
     pub fn hello(&self) -> Hello {
         let mut hello = Hello::new(self.name.clone());
-        hello.sources = self.sources.keys().cloned().collect();
+        let sources: BTreeSet<&String> =
+            self.sources.keys().chain(self.polled_sources.keys()).collect();
+        hello.sources = sources.into_iter().cloned().collect();
         hello.sinks = self.sinks.keys().cloned().collect();
         hello.functions = self.functions.keys().cloned().collect();
         hello.not_repeatable = self.not_repeatable.iter().cloned().collect();
@@ -173,6 +211,10 @@ impl fmt::Debug for PluginConfig {
         f.debug_struct("PluginConfig")
             .field("name", &self.name)
             .field("sources", &self.sources.keys().collect::<Vec<_>>())
+            .field(
+                "polled_sources",
+                &self.polled_sources.keys().collect::<Vec<_>>(),
+            )
             .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
             .field("functions", &self.functions.keys().collect::<Vec<_>>())
             .field("endpoint", &self.endpoint)

@@ -105,6 +105,7 @@ mod config;
 mod context;
 mod emitter;
 mod error;
+mod polled;
 mod props;
 mod runtime;
 pub mod testing;
@@ -112,12 +113,17 @@ mod time;
 
 pub use api::{Answer, Arg, Function, Props, Rewindable, Sink, Source};
 pub use builder::{TupleBuilder, TupleDraft};
-pub use config::{DEFAULT_SPIN, FunctionFactory, PluginConfig, SinkFactory, SourceFactory};
+pub use config::{
+    DEFAULT_SPIN, FunctionFactory, PluginConfig, PolledSourceFactory, SinkFactory, SourceFactory,
+};
 pub use context::{FunctionContext, SinkContext, SourceContext, StreamContext};
 pub use emitter::Emitter;
 pub use error::PluginError;
+pub use polled::{Blocking, Next, PolledSource};
 pub use props::{PropsExt, parse_duration};
-pub use runtime::{EXIT_NO_HOST, LOG_LEVEL_ENV, SHUTDOWN_GRACE, ServeError, serve, start};
+pub use runtime::{
+    EXECUTOR_THREADS_ENV, EXIT_NO_HOST, LOG_LEVEL_ENV, SHUTDOWN_GRACE, ServeError, serve, start,
+};
 pub use shmplug_transport as transport;
 pub use shmplug_transport::{Tuple, TupleRef, TupleView, Value, ValueRef, ValueView};
 pub use time::{format_timestamp, parse_timestamp};

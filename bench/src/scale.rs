@@ -4,7 +4,9 @@
 //! CPU per tuple in the host and the plugin, and how evenly the instances were served.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use shmplug_host::{InstanceSpec, Plugin, PluginSpec, SupervisorConfig};
@@ -80,6 +82,7 @@ pub struct ScaleReport {
 /// # Errors
 /// The host's errors (starting the plugin or an instance), and failures to read `/proc`.
 pub fn measure(config: ScaleConfig, launcher: &Launcher) -> Result<ScaleReport, BenchError> {
+    descriptors_for(config.instances)?;
     let supervisor = SupervisorConfig {
         ring_capacity: config.ring_capacity,
         ..SupervisorConfig::default()
@@ -170,14 +173,23 @@ pub fn measure(config: ScaleConfig, launcher: &Launcher) -> Result<ScaleReport, 
             .map(|(mut reader, count)| {
                 let count = count.clone();
                 local.spawn_local(async move {
+                    // One timer per reader for the whole window, not one per tuple.
+                    let mut window = std::pin::pin!(tokio::time::sleep_until(deadline));
                     loop {
-                        let got = tokio::time::timeout_at(deadline, reader.recv_async())
+                        let got = {
+                            let mut recv = std::pin::pin!(reader.recv_async());
+                            std::future::poll_fn(|cx| {
+                                if let Poll::Ready(received) = recv.as_mut().poll(cx) {
+                                    return Poll::Ready(Some(received.map(drop)));
+                                }
+                                window.as_mut().poll(cx).map(|()| None)
+                            })
                             .await
-                            .map(|received| received.map(drop));
+                        };
                         match got {
-                            Err(_) => return Ok(reader),
-                            Ok(Ok(())) => count.set(count.get() + 1),
-                            Ok(Err(e)) => return Err(e),
+                            None => return Ok(reader),
+                            Some(Ok(())) => count.set(count.get() + 1),
+                            Some(Err(e)) => return Err(e),
                         }
                     }
                 })
@@ -235,6 +247,35 @@ pub fn measure(config: ScaleConfig, launcher: &Launcher) -> Result<ScaleReport, 
         starved: counts.iter().filter(|c| c.get() == 0).count(),
         stalled: false,
         source,
+    })
+}
+
+/// Descriptors a ring end holds (the memfd and two eventfds), in the host and in the plugin.
+const FDS_PER_INSTANCE: u64 = 3;
+
+/// Makes sure this process (and so the plugin it starts, which inherits the limit) may hold
+/// the descriptors of `instances` rings: raises the soft limit, and the hard one when that is
+/// too low and the process may (as root); otherwise fails naming the limit.
+fn descriptors_for(instances: usize) -> Result<(), BenchError> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let needed = instances as u64 * FDS_PER_INSTANCE + 256;
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none_or(|soft| soft >= needed) {
+        return Ok(());
+    }
+    let hard = limit.maximum;
+    limit.current = Some(needed);
+    if hard.is_some_and(|hard| hard < needed) {
+        limit.maximum = Some(needed);
+    }
+    setrlimit(Resource::Nofile, limit).map_err(|e| {
+        BenchError::Protocol(format!(
+            "{instances} instances need about {needed} descriptors in the host and as many in \
+             the plugin ({FDS_PER_INSTANCE} per instance), over the hard limit of {} \
+             (`ulimit -Hn`), which this process may not raise ({e}); raise it (`ulimit -Hn \
+             {needed}` as root) or open fewer instances",
+            hard.map_or("unlimited".to_owned(), |h| h.to_string())
+        ))
     })
 }
 

@@ -53,6 +53,12 @@ pub struct PluginConfig {
     /// ([`std::thread::available_parallelism`]). The threads start with the first polled
     /// instance.
     pub executor_threads: Option<usize>,
+    /// How much later than the earliest instant a polled source asked for
+    /// ([`Next::At`](crate::Next::At)) an executor thread with nothing else to do may wake, so
+    /// that instances due within it share one wake-up: their tuples come up to this much late,
+    /// and the plugin and the host wake far less often when many instances emit sparsely.
+    /// Default 2 ms; `SHMPLUG_EXECUTOR_SLACK_US` (microseconds) overrides it.
+    pub executor_timer_slack: Duration,
     /// Sink symbols and their factories.
     pub sinks: BTreeMap<String, SinkFactory>,
     /// Function symbols and their factories.
@@ -76,6 +82,10 @@ impl Default for PluginConfig {
             sources: BTreeMap::new(),
             polled_sources: BTreeMap::new(),
             executor_threads: None,
+            executor_timer_slack: std::env::var("SHMPLUG_EXECUTOR_SLACK_US")
+                .ok()
+                .and_then(|us| us.trim().parse().ok())
+                .map_or(crate::runtime::DEFAULT_TIMER_SLACK, Duration::from_micros),
             sinks: BTreeMap::new(),
             functions: BTreeMap::new(),
             not_repeatable: BTreeSet::new(),

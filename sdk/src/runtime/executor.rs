@@ -43,6 +43,13 @@ pub const EXECUTOR_THREADS_ENV: &str = "SHMPLUG_EXECUTOR_THREADS";
 /// The epoll key of a thread's own wake-up eventfd; instances get keys from 0 up.
 const WAKE_KEY: u64 = u64::MAX;
 
+/// How much later than the earliest instant an executor thread with nothing ready wakes, so
+/// that the instances due within it are served in one wake-up (and the host reads their
+/// tuples in one of its own): see [`PluginConfig::executor_timer_slack`].
+///
+/// [`PluginConfig::executor_timer_slack`]: crate::PluginConfig::executor_timer_slack
+pub(crate) const DEFAULT_TIMER_SLACK: Duration = Duration::from_millis(2);
+
 /// Events taken from the kernel per `epoll_wait`.
 const EVENTS: usize = 256;
 
@@ -189,6 +196,7 @@ impl Executor {
             .name(format!("executor-{}", self.workers.len()))
             .spawn(move || {
                 Thread {
+                    slack: env.config.executor_timer_slack,
                     env,
                     inbox: thread_inbox,
                     poller,
@@ -214,6 +222,8 @@ struct Thread {
     env: InstanceEnv,
     inbox: Arc<Inbox>,
     poller: OwnedFd,
+    /// See [`DEFAULT_TIMER_SLACK`].
+    slack: Duration,
     tasks: HashMap<u64, Task>,
     /// Instance id to key.
     by_id: HashMap<u64, u64>,
@@ -285,9 +295,9 @@ impl Thread {
                 }
             }
             let timeout = if self.ready.is_empty() {
-                self.timers
-                    .peek()
-                    .map(|Reverse((when, _))| when.saturating_duration_since(Instant::now()))
+                self.timers.peek().map(|Reverse((when, _))| {
+                    when.saturating_duration_since(Instant::now()) + self.slack
+                })
             } else {
                 Some(Duration::ZERO)
             };

@@ -23,6 +23,7 @@ use executor::Executor;
 use instance::{Instance, InstanceEnv, Kind, RunsOn, State};
 
 pub use connect::{EXIT_NO_HOST, start};
+pub(crate) use executor::DEFAULT_TIMER_SLACK;
 pub use executor::EXECUTOR_THREADS_ENV;
 pub use log::LOG_LEVEL_ENV;
 

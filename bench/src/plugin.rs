@@ -13,8 +13,8 @@
 use std::time::{Duration, Instant};
 
 use shmplug_sdk::{
-    Emitter, Function, FunctionContext, Next, PluginConfig, PluginError, PolledSource, Props,
-    Sink, SinkContext, Source, SourceContext,
+    Emitter, Function, FunctionContext, Next, PluginConfig, PluginError, PolledSource, Props, Sink,
+    SinkContext, Source, SourceContext,
 };
 use shmplug_transport::EndpointConfig;
 use shmplug_transport::tuple::{TupleView, Value, ValueView};

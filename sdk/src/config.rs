@@ -198,8 +198,11 @@ impl PluginConfig {
     /// factory and asks [`Function::is_aggregate`], then drops it.
     pub fn hello(&self) -> Hello {
         let mut hello = Hello::new(self.name.clone());
-        let sources: BTreeSet<&String> =
-            self.sources.keys().chain(self.polled_sources.keys()).collect();
+        let sources: BTreeSet<&String> = self
+            .sources
+            .keys()
+            .chain(self.polled_sources.keys())
+            .collect();
         hello.sources = sources.into_iter().cloned().collect();
         hello.sinks = self.sinks.keys().cloned().collect();
         hello.functions = self.functions.keys().cloned().collect();

@@ -9,7 +9,8 @@
 //! ([`TupleView`], [`ValueView`]).
 //!
 //! The runtime behind [`start`] connects to the host's control socket, says `Hello`, and then
-//! runs each instance the host starts on its own thread: it makes the instance with the
+//! runs each instance the host starts, a [`Source`], sink or function on a thread of its own, a
+//! [`PolledSource`] on one of a few executor threads shared by all of them: it makes the instance with the
 //! symbol's factory, configures and opens it, replies `Started` or `Failed` (with the error's
 //! text, so that starting a rule fails loudly), and on `Stop` cancels, closes and replies
 //! `Stopped`. A panic in a plugin method is caught and reported as that instance's error.

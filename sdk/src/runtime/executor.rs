@@ -349,10 +349,13 @@ impl Thread {
                             "start failed: the executor panicked: {}",
                             crate::error::panic_message(payload.as_ref())
                         );
-                        let _ = self
-                            .env
-                            .channel
-                            .send(&Message::Failed { instance_id: id, error }, &[]);
+                        let _ = self.env.channel.send(
+                            &Message::Failed {
+                                instance_id: id,
+                                error,
+                            },
+                            &[],
+                        );
                         self.finished(id, &state);
                     }
                 }
@@ -392,7 +395,9 @@ impl Thread {
             ctx: &ctx,
             kind: Kind::Source,
         };
-        let opened = ctx.span().in_scope(|| self.open(&ctx, &start, &rings, &reply));
+        let opened = ctx
+            .span()
+            .in_scope(|| self.open(&ctx, &start, &rings, &reply));
         let Some((source, emitter, ring)) = opened else {
             self.finished(id, &state);
             return;
@@ -576,10 +581,13 @@ impl Thread {
         drop(ring);
         if let End::Panic(error) = how {
             let error = format!("poll failed: {error}");
-            let _ = self
-                .env
-                .channel
-                .send(&Message::Failed { instance_id: id, error }, &[]);
+            let _ = self.env.channel.send(
+                &Message::Failed {
+                    instance_id: id,
+                    error,
+                },
+                &[],
+            );
         } else if let Err(payload) = ended {
             tracing::error!(
                 instance_id = id,

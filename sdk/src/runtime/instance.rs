@@ -170,9 +170,13 @@ fn run(shared: InstanceEnv, kind: Kind, start: Start, rings: Vec<Ring>, state: A
             "the instance's thread panicked: {}",
             crate::error::panic_message(payload.as_ref())
         );
-        let _ = shared
-            .channel
-            .send(&Message::Failed { instance_id: id, error }, &[]);
+        let _ = shared.channel.send(
+            &Message::Failed {
+                instance_id: id,
+                error,
+            },
+            &[],
+        );
     }
     if state.finish() {
         let _ = shared

@@ -175,7 +175,13 @@ impl Runtime {
         if let Some(error) = self.unknown_symbol(kind, &start.symbol) {
             return self.send(&Message::Failed { instance_id, error });
         }
-        if kind == Kind::Source && self.shared.config.polled_sources.contains_key(&start.symbol) {
+        if kind == Kind::Source
+            && self
+                .shared
+                .config
+                .polled_sources
+                .contains_key(&start.symbol)
+        {
             let state = Arc::new(State::default());
             match self.executor.start(start, rings, state.clone()) {
                 Ok(worker) => {

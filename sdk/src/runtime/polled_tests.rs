@@ -193,7 +193,10 @@ fn a_stop_ends_a_polled_source_waiting_for_its_next_instant_at_once() {
     let stopping = Instant::now();
     host.stop(1);
     assert!(rx.recv_timeout(WAIT).unwrap_err().is_closed());
-    assert!(stopping.elapsed() < WAIT, "the stop waited for the next tick");
+    assert!(
+        stopping.elapsed() < WAIT,
+        "the stop waited for the next tick"
+    );
     host.finish(true).unwrap();
 }
 
@@ -205,7 +208,10 @@ fn a_full_ring_parks_the_source_until_the_host_reads() {
     assert_eq!(host.event(), "full");
     // Parked: polling again while nobody reads would say "full" again.
     let again = host.events.rx.recv_timeout(Duration::from_millis(50));
-    assert!(again.is_err(), "the source was polled while its ring was full");
+    assert!(
+        again.is_err(),
+        "the source was polled while its ring was full"
+    );
     // Reading makes room: the source is woken and fills the ring again.
     let mut read = 0;
     while rx.try_recv().unwrap().is_some() {

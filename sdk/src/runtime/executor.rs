@@ -29,7 +29,7 @@ use rustix::event::{EventfdFlags, eventfd};
 use shmplug_transport::control::{Message, Start};
 use shmplug_transport::{Ring, TupleSender};
 
-use super::drive::method;
+use super::drive::{Throttle, method};
 use super::instance::{InstanceEnv, Kind, Reply, State, context};
 use crate::context::StreamContext;
 use crate::emitter::Emitter;
@@ -49,6 +49,10 @@ const WAKE_KEY: u64 = u64::MAX;
 ///
 /// [`PluginConfig::executor_timer_slack`]: crate::PluginConfig::executor_timer_slack
 pub(crate) const DEFAULT_TIMER_SLACK: Duration = Duration::from_millis(2);
+
+/// A `poll` (or a start) that takes longer than this held up every other instance on its
+/// thread: it is logged, naming the instance (polled sources must not block).
+const SLOW_TURN: Duration = Duration::from_millis(100);
 
 /// Events taken from the kernel per `epoll_wait`.
 const EVENTS: usize = 256;
@@ -138,8 +142,15 @@ impl Executor {
         rings: Vec<Ring>,
         state: Arc<State>,
     ) -> Result<usize, String> {
-        if self.workers.len() < self.threads {
-            self.spawn()?;
+        if self.workers.len() < self.threads
+            && let Err(e) = self.spawn()
+        {
+            if self.workers.is_empty() {
+                return Err(e);
+            }
+            // Fewer threads than asked for still serve.
+            tracing::warn!("{e}; {} executor threads serve", self.workers.len());
+            self.threads = self.workers.len();
         }
         let index = self.next % self.workers.len();
         self.next = self.next.wrapping_add(1);
@@ -205,6 +216,7 @@ impl Executor {
                     next_key: 0,
                     timers: BinaryHeap::new(),
                     ready: VecDeque::new(),
+                    slow: Throttle::new(),
                 }
                 .run();
             })
@@ -233,6 +245,8 @@ struct Thread {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Instances to poll, in turn.
     ready: VecDeque<u64>,
+    /// Slow polls are logged at most about once a second.
+    slow: Throttle,
 }
 
 /// A running instance on its executor thread.
@@ -493,12 +507,14 @@ impl Thread {
 
     /// One turn of instance `key`: one `poll`, and what it asks for next.
     fn step(&mut self, key: u64) {
+        let others = self.tasks.len().saturating_sub(1);
         let Some(task) = self.tasks.get_mut(&key) else {
             return;
         };
         if task.state.cancel.is_cancelled() {
             return self.end(key, End::Normal("source stopped"));
         }
+        let began = Instant::now();
         let turn = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let Task {
                 source,
@@ -513,6 +529,19 @@ impl Thread {
                 )
             })
         }));
+        let took = began.elapsed();
+        if took >= SLOW_TURN {
+            task.ctx.span().in_scope(|| {
+                self.slow.event(|left_out| {
+                    tracing::warn!(
+                        "poll took {took:?}, during which the {others} other instances on its \
+                         executor thread waited: a polled source must not block (give a source \
+                         that must a thread of its own: make it a Source) ({left_out} more slow \
+                         polls not logged)"
+                    );
+                });
+            });
+        }
         let result = match turn {
             Ok(result) => result,
             Err(payload) => Err(PluginError::Panicked {

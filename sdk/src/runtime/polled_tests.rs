@@ -22,6 +22,7 @@ pub(super) fn add(config: PluginConfig, events: &Events) -> PluginConfig {
             ..Ticks::default()
         })
         .polled_source("open_panics", || OpenPanics)
+        .polled_source("sluggish", || Sluggish)
         .polled_source("flood", move || Flood {
             n: 0,
             full: full.lock().unwrap().clone(),
@@ -73,6 +74,20 @@ impl PolledSource for OpenPanics {
     }
 
     fn poll(&mut self, _: &SourceContext, _: &mut Emitter) -> Result<Next, PluginError> {
+        Ok(Next::Done)
+    }
+}
+
+/// Blocks in its one poll (which a polled source must not do), then ends.
+struct Sluggish;
+
+impl PolledSource for Sluggish {
+    fn configure(&mut self, _: &str, _: &Props) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn poll(&mut self, _: &SourceContext, _: &mut Emitter) -> Result<Next, PluginError> {
+        std::thread::sleep(Duration::from_millis(150));
         Ok(Next::Done)
     }
 }
@@ -221,5 +236,17 @@ fn a_full_ring_parks_the_source_until_the_host_reads() {
     assert_eq!(host.event(), "full");
     assert_eq!(ns(&mut rx, 3), [read, read + 1, read + 2]);
     host.stop(1);
+    host.finish(true).unwrap();
+}
+
+#[test]
+fn a_poll_that_blocks_is_logged_against_its_instance() {
+    let mut host = Host::new();
+    let (mut rx, reply) = host.start_source(4, "sluggish", json!({}));
+    assert_eq!(reply, Message::Started { instance_id: 4 });
+    assert!(rx.recv_timeout(WAIT).unwrap_err().is_closed());
+    let log = host.log_containing("a polled source must not block");
+    assert_eq!(log.instance_id, Some(4));
+    assert!(log.message.contains("poll took"), "{}", log.message);
     host.finish(true).unwrap();
 }

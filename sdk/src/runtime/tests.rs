@@ -343,6 +343,7 @@ impl Host {
                         "poll_panics",
                         "resume",
                         "seq",
+                        "sluggish",
                         "ticks"
                     ]
                 );

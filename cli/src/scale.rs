@@ -78,15 +78,12 @@ fn table(r: &ScaleReport) -> String {
         (true, source) => format!("source `{source}`, stalled: nobody reads"),
         (false, source) => format!("source `{source}`"),
     };
-    format!(
+    let head = format!(
         "instances:  {} source instances at {} tuples/s each ({mode}), counted for {:.1} s\n\
          open:       {:.2} s for all ({:.2} ms each)\n\
          memory:     {:.1} KiB per instance in the host, {:.1} KiB in the plugin\n\
          descriptors: {:.1} per instance in the host, {:.1} in the plugin\n\
-         threads:    {} in the plugin's process\n\
-         tuples:     {} ({:.0}/s; {:.0} expected per instance)\n\
-         cpu:        host {:.1} % of a core, plugin {:.1} %; {:.1} µs per tuple\n\
-         fairness:   {} to {} tuples per instance; {} instances delivered nothing\n",
+         threads:    {} in the plugin's process\n",
         r.instances,
         r.rate,
         r.window_s,
@@ -97,6 +94,18 @@ fn table(r: &ScaleReport) -> String {
         r.host_fds_per_instance,
         r.plugin_fds_per_instance,
         r.plugin_threads,
+    );
+    if r.stalled {
+        return format!(
+            "{head}cpu:        host {:.1} % of a core, plugin {:.1} %, with every ring full\n",
+            r.host_cpu * 100.0,
+            r.plugin_cpu * 100.0,
+        );
+    }
+    format!(
+        "{head}tuples:     {} ({:.0}/s; {:.0} expected per instance)\n\
+         cpu:        host {:.1} % of a core, plugin {:.1} %; {:.1} µs per tuple\n\
+         fairness:   {} to {} tuples per instance; {} instances delivered nothing\n",
         r.tuples,
         r.tuples as f64 / r.window_s.max(f64::MIN_POSITIVE),
         expected,

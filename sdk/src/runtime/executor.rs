@@ -258,6 +258,48 @@ struct Task {
     /// Its ring: holds the eventfd registered in the epoll set.
     ring: Ring,
     wait: Wait,
+    spin: Spin,
+}
+
+/// How long an instance whose ring is full spins for room before it parks: the endpoint's
+/// spin at most; halved each time spinning did not find room (down to none, so that a
+/// stalled or slow reader costs no spinning), doubled each time it did.
+struct Spin {
+    max: Duration,
+    current: Duration,
+}
+
+impl Spin {
+    fn new(max: Duration) -> Spin {
+        Spin { max, current: max }
+    }
+
+    /// Spins until `producer` has room for `len` bytes (true) or the spin is spent (false).
+    fn wait(&mut self, producer: &mut shmplug_transport::Producer, len: usize) -> bool {
+        if self.current.is_zero() {
+            // Try again now and then: the reader may have sped up.
+            self.current = Duration::from_micros(1).min(self.max);
+            return false;
+        }
+        let start = Instant::now();
+        let mut looks = 0u32;
+        loop {
+            if producer.has_room(len).unwrap_or(true) {
+                self.current = (self.current * 2).min(self.max);
+                return true;
+            }
+            looks += 1;
+            // The clock costs about as much as a look: read it every few looks.
+            if looks.is_multiple_of(16) && start.elapsed() >= self.current {
+                self.current /= 2;
+                if self.current < Duration::from_micros(1) {
+                    self.current = Duration::ZERO;
+                }
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -441,6 +483,7 @@ impl Thread {
                 state,
                 ring,
                 wait: Wait::Ready,
+                spin: Spin::new(self.env.config.endpoint.spin),
             },
         );
         self.by_id.insert(id, key);
@@ -563,7 +606,11 @@ impl Thread {
             Ok(Next::Done) => self.end(key, End::Normal("source ended its stream")),
             Err(PluginError::RingFull) => {
                 let room = task.emitter.wanted();
-                if task.emitter.producer().prepare_park(room) {
+                // With no other instance waiting for its turn, spin briefly for the host to make
+                // room, as a blocking emit does: a busy stream then does not pay a wake-up per
+                // ring's worth of tuples. The spin follows the traffic (see `Spin`).
+                let spun = self.ready.is_empty() && task.spin.wait(task.emitter.producer(), room);
+                if spun || task.emitter.producer().prepare_park(room) {
                     // Room came (or the ring failed: the next emit reports it).
                     self.ready.push_back(key);
                 } else {
@@ -589,6 +636,7 @@ impl Thread {
             state,
             ring,
             wait: _,
+            spin: _,
         } = task;
         let id = ctx.instance_id();
         self.by_id.remove(&id);

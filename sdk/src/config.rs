@@ -265,6 +265,58 @@ mod tests {
 
     impl Function for Plain {}
 
+    struct Polled;
+
+    impl PolledSource for Polled {
+        fn configure(&mut self, _: &str, _: &crate::Props) -> Result<(), PluginError> {
+            Ok(())
+        }
+
+        fn poll(
+            &mut self,
+            _: &crate::SourceContext,
+            _: &mut crate::Emitter,
+        ) -> Result<crate::Next, PluginError> {
+            Ok(crate::Next::Done)
+        }
+    }
+
+    struct Blocking;
+
+    impl Source for Blocking {
+        fn configure(&mut self, _: &str, _: &crate::Props) -> Result<(), PluginError> {
+            Ok(())
+        }
+
+        fn open(
+            &mut self,
+            _: &crate::SourceContext,
+            _: &mut crate::Emitter,
+        ) -> Result<(), PluginError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn polled_and_blocking_sources_share_one_list_and_the_last_registration_wins() {
+        let config = PluginConfig::new("p")
+            .polled_source("b", || Polled)
+            .source("a", || Blocking)
+            .source("c", || Blocking)
+            .polled_source("c", || Polled);
+        assert_eq!(config.hello().sources, ["a", "b", "c"]);
+        assert!(config.polled_sources.contains_key("c") && !config.sources.contains_key("c"));
+        let config = config.source("b", || Blocking);
+        assert!(!config.polled_sources.contains_key("b") && config.sources.contains_key("b"));
+        assert_eq!(config.hello().sources, ["a", "b", "c"]);
+        assert_eq!(
+            PluginConfig::new("p")
+                .with_executor_threads(0)
+                .executor_threads,
+            Some(1)
+        );
+    }
+
     #[test]
     fn the_hello_lists_the_aggregate_functions() {
         let config = PluginConfig::new("p")

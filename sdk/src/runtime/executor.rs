@@ -43,12 +43,16 @@ pub const EXECUTOR_THREADS_ENV: &str = "SHMPLUG_EXECUTOR_THREADS";
 /// The epoll key of a thread's own wake-up eventfd; instances get keys from 0 up.
 const WAKE_KEY: u64 = u64::MAX;
 
-/// How much later than the earliest instant an executor thread with nothing ready wakes, so
-/// that the instances due within it are served in one wake-up (and the host reads their
-/// tuples in one of its own): see [`PluginConfig::executor_timer_slack`].
+/// How much later than the earliest instant an executor thread with nothing ready may wake, at
+/// most, so that the instances due within it are served in one wake-up (and the host reads
+/// their tuples in one of its own): see [`PluginConfig::executor_timer_slack`].
 ///
 /// [`PluginConfig::executor_timer_slack`]: crate::PluginConfig::executor_timer_slack
-pub(crate) const DEFAULT_TIMER_SLACK: Duration = Duration::from_millis(2);
+pub(crate) const DEFAULT_TIMER_SLACK: Duration = Duration::from_millis(10);
+
+/// An instant's slack is at most this fraction of the wait it ends: a source that waits
+/// 100 ms may be served 10 ms late, one that waits 1 ms, 0.1 ms late.
+const SLACK_DIVISOR: u32 = 10;
 
 /// A `poll` (or a start) that takes longer than this held up every other instance on its
 /// thread: it is logged, naming the instance (polled sources must not block).
@@ -240,9 +244,9 @@ struct Thread {
     /// Instance id to key.
     by_id: HashMap<u64, u64>,
     next_key: u64,
-    /// Instances waiting for an instant, earliest first; an entry whose task has since
-    /// been given another instant (or ended) is skipped.
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Instances waiting for an instant, earliest first, with the slack the instant allows;
+    /// an entry whose task has since been given another instant (or ended) is skipped.
+    timers: BinaryHeap<Reverse<(Instant, u64, Duration)>>,
     /// Instances to poll, in turn.
     ready: VecDeque<u64>,
     /// Slow polls are logged at most about once a second.
@@ -332,7 +336,7 @@ impl Thread {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS);
         loop {
             let now = Instant::now();
-            while let Some(&Reverse((when, key))) = self.timers.peek() {
+            while let Some(&Reverse((when, key, _))) = self.timers.peek() {
                 if when > now {
                     break;
                 }
@@ -351,8 +355,8 @@ impl Thread {
                 }
             }
             let timeout = if self.ready.is_empty() {
-                self.timers.peek().map(|Reverse((when, _))| {
-                    when.saturating_duration_since(Instant::now()) + self.slack
+                self.timers.peek().map(|Reverse((when, _, slack))| {
+                    when.saturating_duration_since(Instant::now()) + *slack
                 })
             } else {
                 Some(Duration::ZERO)
@@ -596,11 +600,13 @@ impl Thread {
             Ok(Next::Now) => self.ready.push_back(key),
             Ok(Next::At(when)) => {
                 task.emitter.flush();
-                if when <= Instant::now() {
+                let now = Instant::now();
+                if when <= now {
                     self.ready.push_back(key);
                 } else {
+                    let slack = ((when - now) / SLACK_DIVISOR).min(self.slack);
                     task.wait = Wait::Until(when);
-                    self.timers.push(Reverse((when, key)));
+                    self.timers.push(Reverse((when, key, slack)));
                 }
             }
             Ok(Next::Done) => self.end(key, End::Normal("source ended its stream")),

@@ -10,11 +10,11 @@
 //! - function `echo`: answers its arguments as a list;
 //! - function `add`: the pipeline's function ([`pipeline::function`](super::pipeline::function)).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shmplug_sdk::{
-    Emitter, Function, FunctionContext, PluginConfig, PluginError, Props, Sink, SinkContext,
-    Source, SourceContext,
+    Emitter, Function, FunctionContext, Next, PluginConfig, PluginError, PolledSource, Props, Sink,
+    SinkContext, Source, SourceContext,
 };
 use shmplug_transport::EndpointConfig;
 use shmplug_transport::tuple::{TupleView, Value, ValueView};
@@ -61,7 +61,8 @@ fn config() -> PluginConfig {
             wide: true,
             ..Check::default()
         })
-        .source("paced", Paced::default)
+        .polled_source("paced", Paced::default)
+        .source("paced_thread", PacedThread::default)
         .function("echo", || Echo)
         .function("add", || Add)
         .with_endpoint(EndpointConfig::default().with_spin(spin()))
@@ -184,36 +185,78 @@ impl Function for Add {
     }
 }
 
-/// Source `paced`: small tuples at `rate` per second (property, default 10), from its open until
-/// it is stopped (the `scale` measurement).
+/// The workload the paced sources emit from, shared by their instances (it holds a large
+/// tuple's megabyte, which ten thousand instances should not each allocate).
+static PACED_WORKLOAD: std::sync::LazyLock<Workload> = std::sync::LazyLock::new(Workload::new);
+
+/// The `rate` property of the paced sources: tuples per second, default 10.
+fn paced_interval(props: &Props) -> Result<Duration, PluginError> {
+    let rate = match props.get("rate") {
+        None => 10.0,
+        Some(r) => r
+            .as_f64()
+            .filter(|r| *r > 0.0 && r.is_finite())
+            .ok_or_else(|| PluginError::property("rate", "expected tuples per second above 0"))?,
+    };
+    Ok(Duration::from_secs_f64(1.0 / rate))
+}
+
+/// Source `paced`: small tuples at `rate` per second (property, default 10), from its first
+/// poll until it is stopped (the `scale` measurement). A [`PolledSource`]: its instances run
+/// on the SDK's executor threads.
 #[derive(Default)]
 struct Paced {
     interval: Duration,
+    start: Option<Instant>,
+    /// The next tuple's number.
+    next: u64,
 }
 
-impl Source for Paced {
+/// Tuples one poll emits at most before it lets the other instances have a turn.
+const PACED_BATCH: u64 = 64;
+
+impl PolledSource for Paced {
     fn configure(&mut self, _data_source: &str, props: &Props) -> Result<(), PluginError> {
-        let rate = match props.get("rate") {
-            None => 10.0,
-            Some(r) => r
-                .as_f64()
-                .filter(|r| *r > 0.0 && r.is_finite())
-                .ok_or_else(|| {
-                    PluginError::property("rate", "expected tuples per second above 0")
-                })?,
-        };
-        self.interval = Duration::from_secs_f64(1.0 / rate);
+        self.interval = paced_interval(props)?;
+        Ok(())
+    }
+
+    fn poll(&mut self, _: &SourceContext, emitter: &mut Emitter) -> Result<Next, PluginError> {
+        let start = *self.start.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        for _ in 0..PACED_BATCH {
+            // On a schedule, so a late wake-up does not slow the rate down.
+            let due = start + self.interval.mul_f64(self.next as f64);
+            if due > now {
+                return Ok(Next::At(due));
+            }
+            PACED_WORKLOAD.with_small(self.next, |t| emitter.emit(t))?;
+            self.next += 1;
+        }
+        Ok(Next::Now)
+    }
+}
+
+/// Source `paced_thread`: `paced` as a blocking [`Source`] with a thread of its own per
+/// instance, for comparison (`shmplug scale --threads`).
+#[derive(Default)]
+struct PacedThread {
+    interval: Duration,
+}
+
+impl Source for PacedThread {
+    fn configure(&mut self, _data_source: &str, props: &Props) -> Result<(), PluginError> {
+        self.interval = paced_interval(props)?;
         Ok(())
     }
 
     fn open(&mut self, ctx: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
-        let workload = Workload::new();
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         for i in 0u64.. {
             // On a schedule, so a late wake-up does not slow the rate down.
             let due = start + self.interval.mul_f64(i as f64);
-            ctx.sleep(due.saturating_duration_since(std::time::Instant::now()))?;
-            workload.with_small(i, |t| emitter.emit(t))?;
+            ctx.sleep(due.saturating_duration_since(Instant::now()))?;
+            PACED_WORKLOAD.with_small(i, |t| emitter.emit(t))?;
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! CPU per tuple in the host and the plugin, and how evenly the instances were served.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use shmplug_host::{InstanceSpec, Plugin, PluginSpec, SupervisorConfig};
@@ -23,7 +25,16 @@ pub struct ScaleConfig {
     pub window: Duration,
     /// Each instance's ring capacity, bytes.
     pub ring_capacity: usize,
+    /// Nobody reads: the rings fill and the sources wait for room. The window then measures
+    /// what waiting costs (the tuples it reports are zero).
+    pub stalled: bool,
+    /// Run each instance on a thread of its own (the blocking source `paced_thread`) instead
+    /// of the SDK's executor (the polled source `paced`).
+    pub threads: bool,
 }
+
+/// How long a stalled measurement lets the rings fill before it counts.
+const STALL_SETTLE: Duration = Duration::from_secs(2);
 
 /// What one `scale` measurement found.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -60,6 +71,10 @@ pub struct ScaleReport {
     pub max_per_instance: u64,
     /// Instances that delivered nothing in the window.
     pub starved: usize,
+    /// Nobody read (see [`ScaleConfig::stalled`]).
+    pub stalled: bool,
+    /// The source that ran: `paced` (on the executor) or `paced_thread`.
+    pub source: &'static str,
 }
 
 /// Runs the measurement with the bench plugin that `launcher` starts.
@@ -67,6 +82,7 @@ pub struct ScaleReport {
 /// # Errors
 /// The host's errors (starting the plugin or an instance), and failures to read `/proc`.
 pub fn measure(config: ScaleConfig, launcher: &Launcher) -> Result<ScaleReport, BenchError> {
+    descriptors_for(config.instances)?;
     let supervisor = SupervisorConfig {
         ring_capacity: config.ring_capacity,
         ..SupervisorConfig::default()
@@ -87,14 +103,55 @@ pub fn measure(config: ScaleConfig, launcher: &Launcher) -> Result<ScaleReport, 
     let child = Proc::pid(pid);
     let before = (me.sample()?, child.sample()?);
 
+    let source = if config.threads {
+        "paced_thread"
+    } else {
+        "paced"
+    };
     let opening = Instant::now();
     let mut readers = Vec::with_capacity(config.instances);
     for _ in 0..config.instances {
-        let spec = InstanceSpec::new("paced").property("rate", config.rate);
+        let spec = InstanceSpec::new(source).property("rate", config.rate);
         readers.push(plugin.source(spec)?);
     }
     let open_s = opening.elapsed().as_secs_f64();
     let opened = (me.sample()?, child.sample()?);
+
+    if config.stalled {
+        std::thread::sleep(STALL_SETTLE);
+        let cpu_before = (me.cpu_s()?, child.cpu_s()?);
+        let started = Instant::now();
+        std::thread::sleep(config.window);
+        let window_s = started.elapsed().as_secs_f64();
+        let cpu_after = (me.cpu_s()?, child.cpu_s()?);
+        let threads = child.sample()?.threads;
+        for reader in readers {
+            reader.stop()?;
+        }
+        plugin.shutdown();
+        let n = config.instances.max(1) as f64;
+        let per = |after: u64, before: u64| after.saturating_sub(before) as f64 / n;
+        return Ok(ScaleReport {
+            instances: config.instances,
+            rate: config.rate,
+            window_s,
+            open_s,
+            host_kib_per_instance: per(opened.0.rss_kib, before.0.rss_kib),
+            plugin_kib_per_instance: per(opened.1.rss_kib, before.1.rss_kib),
+            host_fds_per_instance: per(opened.0.fds, before.0.fds),
+            plugin_fds_per_instance: per(opened.1.fds, before.1.fds),
+            plugin_threads: threads.max(opened.1.threads),
+            tuples: 0,
+            host_cpu: (cpu_after.0 - cpu_before.0) / window_s,
+            plugin_cpu: (cpu_after.1 - cpu_before.1) / window_s,
+            cpu_us_per_tuple: 0.0,
+            min_per_instance: 0,
+            max_per_instance: 0,
+            starved: 0,
+            stalled: true,
+            source,
+        });
+    }
 
     // What queued while the others opened is not counted.
     for reader in &mut readers {
@@ -116,14 +173,23 @@ pub fn measure(config: ScaleConfig, launcher: &Launcher) -> Result<ScaleReport, 
             .map(|(mut reader, count)| {
                 let count = count.clone();
                 local.spawn_local(async move {
+                    // One timer per reader for the whole window, not one per tuple.
+                    let mut window = std::pin::pin!(tokio::time::sleep_until(deadline));
                     loop {
-                        let got = tokio::time::timeout_at(deadline, reader.recv_async())
+                        let got = {
+                            let mut recv = std::pin::pin!(reader.recv_async());
+                            std::future::poll_fn(|cx| {
+                                if let Poll::Ready(received) = recv.as_mut().poll(cx) {
+                                    return Poll::Ready(Some(received.map(drop)));
+                                }
+                                window.as_mut().poll(cx).map(|()| None)
+                            })
                             .await
-                            .map(|received| received.map(drop));
+                        };
                         match got {
-                            Err(_) => return Ok(reader),
-                            Ok(Ok(())) => count.set(count.get() + 1),
-                            Ok(Err(e)) => return Err(e),
+                            None => return Ok(reader),
+                            Some(Ok(())) => count.set(count.get() + 1),
+                            Some(Err(e)) => return Err(e),
                         }
                     }
                 })
@@ -179,6 +245,37 @@ pub fn measure(config: ScaleConfig, launcher: &Launcher) -> Result<ScaleReport, 
         min_per_instance: counts.iter().map(|c| c.get()).min().unwrap_or(0),
         max_per_instance: counts.iter().map(|c| c.get()).max().unwrap_or(0),
         starved: counts.iter().filter(|c| c.get() == 0).count(),
+        stalled: false,
+        source,
+    })
+}
+
+/// Descriptors a ring end holds (the memfd and two eventfds), in the host and in the plugin.
+const FDS_PER_INSTANCE: u64 = 3;
+
+/// Makes sure this process (and so the plugin it starts, which inherits the limit) may hold
+/// the descriptors of `instances` rings: raises the soft limit, and the hard one when that is
+/// too low and the process may (as root); otherwise fails naming the limit.
+fn descriptors_for(instances: usize) -> Result<(), BenchError> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let needed = instances as u64 * FDS_PER_INSTANCE + 256;
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none_or(|soft| soft >= needed) {
+        return Ok(());
+    }
+    let hard = limit.maximum;
+    limit.current = Some(needed);
+    if hard.is_some_and(|hard| hard < needed) {
+        limit.maximum = Some(needed);
+    }
+    setrlimit(Resource::Nofile, limit).map_err(|e| {
+        BenchError::Protocol(format!(
+            "{instances} instances need about {needed} descriptors in the host and as many in \
+             the plugin ({FDS_PER_INSTANCE} per instance), over the hard limit of {} \
+             (`ulimit -Hn`), which this process may not raise ({e}); raise it (`ulimit -Hn \
+             {needed}` as root) or open fewer instances",
+            hard.map_or("unlimited".to_owned(), |h| h.to_string())
+        ))
     })
 }
 

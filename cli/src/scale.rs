@@ -22,6 +22,14 @@ pub struct ScaleArgs {
     /// Ring capacity of each instance, bytes (a power of two, at least 4096).
     #[arg(long, default_value_t = 1 << 16)]
     ring_capacity: usize,
+    /// Nobody reads: the rings fill (give a high --rate) and the window measures what the
+    /// waiting sources cost.
+    #[arg(long)]
+    stalled: bool,
+    /// Give every instance a thread of its own (a blocking source) instead of running them
+    /// on the plugin's executor (a polled source), for comparison.
+    #[arg(long)]
+    threads: bool,
     /// `table` for people, `json` for programs (one object on stdout).
     #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     format: String,
@@ -51,6 +59,8 @@ pub fn execute(args: &ScaleArgs) -> Result<()> {
         rate: args.rate,
         window,
         ring_capacity: args.ring_capacity,
+        stalled: args.stalled,
+        threads: args.threads,
     };
     let report = scale::measure(config, &launcher()?).map_err(|e| Error::Bench(e.to_string()))?;
     if args.format == "json" {
@@ -64,15 +74,16 @@ pub fn execute(args: &ScaleArgs) -> Result<()> {
 
 fn table(r: &ScaleReport) -> String {
     let expected = r.rate * r.window_s;
-    format!(
-        "instances:  {} source instances at {} tuples/s each, counted for {:.1} s\n\
+    let mode = match (r.stalled, r.source) {
+        (true, source) => format!("source `{source}`, stalled: nobody reads"),
+        (false, source) => format!("source `{source}`"),
+    };
+    let head = format!(
+        "instances:  {} source instances at {} tuples/s each ({mode}), counted for {:.1} s\n\
          open:       {:.2} s for all ({:.2} ms each)\n\
          memory:     {:.1} KiB per instance in the host, {:.1} KiB in the plugin\n\
          descriptors: {:.1} per instance in the host, {:.1} in the plugin\n\
-         threads:    {} in the plugin's process\n\
-         tuples:     {} ({:.0}/s; {:.0} expected per instance)\n\
-         cpu:        host {:.1} % of a core, plugin {:.1} %; {:.1} µs per tuple\n\
-         fairness:   {} to {} tuples per instance; {} instances delivered nothing\n",
+         threads:    {} in the plugin's process\n",
         r.instances,
         r.rate,
         r.window_s,
@@ -83,6 +94,18 @@ fn table(r: &ScaleReport) -> String {
         r.host_fds_per_instance,
         r.plugin_fds_per_instance,
         r.plugin_threads,
+    );
+    if r.stalled {
+        return format!(
+            "{head}cpu:        host {:.1} % of a core, plugin {:.1} %, with every ring full\n",
+            r.host_cpu * 100.0,
+            r.plugin_cpu * 100.0,
+        );
+    }
+    format!(
+        "{head}tuples:     {} ({:.0}/s; {:.0} expected per instance)\n\
+         cpu:        host {:.1} % of a core, plugin {:.1} %; {:.1} µs per tuple\n\
+         fairness:   {} to {} tuples per instance; {} instances delivered nothing\n",
         r.tuples,
         r.tuples as f64 / r.window_s.max(f64::MIN_POSITIVE),
         expected,

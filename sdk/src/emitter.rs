@@ -11,7 +11,9 @@ use crate::error::PluginError;
 ///
 /// When the host reads more slowly than the source emits, the ring fills and `emit` waits
 /// (back-pressure): it spins briefly, then sleeps until the host frees space or the instance is
-/// stopped (which ends the wait at once; a stalled source costs nothing while it waits).
+/// stopped (which ends the wait at once; a stalled source costs nothing while it waits). In a
+/// [`PolledSource`](crate::PolledSource)'s `poll` it does not wait: it returns
+/// [`PluginError::RingFull`], and the executor calls `poll` again once there is room.
 ///
 /// Every `emit*` method returns [`PluginError::Cancelled`] once the instance is stopped and
 /// [`PluginError::Closed`] once the host closed the ring; return those from
@@ -33,6 +35,11 @@ pub struct Emitter {
     /// For measuring tuples larger than a record's bound (see `write`).
     encoder: Encoder,
     scratch: Vec<u8>,
+    /// A [`PolledSource`](crate::PolledSource)'s emitter: a full ring is
+    /// [`PluginError::RingFull`] instead of a wait.
+    polled: bool,
+    /// The room the last emit that found the ring full needed, bytes.
+    wanted: usize,
 }
 
 impl Emitter {
@@ -46,7 +53,25 @@ impl Emitter {
             emitted: 0,
             encoder: Encoder::new(),
             scratch: Vec::new(),
+            polled: false,
+            wanted: 0,
         }
+    }
+
+    /// An emitter that never waits: a full ring is [`PluginError::RingFull`].
+    pub(crate) fn polled(mut self) -> Emitter {
+        self.polled = true;
+        self
+    }
+
+    /// The room, bytes, the last emit that returned [`PluginError::RingFull`] needed.
+    pub(crate) fn wanted(&self) -> usize {
+        self.wanted
+    }
+
+    /// The ring's producer, for the executor's wait for room.
+    pub(crate) fn producer(&mut self) -> &mut shmplug_transport::Producer {
+        self.sender.producer()
     }
 
     /// Emits a tuple that borrows its data (strings, bytes, lists) from the source's own
@@ -163,6 +188,10 @@ impl Emitter {
             return Err(PluginError::Cancelled);
         }
         if !self.sender.try_send_offset(offset)? {
+            if self.polled {
+                self.wanted = offset.as_bytes().len();
+                return Err(PluginError::RingFull);
+            }
             wait_for_space(
                 self.sender.producer(),
                 offset.as_bytes().len(),
@@ -196,6 +225,12 @@ impl Emitter {
         if room > max {
             self.scratch.resize(max, 0);
             room = self.encoder.encode_into(tuple, &mut self.scratch)?;
+        }
+        if self.polled {
+            // Publish what is deferred: the host makes room by reading it.
+            self.sender.flush();
+            self.wanted = room;
+            return Err(PluginError::RingFull);
         }
         wait_for_space(self.sender.producer(), room, &self.cancel)?;
         if deferred {

@@ -45,6 +45,12 @@ pub enum PluginError {
     /// The host closed the instance's ring: it reads (or writes) no more tuples.
     #[error("the host closed the instance's ring")]
     Closed,
+    /// The ring is full: a [`PolledSource`](crate::PolledSource)'s emit found no room and
+    /// wrote nothing. Return it from [`poll`](crate::PolledSource::poll) (with `?`): the
+    /// runtime calls `poll` again once the host has made room. (A [`Source`](crate::Source)'s
+    /// emits wait for room instead and never return it.)
+    #[error("the ring is full (return this from poll: it is called again once there is room)")]
+    RingFull,
     /// A plugin method panicked; the SDK caught the panic.
     #[error("{method} panicked: {message}")]
     Panicked {
@@ -140,7 +146,7 @@ pub(crate) fn catch<T>(
 }
 
 /// The text of a panic payload (`panic!` with a literal or a formatted message).
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

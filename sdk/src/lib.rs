@@ -9,7 +9,8 @@
 //! ([`TupleView`], [`ValueView`]).
 //!
 //! The runtime behind [`start`] connects to the host's control socket, says `Hello`, and then
-//! runs each instance the host starts on its own thread: it makes the instance with the
+//! runs each instance the host starts, a [`Source`], sink or function on a thread of its own, a
+//! [`PolledSource`] on one of a few executor threads shared by all of them: it makes the instance with the
 //! symbol's factory, configures and opens it, replies `Started` or `Failed` (with the error's
 //! text, so that starting a rule fails loudly), and on `Stop` cancels, closes and replies
 //! `Stopped`. A panic in a plugin method is caught and reported as that instance's error.
@@ -105,6 +106,7 @@ mod config;
 mod context;
 mod emitter;
 mod error;
+mod polled;
 mod props;
 mod runtime;
 pub mod testing;
@@ -112,12 +114,17 @@ mod time;
 
 pub use api::{Answer, Arg, Function, Props, Rewindable, Sink, Source};
 pub use builder::{TupleBuilder, TupleDraft};
-pub use config::{DEFAULT_SPIN, FunctionFactory, PluginConfig, SinkFactory, SourceFactory};
+pub use config::{
+    DEFAULT_SPIN, FunctionFactory, PluginConfig, PolledSourceFactory, SinkFactory, SourceFactory,
+};
 pub use context::{FunctionContext, SinkContext, SourceContext, StreamContext};
 pub use emitter::Emitter;
 pub use error::PluginError;
+pub use polled::{Blocking, Next, PolledSource};
 pub use props::{PropsExt, parse_duration};
-pub use runtime::{EXIT_NO_HOST, LOG_LEVEL_ENV, SHUTDOWN_GRACE, ServeError, serve, start};
+pub use runtime::{
+    EXECUTOR_THREADS_ENV, EXIT_NO_HOST, LOG_LEVEL_ENV, SHUTDOWN_GRACE, ServeError, serve, start,
+};
 pub use shmplug_transport as transport;
 pub use shmplug_transport::{Tuple, TupleRef, TupleView, Value, ValueRef, ValueView};
 pub use time::{format_timestamp, parse_timestamp};

@@ -14,10 +14,10 @@
 //! ```
 //! use std::time::Duration;
 //! use serde_json::json;
-//! use shmplug_sdk::{testing, Value};
+//! use shmplug_sdk::{testing, Blocking, Value};
 //!
 //! let props = json!({"interval": 0, "pattern": {"temperature": 20}, "seed": 5, "count": 3});
-//! let tuples = testing::run_source(mirror::RandomSource::default(), "", props, 10, Duration::from_secs(10))?;
+//! let tuples = testing::run_source(Blocking(mirror::RandomSource::default()), "", props, 10, Duration::from_secs(10))?;
 //! assert_eq!(tuples.len(), 3);
 //! for tuple in &tuples {
 //!     let t = tuple.fields["temperature"].clone();
@@ -43,10 +43,11 @@ use shmplug_sdk::PluginConfig;
 /// The plugin's name, as in `mirror.json`.
 pub const NAME: &str = "mirror";
 
-/// The plugin: sources `random` and `counter` (rewindable), sink `file`, function `echo`.
+/// The plugin: sources `random` (polled: its instances run on the SDK's executor threads) and
+/// `counter` (rewindable), sink `file`, function `echo`.
 pub fn plugin_config() -> PluginConfig {
     PluginConfig::new(NAME)
-        .source("random", RandomSource::default)
+        .polled_source("random", RandomSource::default)
         .rewindable_source("counter", CounterSource::default)
         .sink("file", FileSink::default)
         .function("echo", || Echo)

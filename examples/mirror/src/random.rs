@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use shmplug_sdk::{
-    Emitter, PluginError, Props, PropsExt, Source, SourceContext, Tuple, TupleBuilder, Value,
-    ValueRef,
+    Emitter, Next, PluginError, PolledSource, Props, PropsExt, SourceContext, Tuple, TupleBuilder,
+    Value, ValueRef,
 };
 
 /// The `random` source: every `interval`, emits `pattern` with a random whole number added to
@@ -24,9 +24,33 @@ use shmplug_sdk::{
 ///
 /// Fields that are not numbers (strings, booleans, lists, objects) are emitted unchanged;
 /// eKuiper's example stops at the first of them, which makes its output depend on map order.
+///
+/// It is a [`PolledSource`]: its instances share the plugin's few executor threads, so a
+/// thousand rules reading it cost a thousand small values, not a thousand threads.
 #[derive(Debug, Default)]
 pub struct RandomSource {
     config: Option<Config>,
+    run: Option<Run>,
+}
+
+/// Messages one poll emits at most (with `interval` 0) before the next instance's turn.
+const BATCH: usize = 64;
+
+/// What an open source keeps between polls.
+#[derive(Debug)]
+struct Run {
+    rng: fastrand::Rng,
+    /// Every field is a scalar: tuples borrow from the pattern.
+    borrowed: bool,
+    /// The random part of the message being emitted, one per field.
+    values: Vec<i64>,
+    builder: TupleBuilder,
+    recent: VecDeque<Vec<i64>>,
+    /// When the next message is due; `None` before the first.
+    next_tick: Option<Instant>,
+    emitted: u64,
+    /// `values` hold a message not yet emitted.
+    drawn: bool,
 }
 
 #[derive(Debug)]
@@ -48,7 +72,7 @@ enum Field {
     Fixed(Value),
 }
 
-impl Source for RandomSource {
+impl PolledSource for RandomSource {
     fn configure(&mut self, _data_source: &str, props: &Props) -> Result<(), PluginError> {
         let interval = props
             .duration("interval")?
@@ -100,7 +124,7 @@ impl Source for RandomSource {
         Ok(())
     }
 
-    fn open(&mut self, ctx: &SourceContext, emitter: &mut Emitter) -> Result<(), PluginError> {
+    fn open(&mut self, _: &SourceContext) -> Result<(), PluginError> {
         let config = self
             .config
             .as_ref()
@@ -111,50 +135,69 @@ impl Source for RandomSource {
             count = ?config.count,
             "open random source"
         );
-        let mut rng = match config.rng_seed {
+        let rng = match config.rng_seed {
             Some(seed) => fastrand::Rng::with_seed(seed),
             None => fastrand::Rng::new(),
         };
         // Scalars are written straight from the pattern; a pattern with lists or objects goes
         // through an owned tuple.
         let borrowed = config.fields.iter().all(|(_, f)| scalar_ref(f).is_some());
-        let mut values: Vec<i64> = vec![0; config.fields.len()];
-        let mut builder = TupleBuilder::with_capacity(config.fields.len());
-        let mut recent: VecDeque<Vec<i64>> = VecDeque::new();
-        let mut next_tick = Instant::now();
-        let mut emitted = 0u64;
-        while config.count.is_none_or(|count| emitted < count) {
+        self.run = Some(Run {
+            rng,
+            borrowed,
+            values: vec![0; config.fields.len()],
+            builder: TupleBuilder::with_capacity(config.fields.len()),
+            recent: VecDeque::new(),
+            next_tick: None,
+            emitted: 0,
+            drawn: false,
+        });
+        Ok(())
+    }
+
+    fn poll(&mut self, _: &SourceContext, emitter: &mut Emitter) -> Result<Next, PluginError> {
+        let (Some(config), Some(run)) = (&self.config, &mut self.run) else {
+            return Err(PluginError::new("the random source was polled before open"));
+        };
+        for _ in 0..BATCH {
+            if config.count.is_some_and(|count| run.emitted >= count) {
+                emitter.flush();
+                tracing::info!(emitted = run.emitted, "random source reached its count");
+                return Ok(Next::Done);
+            }
             if !config.interval.is_zero() {
                 let now = Instant::now();
-                if next_tick > now {
-                    ctx.sleep(next_tick - now)?;
-                }
-                // Like Go's ticker: a late tick is not made up for with a burst.
-                next_tick = (next_tick + config.interval).max(Instant::now());
-            } else if ctx.is_cancelled() {
-                return Ok(());
-            }
-            for (value, (_, field)) in values.iter_mut().zip(&config.fields) {
-                if let Field::Random(base) = field {
-                    *value = base.saturating_add(rng.i64(0..config.seed));
+                let due = *run.next_tick.get_or_insert(now);
+                if due > now {
+                    return Ok(Next::At(due));
                 }
             }
-            if config.deduplicate != 0 {
-                if recent.contains(&values) {
-                    tracing::debug!("skipping a duplicate");
-                    // Publish what is deferred: the next emit may be far off.
-                    emitter.flush();
-                    continue;
+            // A message drawn but not emitted (the ring was full) is emitted as it is, so
+            // that a seeded stream does not depend on how fast the host reads.
+            if !run.drawn {
+                for (value, (_, field)) in run.values.iter_mut().zip(&config.fields) {
+                    if let Field::Random(base) = field {
+                        *value = base.saturating_add(run.rng.i64(0..config.seed));
+                    }
                 }
-                if config.deduplicate > 0 && recent.len() >= config.deduplicate as usize {
-                    recent.pop_front();
+                if config.deduplicate != 0 {
+                    if run.recent.contains(&run.values) {
+                        tracing::debug!("skipping a duplicate");
+                        // Publish what is deferred: the next emit may be far off.
+                        emitter.flush();
+                        continue;
+                    }
+                    if config.deduplicate > 0 && run.recent.len() >= config.deduplicate as usize {
+                        run.recent.pop_front();
+                    }
+                    run.recent.push_back(run.values.clone());
                 }
-                recent.push_back(values.clone());
+                run.drawn = true;
             }
             let timestamp = shmplug_sdk::now_nanos();
-            if borrowed {
-                let mut tuple = builder.tuple(timestamp);
-                for (value, (name, field)) in values.iter().zip(&config.fields) {
+            if run.borrowed {
+                let mut tuple = run.builder.tuple(timestamp);
+                for (value, (name, field)) in run.values.iter().zip(&config.fields) {
                     let v = match field {
                         Field::Random(_) => ValueRef::Int(*value),
                         fixed => scalar_ref(fixed).unwrap_or(ValueRef::Null),
@@ -168,7 +211,7 @@ impl Source for RandomSource {
                 }
             } else {
                 let mut tuple = Tuple::new(timestamp);
-                for (value, (name, field)) in values.iter().zip(&config.fields) {
+                for (value, (name, field)) in run.values.iter().zip(&config.fields) {
                     let v = match field {
                         Field::Random(_) => Value::Int(*value),
                         Field::Fixed(fixed) => fixed.clone(),
@@ -177,11 +220,14 @@ impl Source for RandomSource {
                 }
                 emitter.emit_owned(&tuple)?;
             }
-            emitted += 1;
+            run.drawn = false;
+            run.emitted += 1;
+            if let Some(due) = run.next_tick {
+                // Like Go's ticker: a late tick is not made up for with a burst.
+                run.next_tick = Some((due + config.interval).max(Instant::now()));
+            }
         }
-        emitter.flush();
-        tracing::info!(emitted, "random source reached its count");
-        Ok(())
+        Ok(Next::Now)
     }
 }
 
@@ -198,6 +244,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use serde_json::json;
+    use shmplug_sdk::Blocking;
     use shmplug_sdk::testing::run_source;
 
     use super::*;
@@ -205,7 +252,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     fn run(props: Json, max: usize) -> Result<Vec<Tuple>, PluginError> {
-        run_source(RandomSource::default(), "", props, max, WAIT)
+        run_source(Blocking(RandomSource::default()), "", props, max, WAIT)
     }
 
     #[test]
@@ -277,7 +324,7 @@ mod tests {
         // Two possible messages; with deduplication over the whole stream only two come out,
         // and the source keeps drawing duplicates until it is stopped.
         let tuples = run_source(
-            RandomSource::default(),
+            Blocking(RandomSource::default()),
             "",
             json!({"interval": 0, "seed": 2, "deduplicate": -1, "rngSeed": 1, "pattern": {"a": 0}}),
             3,

@@ -48,7 +48,23 @@ pub(crate) struct InstanceEnv {
 /// A running instance, as the control loop holds it.
 pub(crate) struct Instance {
     pub state: Arc<State>,
-    pub handle: JoinHandle<()>,
+    /// Its own thread, or the executor thread (by index) that runs it.
+    pub runs_on: RunsOn,
+}
+
+impl Instance {
+    /// Waits for its own thread, if it has one (it has finished with the instance).
+    pub(crate) fn join(self) {
+        if let RunsOn::Thread(handle) = self.runs_on {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Where an instance runs.
+pub(crate) enum RunsOn {
+    Thread(JoinHandle<()>),
+    Executor(usize),
 }
 
 /// The stop handshake between the control loop and the instance's thread.
@@ -84,7 +100,7 @@ impl State {
 
     /// Marks the thread finished; true if a stop was requested (the thread then replies
     /// `Stopped`).
-    fn finish(&self) -> bool {
+    pub(crate) fn finish(&self) -> bool {
         let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
         status.finished = true;
         status.stop_requested
@@ -110,33 +126,58 @@ pub(crate) fn spawn(
         .name(name)
         .spawn(move || run(shared, kind, start, rings, thread_state))
         .map_err(|e| format!("cannot start a thread for the instance: {e}"))?;
-    Ok(Instance { state, handle })
+    Ok(Instance {
+        state,
+        runs_on: RunsOn::Thread(handle),
+    })
+}
+
+/// The context of the instance `start` asks for.
+pub(crate) fn context(env: &InstanceEnv, start: &Start, state: &State) -> StreamContext {
+    let meta = Meta {
+        plugin: env.config.name.clone(),
+        symbol: start.symbol.clone(),
+        rule_id: start.rule_id.clone(),
+        op_id: start.op_id.clone(),
+        instance_id: start.instance_id,
+    };
+    let store = StateStore::new(start.state.clone(), Some(env.channel.clone()));
+    StreamContext::with_state(meta, state.cancel.clone(), store)
 }
 
 fn run(shared: InstanceEnv, kind: Kind, start: Start, rings: Vec<Ring>, state: Arc<State>) {
     let id = start.instance_id;
-    tracing::dispatcher::with_default(&shared.dispatch, || {
-        let meta = Meta {
-            plugin: shared.config.name.clone(),
-            symbol: start.symbol.clone(),
-            rule_id: start.rule_id.clone(),
-            op_id: start.op_id.clone(),
-            instance_id: id,
-        };
-        let store = StateStore::new(start.state.clone(), Some(shared.channel.clone()));
-        let ctx = StreamContext::with_state(meta, state.cancel.clone(), store);
-        let _entered = ctx.span().clone().entered();
-        let reply = Reply {
-            channel: &shared.channel,
-            ctx: &ctx,
-            kind,
-        };
-        match kind {
-            Kind::Source => source(&shared.config, &ctx, &start, rings, &reply),
-            Kind::Sink => sink(&shared.config, &ctx, &start, rings, &reply),
-            Kind::Function => function(&shared.config, &ctx, &start, rings, &reply),
-        }
-    });
+    // A panic outside the plugin's methods (which `catch` reports where they are called), in
+    // the runtime or a logging layer, still fails the instance with its text at once.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tracing::dispatcher::with_default(&shared.dispatch, || {
+            let ctx = context(&shared, &start, &state);
+            let _entered = ctx.span().clone().entered();
+            let reply = Reply {
+                channel: &shared.channel,
+                ctx: &ctx,
+                kind,
+            };
+            match kind {
+                Kind::Source => source(&shared.config, &ctx, &start, rings, &reply),
+                Kind::Sink => sink(&shared.config, &ctx, &start, rings, &reply),
+                Kind::Function => function(&shared.config, &ctx, &start, rings, &reply),
+            }
+        });
+    }));
+    if let Err(payload) = ran {
+        let error = format!(
+            "the instance's thread panicked: {}",
+            crate::error::panic_message(payload.as_ref())
+        );
+        let _ = shared.channel.send(
+            &Message::Failed {
+                instance_id: id,
+                error,
+            },
+            &[],
+        );
+    }
     if state.finish() {
         let _ = shared
             .channel
@@ -146,19 +187,19 @@ fn run(shared: InstanceEnv, kind: Kind, start: Start, rings: Vec<Ring>, state: A
 }
 
 /// Sends an instance's `Started` or `Failed`.
-struct Reply<'a> {
-    channel: &'a ControlChannel,
-    ctx: &'a StreamContext,
-    kind: Kind,
+pub(crate) struct Reply<'a> {
+    pub channel: &'a ControlChannel,
+    pub ctx: &'a StreamContext,
+    pub kind: Kind,
 }
 
 impl Reply<'_> {
-    fn started(&self) {
+    pub(crate) fn started(&self) {
         let instance_id = self.ctx.instance_id();
         let _ = self.channel.send(&Message::Started { instance_id }, &[]);
     }
 
-    fn failed(&self, phase: &str, error: &PluginError) {
+    pub(crate) fn failed(&self, phase: &str, error: &PluginError) {
         let ctx = self.ctx;
         // Only what the host does not know: it names the plugin, symbol and instance itself
         // (and this event's span tags it with them), so saying them here would repeat them.

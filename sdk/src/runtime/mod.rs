@@ -1,8 +1,10 @@
 //! The plugin runtime: introduce the plugin to the host, then serve its control messages,
-//! with one thread per instance.
+//! with one thread per instance, except for polled sources, which share the executor's few
+//! threads.
 
 mod connect;
 pub(crate) mod drive;
+mod executor;
 mod instance;
 pub(crate) mod log;
 
@@ -17,9 +19,12 @@ use shmplug_transport::{Error, Ring};
 use crate::api::Arg;
 use crate::config::PluginConfig;
 use crate::error::catch;
-use instance::{Instance, InstanceEnv, Kind};
+use executor::Executor;
+use instance::{Instance, InstanceEnv, Kind, RunsOn, State};
 
 pub use connect::{EXIT_NO_HOST, start};
+pub(crate) use executor::DEFAULT_TIMER_SLACK;
+pub use executor::EXECUTOR_THREADS_ENV;
 pub use log::LOG_LEVEL_ENV;
 
 /// How long the control loop waits for a message before it reaps finished instances.
@@ -83,18 +88,22 @@ fn serve_with(
     };
     tracing::dispatcher::with_default(&dispatch, || {
         let mut runtime = Runtime {
+            executor: Executor::new(shared.clone()),
             shared,
             instances: HashMap::new(),
             finished,
         };
         let result = runtime.run();
-        runtime.stop_all();
+        let all_stopped = runtime.stop_all();
+        runtime.executor.shutdown(all_stopped);
         result
     })
 }
 
 struct Runtime {
     shared: InstanceEnv,
+    /// Runs the polled sources' instances.
+    executor: Executor,
     instances: HashMap<u64, Instance>,
     /// Ids of instances whose threads have ended.
     finished: Receiver<u64>,
@@ -160,11 +169,29 @@ impl Runtime {
             }
             // An earlier instance with this id that has ended: its thread is exiting.
             if let Some(old) = self.instances.remove(&instance_id) {
-                let _ = old.handle.join();
+                old.join();
             }
         }
         if let Some(error) = self.unknown_symbol(kind, &start.symbol) {
             return self.send(&Message::Failed { instance_id, error });
+        }
+        if kind == Kind::Source
+            && self
+                .shared
+                .config
+                .polled_sources
+                .contains_key(&start.symbol)
+        {
+            let state = Arc::new(State::default());
+            match self.executor.start(start, rings, state.clone()) {
+                Ok(worker) => {
+                    let runs_on = RunsOn::Executor(worker);
+                    self.instances
+                        .insert(instance_id, Instance { state, runs_on });
+                }
+                Err(error) => self.send(&Message::Failed { instance_id, error }),
+            }
+            return;
         }
         match instance::spawn(&self.shared, kind, start, rings) {
             Ok(instance) => {
@@ -178,7 +205,15 @@ impl Runtime {
     fn unknown_symbol(&self, kind: Kind, symbol: &str) -> Option<String> {
         let config = &self.shared.config;
         let offered: Vec<&String> = match kind {
-            Kind::Source => config.sources.keys().collect(),
+            Kind::Source => {
+                let mut sources: Vec<&String> = config
+                    .sources
+                    .keys()
+                    .chain(config.polled_sources.keys())
+                    .collect();
+                sources.sort();
+                sources
+            }
             Kind::Sink => config.sinks.keys().collect(),
             Kind::Function => config.functions.keys().collect(),
         };
@@ -226,6 +261,8 @@ impl Runtime {
             Some(instance) => {
                 if instance.state.request_stop() {
                     self.send(&Message::Stopped { instance_id });
+                } else if let RunsOn::Executor(worker) = instance.runs_on {
+                    self.executor.stop(worker, instance_id);
                 }
             }
             // Unknown or already reaped: stopping is idempotent.
@@ -240,15 +277,19 @@ impl Runtime {
                 && instance.state.is_finished()
                 && let Some(instance) = self.instances.remove(&id)
             {
-                let _ = instance.handle.join();
+                instance.join();
             }
         }
     }
 
-    /// Stops every instance and waits up to [`SHUTDOWN_GRACE`] for their threads.
-    fn stop_all(&mut self) {
-        for instance in self.instances.values() {
-            instance.state.request_stop();
+    /// Stops every instance and waits up to [`SHUTDOWN_GRACE`] for them; true if all stopped.
+    fn stop_all(&mut self) -> bool {
+        for (&id, instance) in &self.instances {
+            if !instance.state.request_stop()
+                && let RunsOn::Executor(worker) = instance.runs_on
+            {
+                self.executor.stop(worker, id);
+            }
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !self.instances.is_empty() {
@@ -259,7 +300,7 @@ impl Runtime {
                         && instance.state.is_finished()
                         && let Some(instance) = self.instances.remove(&id)
                     {
-                        let _ = instance.handle.join();
+                        instance.join();
                     }
                 }
                 Err(_) => break,
@@ -271,7 +312,9 @@ impl Runtime {
                 "instance did not stop within {SHUTDOWN_GRACE:?}; leaving it behind"
             );
         }
+        let all_stopped = self.instances.is_empty();
         self.instances.clear();
+        all_stopped
     }
 
     fn send(&self, message: &Message) {

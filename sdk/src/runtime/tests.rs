@@ -269,7 +269,7 @@ fn config(events: &Events) -> PluginConfig {
     let sink_closed = Mutex::new(events.tx.clone());
     let kept = events.kept.clone();
     let flushed = events.flushed.clone();
-    PluginConfig::new("testplug")
+    let config = PluginConfig::new("testplug")
         .source("counter", Counter::default)
         .source("resume", Resume::default)
         .rewindable_source("seq", Seq::default)
@@ -290,7 +290,8 @@ fn config(events: &Events) -> PluginConfig {
         })
         .function("add", || Add)
         .not_repeatable("add")
-        .with_endpoint(endpoint())
+        .with_endpoint(endpoint());
+    polled::add(config, events)
 }
 
 // ---- Test host ------------------------------------------------------------------------------
@@ -336,9 +337,14 @@ impl Host {
                         "counter",
                         "exploding",
                         "factory_panics",
+                        "flood",
+                        "open_panics",
                         "picky",
+                        "poll_panics",
                         "resume",
-                        "seq"
+                        "seq",
+                        "sluggish",
+                        "ticks"
                     ]
                 );
                 assert_eq!(hello.rewindable, ["seq"]);
@@ -574,7 +580,7 @@ fn unknown_symbols_and_duplicate_ids_fail() {
     };
     assert!(
         error.contains("has no source `nope`")
-            && error.contains("`counter`, `exploding`, `factory_panics`, `picky`"),
+            && error.contains("`counter`, `exploding`, `factory_panics`, `flood`"),
         "{error}"
     );
     let (_rx1, reply) = host.start_source(1, "counter", json!({}));
@@ -950,3 +956,6 @@ fn a_sink_ring_with_invalid_records_is_reported() {
     assert!(matches!(producer.claim(8), Err(Error::Closed)));
     host.finish(true).unwrap();
 }
+
+#[path = "polled_tests.rs"]
+mod polled;

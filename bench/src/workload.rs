@@ -152,6 +152,10 @@ impl Workload {
     ///
     /// # Errors
     /// [`BenchError::Protocol`] naming the first field that differs.
+    #[expect(
+        clippy::explicit_counter_loop,
+        reason = "enumerate's next stayed out of line in the CLI's build (see the loop)"
+    )]
     pub fn check_small_view(&self, fields: &MapView<'_>, i: u64) -> Result<(), BenchError> {
         // One pass over the entries, each name compared first with the one expected at its
         // position: what a reader that knows its schema does. Each value is read as its
@@ -160,12 +164,16 @@ impl Workload {
         let mut ints = [None; 2];
         let mut floats = [None; 2];
         let mut device = None;
-        for (at, (name, value)) in fields.iter().enumerate() {
+        // A counter, not `enumerate`: in the CLI's build the adapter's `next` stayed out of
+        // line, a call per field (36 cycles per tuple in the sink plugin's profile).
+        let mut at = 0;
+        for (name, value) in fields.iter() {
             let k = if SMALL_FIELDS.get(at) == Some(&name) {
                 Some(at)
             } else {
                 SMALL_FIELDS.iter().position(|f| *f == name)
             };
+            at += 1;
             match k {
                 Some(k @ 0..2) => ints[k] = value.as_i64(),
                 Some(k @ 2..4) => floats[k - 2] = value.as_f64(),

@@ -152,21 +152,36 @@ impl Workload {
     ///
     /// # Errors
     /// [`BenchError::Protocol`] naming the first field that differs.
+    #[expect(
+        clippy::explicit_counter_loop,
+        reason = "enumerate's next stayed out of line in the CLI's build (see the loop)"
+    )]
     pub fn check_small_view(&self, fields: &MapView<'_>, i: u64) -> Result<(), BenchError> {
         // One pass over the entries, each name compared first with the one expected at its
-        // position: what a reader that knows its schema does.
-        let mut found: [Option<ValueView<'_>>; 5] = [None; 5];
-        for (at, (name, value)) in fields.iter().enumerate() {
+        // position: what a reader that knows its schema does. Each value is read as its
+        // field's type at once (keeping the views themselves for later costs a copy of each
+        // through the stack, a third of this check's time in a profile).
+        let mut ints = [None; 2];
+        let mut floats = [None; 2];
+        let mut device = None;
+        // A counter, not `enumerate`: in the CLI's build the adapter's `next` stayed out of
+        // line, a call per field (36 cycles per tuple in the sink plugin's profile).
+        let mut at = 0;
+        for (name, value) in fields.iter() {
             let k = if SMALL_FIELDS.get(at) == Some(&name) {
                 Some(at)
             } else {
                 SMALL_FIELDS.iter().position(|f| *f == name)
             };
-            if let Some(k) = k {
-                found[k] = Some(value);
+            at += 1;
+            match k {
+                Some(k @ 0..2) => ints[k] = value.as_i64(),
+                Some(k @ 2..4) => floats[k - 2] = value.as_f64(),
+                Some(_) => device = value.as_str(),
+                None => {}
             }
         }
-        self.check_small_with(i, |k| found[k])
+        self.check_small_fields(i, ints, floats, device)
     }
 
     /// Checks the arguments of an echo call (or its reply's list), in [`SMALL_FIELDS`] order.

@@ -39,6 +39,7 @@ pub enum ValueView<'a> {
 
 impl<'a> ValueView<'a> {
     /// A view of an archived value.
+    #[inline]
     pub fn new(archived: &'a ArchivedValue) -> ValueView<'a> {
         match archived {
             ArchivedValue::Null => ValueView::Null,
@@ -346,6 +347,7 @@ pub struct MapIter<'a>(slice::Iter<'a, Entry<ArchivedString, ArchivedValue>>);
 impl<'a> Iterator for MapIter<'a> {
     type Item = (&'a str, ValueView<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         self.0
             .next()

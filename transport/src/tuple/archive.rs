@@ -21,7 +21,7 @@ use rkyv::string::ArchivedString;
 use super::MAX_DEPTH;
 use super::borrowed::{TupleRef, ValueRef};
 use super::check::{ENTRY_SIZE, ENTRY_VALUE, ROOT_FIELDS, ROOT_META, ROOT_SIZE, VALUE_SIZE};
-use super::relay::{FieldValue, TupleFields, TupleWith, move_entry, offset_in};
+use super::relay::{FieldValue, TupleFields, TupleWith, move_entry_words, offset_in};
 use super::value::{ArchivedValue, Tuple, Value};
 use super::value_view::ValueView;
 
@@ -303,12 +303,21 @@ pub(crate) fn archive_splice(
             continue;
         }
         let from = fields_at + i * ENTRY_SIZE;
-        let mut raw: [u8; ENTRY_SIZE] = base[from..from + ENTRY_SIZE]
-            .try_into()
-            .map_err(|_| Fail::Unsupported)?;
+        let raw = base[from..]
+            .first_chunk::<ENTRY_SIZE>()
+            .ok_or(Fail::Unsupported)?;
+        let word = |i: usize| {
+            let mut w = [0; 8];
+            w.copy_from_slice(&raw[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
         let at = out.pos;
-        move_entry(&mut raw, from, at).ok_or(Fail::Unsupported)?;
-        *out.slot::<ENTRY_SIZE>(at)? = raw;
+        let moved =
+            move_entry_words([word(0), word(1), word(2)], from, at).ok_or(Fail::Unsupported)?;
+        let slot: &mut [u8; ENTRY_SIZE] = out.slot(at)?;
+        for (i, w) in moved.iter().enumerate() {
+            slot[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
         count += 1;
     }
     for (j, (key, value)) in with.fields.iter().enumerate() {

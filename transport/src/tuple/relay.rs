@@ -421,26 +421,43 @@ const _: () = assert!(size_of::<ArchivedString>() == 8 && size_of::<ArchivedValu
 /// string, a list or a map) is shifted so it still reaches the same bytes. `None` if a pointer
 /// would not fit 32 bits (records that large are refused before).
 pub(crate) fn move_entry(entry: &mut [u8; ENTRY_SIZE], from: usize, to: usize) -> Option<()> {
+    let word = |i: usize| u64::from_le_bytes(entry[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let moved = move_entry_words([word(0), word(1), word(2)], from, to)?;
+    for (i, w) in moved.iter().enumerate() {
+        entry[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    Some(())
+}
+
+/// [`move_entry`] on the entry's three little-endian words, in registers (byte-wise copies
+/// through memory stall the loads that follow them).
+#[inline]
+pub(crate) fn move_entry_words(entry: [u64; 3], from: usize, to: usize) -> Option<[u64; 3]> {
+    const _: () = assert!(ENTRY_KEY == 0 && ENTRY_VALUE == 8 && PAYLOAD_IN_VALUE == 4);
+    const _: () = assert!(STRING_OFFSET == 4);
     let delta = i64::try_from(from).ok()? - i64::try_from(to).ok()?;
-    let shift = |entry: &mut [u8; ENTRY_SIZE], at: usize| -> Option<()> {
-        let bytes: [u8; 4] = entry[at..at + 4].try_into().ok()?;
-        let moved = i32::try_from(i64::from(i32::from_le_bytes(bytes)) + delta).ok()?;
-        entry[at..at + 4].copy_from_slice(&moved.to_le_bytes());
-        Some(())
+    // The 32-bit pointer at bit `shift` of `word`, moved.
+    let shift = |word: u64, shift: u32| -> Option<u64> {
+        let rel = (word >> shift) as u32 as i32;
+        let moved = i32::try_from(i64::from(rel) + delta).ok()? as u32;
+        Some(word & !(0xffff_ffff_u64 << shift) | u64::from(moved) << shift)
     };
     // rkyv marks an out-of-line string by `10` in the top bits of its first byte, which no
     // inline (UTF-8) string starts with.
-    let out_of_line = |first: u8| first & 0xc0 == 0x80;
-    if out_of_line(entry[ENTRY_KEY]) {
-        shift(entry, ENTRY_KEY + STRING_OFFSET)?;
+    let out_of_line = |first: u64| first as u8 & 0xc0 == 0x80;
+    let [mut key, mut value, mut rest] = entry;
+    // The key: its offset sits after its length, in the high half of the first word.
+    if out_of_line(key) {
+        key = shift(key, 32)?;
     }
-    let payload = ENTRY_VALUE + PAYLOAD_IN_VALUE;
-    match entry[ENTRY_VALUE] {
-        TAG_STRING if out_of_line(entry[payload]) => shift(entry, payload + STRING_OFFSET)?,
-        TAG_BYTES | check::TAG_LIST | check::TAG_MAP => shift(entry, payload)?,
+    // The value: its tag is the low byte of the second word, its payload starts in the high
+    // half (a string's offset, after its length, in the low half of the third word).
+    match value as u8 {
+        TAG_STRING if out_of_line(value >> 32) => rest = shift(rest, 0)?,
+        TAG_BYTES | check::TAG_LIST | check::TAG_MAP => value = shift(value, 32)?,
         _ => {}
     }
-    Some(())
+    Some([key, value, rest])
 }
 
 /// Where `part` (a slice inside `whole`) starts, counted from the start of `whole`.

@@ -250,15 +250,17 @@ pub fn measure(config: ScaleConfig, launcher: &Launcher) -> Result<ScaleReport, 
     })
 }
 
-/// Descriptors a ring end holds (the memfd and two eventfds), in the host and in the plugin.
-const FDS_PER_INSTANCE: u64 = 3;
+/// Descriptors a source instance's ring holds in the host and in the plugin: the eventfd the
+/// host waits on for data. The memfd is closed on both sides once sent and mapped, and the
+/// plugin's side wakes through the process's doorbell.
+const FDS_PER_INSTANCE: u64 = 1;
 
 /// Makes sure this process (and so the plugin it starts, which inherits the limit) may hold
 /// the descriptors of `instances` rings: raises the soft limit, and the hard one when that is
 /// too low and the process may (as root); otherwise fails naming the limit.
 fn descriptors_for(instances: usize) -> Result<(), BenchError> {
     use rustix::process::{Resource, getrlimit, setrlimit};
-    let needed = instances as u64 * FDS_PER_INSTANCE + 256;
+    let needed = instances as u64 * FDS_PER_INSTANCE + 512;
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current.is_none_or(|soft| soft >= needed) {
         return Ok(());

@@ -176,7 +176,9 @@ fn forged_ring(socket: &UnixStream, scenario: &str) {
         "unsealed" | "pipe-for-eventfd" => {}
         other => panic!("unknown scenario {other:?}"),
     }
-    let [memory, data_ready, space_ready] = ring.fds();
+    let [memory, data_ready, space_ready] = ring.fds()[..] else {
+        panic!("a new ring has three descriptors")
+    };
     match scenario {
         "unsealed" => {
             // A memfd with a perfectly good header, but the sender could still shrink it.

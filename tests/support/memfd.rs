@@ -30,16 +30,30 @@ impl Shm {
         all.remove(0)
     }
 
-    /// Every ring of this process.
+    /// Every ring of this process. The SDK closes a ring's memfd once it has mapped it, so
+    /// the memfd is opened again from the mapping (`/proc/self/map_files`, which takes
+    /// `CAP_SYS_ADMIN`, as a hostile plugin running as root has); a ring whose memfd is still
+    /// open is found in `/proc/self/fd`.
     pub fn find_all() -> Vec<Shm> {
+        let is_ring = |link: &str| link.starts_with("/memfd:shmplug-ring");
         let mut found = Vec::new();
         for entry in std::fs::read_dir("/proc/self/fd").expect("listing descriptors") {
             let path = entry.expect("descriptor entry").path();
             let Ok(link) = std::fs::read_link(&path) else {
                 continue;
             };
-            if link.to_string_lossy().starts_with("/memfd:shmplug-ring") {
+            if is_ring(&link.to_string_lossy()) {
                 found.push(path);
+            }
+        }
+        if found.is_empty() {
+            let maps = std::fs::read_to_string("/proc/self/maps").expect("reading the mappings");
+            for line in maps.lines() {
+                let mut parts = line.split_whitespace();
+                let range = parts.next().unwrap_or_default();
+                if parts.nth(4).is_some_and(is_ring) {
+                    found.push(format!("/proc/self/map_files/{range}").into());
+                }
             }
         }
         found

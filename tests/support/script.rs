@@ -29,9 +29,29 @@ pub use shmplug_transport::layout::{
 
 /// Writes `bytes` at `offset` of the ring's segment through its memfd, the way a faulty peer
 /// that maps the segment could.
+///
+/// A received ring's memfd is closed once mapped: then the bytes are written through
+/// `/proc/self/mem` at the ring's mapping (the process's only ring).
 pub fn scribble(ring: &shmplug_transport::Ring, offset: usize, bytes: &[u8]) {
-    let written =
-        rustix::io::pwrite(ring.fds()[0], bytes, offset as u64).expect("pwrite into the segment");
+    let written = match ring.memory_fd() {
+        Some(fd) => rustix::io::pwrite(fd, bytes, offset as u64).expect("pwrite into the segment"),
+        None => {
+            let maps = std::fs::read_to_string("/proc/self/maps").expect("reading the mappings");
+            let starts: Vec<u64> = maps
+                .lines()
+                .filter(|line| line.contains("/memfd:shmplug-ring"))
+                .filter_map(|line| line.split('-').next())
+                .map(|start| u64::from_str_radix(start, 16).expect("a mapping's address"))
+                .collect();
+            assert_eq!(starts.len(), 1, "one ring mapped in this process");
+            let mem = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/proc/self/mem")
+                .expect("opening /proc/self/mem");
+            rustix::io::pwrite(&mem, bytes, starts[0] + offset as u64)
+                .expect("pwrite into the mapping")
+        }
+    };
     assert_eq!(written, bytes.len(), "short pwrite into the segment");
 }
 

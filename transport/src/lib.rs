@@ -40,6 +40,7 @@
 //! checked and [`Error::Corrupt`] for what happens when a check fails.
 
 pub mod control;
+pub mod doorbell;
 mod error;
 pub mod fdpass;
 pub mod layout;
@@ -52,9 +53,11 @@ mod sync;
 pub mod tuple;
 pub mod wait;
 
+pub use doorbell::Doorbell;
 pub use error::{Error, Result};
 pub use ring::{
-    Claim, Consumer, EndpointConfig, Interrupter, Park, Producer, Record, Ring, RingFds, Unfinished,
+    Claim, Consumer, EndpointConfig, Interrupter, Park, Producer, Record, Ring, RingFds,
+    Unfinished, Wakeup,
 };
 pub use segment::Segment;
 pub use tuple::{

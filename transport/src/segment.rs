@@ -21,7 +21,8 @@ const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK
 /// A mapped, sealed memfd shared with another process.
 #[derive(Debug)]
 pub struct Segment {
-    fd: OwnedFd,
+    /// `None` once [`take_fd`](Segment::take_fd) took it: the mapping outlives the descriptor.
+    fd: Option<OwnedFd>,
     map: memmap2::MmapRaw,
 }
 
@@ -41,7 +42,7 @@ impl Segment {
             .len(len)
             .map_raw(&fd)
             .map_err(Error::io("mapping the memfd"))?;
-        Ok(Segment { fd, map })
+        Ok(Segment { fd: Some(fd), map })
     }
 
     /// Opens a segment from a descriptor received from another process, expecting at least
@@ -77,7 +78,7 @@ impl Segment {
             .len(len)
             .map_raw(&fd)
             .map_err(Error::io("mapping a received memfd"))?;
-        Ok(Segment { fd, map })
+        Ok(Segment { fd: Some(fd), map })
     }
 
     /// The segment's size in bytes.
@@ -95,9 +96,15 @@ impl Segment {
         NonNull::new(self.map.as_mut_ptr()).expect("mmap never returns null")
     }
 
-    /// The memfd, to send to another process.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The memfd, to send to another process; `None` once [`take_fd`](Self::take_fd) took it.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// Takes the memfd out of the segment, which stays mapped: a process that will not send the
+    /// segment again drops it and so holds no descriptor for it.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fd.take()
     }
 }
 
@@ -109,11 +116,11 @@ mod tests {
     fn created_segment_is_sealed_and_reopens() {
         let seg = Segment::create("test", 8192).unwrap();
         assert_eq!(seg.len(), 8192);
-        let seals = rustix::fs::fcntl_get_seals(seg.fd()).unwrap();
+        let seals = rustix::fs::fcntl_get_seals(seg.fd().unwrap()).unwrap();
         assert!(seals.contains(REQUIRED_SEALS));
         // Growing must be refused by the kernel.
-        assert!(rustix::fs::ftruncate(seg.fd(), 16384).is_err());
-        let dup = seg.fd().try_clone_to_owned().unwrap();
+        assert!(rustix::fs::ftruncate(seg.fd().unwrap(), 16384).is_err());
+        let dup = seg.fd().unwrap().try_clone_to_owned().unwrap();
         let again = Segment::from_fd(dup, 4096).unwrap();
         assert_eq!(again.len(), 8192);
     }
@@ -131,7 +138,8 @@ mod tests {
         );
 
         let seg = Segment::create("short", 4096).unwrap();
-        let err = Segment::from_fd(seg.fd().try_clone_to_owned().unwrap(), 8192).unwrap_err();
+        let err =
+            Segment::from_fd(seg.fd().unwrap().try_clone_to_owned().unwrap(), 8192).unwrap_err();
         assert!(
             matches!(err, Error::BadSegment(ref m) if m.contains("fewer")),
             "{err}"

@@ -125,6 +125,48 @@ impl EventFd<'_> {
     }
 }
 
+/// How a parked side is woken, as the waiting code uses it: its own eventfd, or a slot of a
+/// [`Doorbell`](crate::doorbell::Doorbell) shared with other rings.
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Bell<'a> {
+    Fd(EventFd<'a>),
+    Slot(&'a crate::doorbell::Doorbell, u32),
+}
+
+#[cfg(not(loom))]
+impl Bell<'_> {
+    pub(crate) fn signal(self) {
+        match self {
+            Bell::Fd(fd) => fd.signal(),
+            Bell::Slot(doorbell, slot) => doorbell.ring(slot),
+        }
+    }
+
+    /// Empties an own eventfd; a doorbell is emptied by the thread that serves it.
+    pub(crate) fn drain(self) {
+        if let Bell::Fd(fd) = self {
+            fd.drain();
+        }
+    }
+
+    /// True if a thread can sleep on this bell by itself (an own eventfd); a doorbell slot is
+    /// watched by whoever serves the doorbell, so a lone blocking wait parks on the futex.
+    pub(crate) fn can_sleep(self) -> bool {
+        matches!(self, Bell::Fd(_))
+    }
+
+    pub(crate) fn poll(self, timeout: Option<std::time::Duration>) {
+        if let Bell::Fd(fd) = self {
+            fd.poll(timeout);
+        }
+    }
+}
+
+/// Under loom every bell is a stand-in eventfd.
+#[cfg(loom)]
+pub(crate) type Bell<'a> = EventFd<'a>;
+
 /// loom stand-in for an eventfd's counter: readable while non-zero. It also counts every
 /// signal, so a model can check that nobody is woken more often than it parked.
 #[cfg(loom)]
@@ -160,6 +202,10 @@ impl EventFd<'_> {
         while state.0 == 0 {
             state = self.0.cond.wait(state).unwrap();
         }
+    }
+
+    pub(crate) fn can_sleep(self) -> bool {
+        true
     }
 
     /// Every signal made so far.

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::layout::{PARK_EVENTFD, PARK_FUTEX};
 use crate::ring::RingMemory;
 use crate::ring::{Consumer, Producer};
-use crate::sync::{AtomicU32, EventFd, Ordering, fence, spin_hint, timespec};
+use crate::sync::{AtomicU32, Bell, Ordering, fence, spin_hint, timespec};
 
 /// How a blocked endpoint sleeps once its spin budget is spent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,7 +112,7 @@ impl EndpointConfig {
 }
 
 /// Wakes the side sleeping on `flag` (if any), by the means it chose.
-pub(crate) fn wake(memory: &RingMemory, flag: &AtomicU32, fd: Option<EventFd<'_>>) {
+pub(crate) fn wake(memory: &RingMemory, flag: &AtomicU32, fd: Option<Bell<'_>>) {
     // ORDERING: AcqRel so the swap is ordered after our position store and fence; whoever sees
     // the flag first wakes, nobody twice.
     match flag.swap(0, Ordering::AcqRel) {
@@ -127,14 +127,14 @@ pub(crate) fn wake(memory: &RingMemory, flag: &AtomicU32, fd: Option<EventFd<'_>
     }
 }
 
-fn signal_eventfd(fd: Option<EventFd<'_>>) {
+fn signal_eventfd(fd: Option<Bell<'_>>) {
     if let Some(fd) = fd {
         fd.signal();
     }
 }
 
 /// Empties an eventfd's counter so that the next `poll` sleeps until the next wake-up.
-fn drain_eventfd(fd: Option<EventFd<'_>>) {
+fn drain_eventfd(fd: Option<Bell<'_>>) {
     if let Some(fd) = fd {
         fd.drain();
     }
@@ -145,12 +145,12 @@ fn sleep(
     memory: &RingMemory,
     flag: &AtomicU32,
     value: u32,
-    fd: Option<EventFd<'_>>,
+    fd: Option<Bell<'_>>,
     deadline: Option<Instant>,
 ) {
     let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     match (value, fd) {
-        (PARK_EVENTFD, Some(fd)) => {
+        (PARK_EVENTFD, Some(fd)) if fd.can_sleep() => {
             fd.poll(timeout);
             fd.drain();
         }
@@ -166,10 +166,16 @@ pub(crate) fn park<T>(
     memory: &RingMemory,
     flag: &AtomicU32,
     value: u32,
-    fd: Option<EventFd<'_>>,
+    fd: Option<Bell<'_>>,
     deadline: Option<Instant>,
     check: impl FnOnce() -> Result<Option<T>>,
 ) -> Result<Option<T>> {
+    // A blocking wait cannot sleep on a doorbell slot alone: it parks on the futex, and the
+    // waker, seeing that, wakes the futex.
+    let value = match fd {
+        Some(bell) if value == PARK_EVENTFD && !bell.can_sleep() => PARK_FUTEX,
+        _ => value,
+    };
     flag.store(value, Ordering::Relaxed);
     // ORDERING: pairs with the other side's fence between storing its position (or closed
     // flag) and loading this flag: either it sees our flag and wakes us, or we see its store now.
@@ -208,7 +214,7 @@ pub(crate) fn prepare_park<E>(
 }
 
 /// The second half of an event-loop wait: clears the waiting `flag` and empties the eventfd.
-pub(crate) fn finish_park(flag: &AtomicU32, fd: Option<EventFd<'_>>) {
+pub(crate) fn finish_park(flag: &AtomicU32, fd: Option<Bell<'_>>) {
     flag.store(0, Ordering::Relaxed);
     drain_eventfd(fd);
 }

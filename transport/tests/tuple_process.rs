@@ -34,7 +34,9 @@ fn samples(n: i64) -> Vec<Tuple> {
 #[test]
 fn a_second_mapping_reads_what_the_first_wrote() {
     let ring = Ring::create(1 << 14).expect("ring");
-    let [memory, data_ready, space_ready] = ring.fds();
+    let [memory, data_ready, space_ready] = ring.fds()[..] else {
+        panic!("a new ring has three descriptors")
+    };
     let fds = RingFds {
         memory: memory.try_clone_to_owned().expect("dup"),
         data_ready: data_ready.try_clone_to_owned().expect("dup"),

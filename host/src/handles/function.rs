@@ -475,8 +475,11 @@ impl FunctionClient {
             let Some(cur) = self.core.current.as_mut() else {
                 continue;
             };
-            let data_fd = cur.rings[1].fds()[DATA_READY];
-            let space_fd = cur.rings[0].fds()[SPACE_READY];
+            let own = |ring, index| {
+                reactor::own_fd(ring, index).map_err(|e| self.core.binding.ids().data_error(e))
+            };
+            let data_fd = own(&cur.rings[1], DATA_READY)?;
+            let space_fd = own(&cur.rings[0], SPACE_READY)?;
             let ends = &mut cur.ends;
             let ready = match need {
                 Some(len) => wait::block(

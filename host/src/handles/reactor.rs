@@ -4,17 +4,33 @@
 //! again before sleeping, so no wake-up is lost and a ready ring costs no flag or fence. The
 //! waits only report readiness; the caller then reads or writes without waiting.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use shmplug_transport::Ring;
 use shmplug_transport::wait::Readiness;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// Index of the data-ready eventfd in [`Ring::fds`].
+/// The data-ready eventfd ([`Ring::data_ready_fd`]).
 pub(crate) const DATA_READY: usize = 1;
-/// Index of the space-ready eventfd in [`Ring::fds`].
+/// The space-ready eventfd ([`Ring::space_ready_fd`]).
 pub(crate) const SPACE_READY: usize = 2;
+
+/// The host's own eventfd `index` of `ring` ([`DATA_READY`] or [`SPACE_READY`]). The host
+/// makes its rings with eventfds of its own for the side it waits on (only the plugin's side
+/// may go through a doorbell), so this fails only if that promise was broken.
+pub(crate) fn own_fd(ring: &Ring, index: usize) -> shmplug_transport::Result<BorrowedFd<'_>> {
+    let fd = match index {
+        DATA_READY => ring.data_ready_fd(),
+        SPACE_READY => ring.space_ready_fd(),
+        _ => None,
+    };
+    fd.ok_or_else(|| {
+        shmplug_transport::Error::BadSegment(
+            "the host's side of a ring has no eventfd of its own to wait on".to_string(),
+        )
+    })
+}
 
 /// One of a ring's eventfds, owned through the ring, for [`AsyncFd`].
 #[derive(Debug)]
@@ -25,7 +41,8 @@ pub(crate) struct RingFd {
 
 impl AsRawFd for RingFd {
     fn as_raw_fd(&self) -> RawFd {
-        self.ring.fds()[self.index].as_raw_fd()
+        // `async_fd` checked that the eventfd exists.
+        own_fd(&self.ring, self.index).map_or(-1, |fd| fd.as_raw_fd())
     }
 }
 
@@ -34,6 +51,7 @@ impl AsRawFd for RingFd {
 /// # Panics
 /// Outside a tokio runtime (as [`AsyncFd::new`] does).
 pub(crate) fn async_fd(ring: &Ring, index: usize) -> std::io::Result<AsyncFd<RingFd>> {
+    own_fd(ring, index).map_err(std::io::Error::other)?;
     // Tokio 1.54 deprecates its safe constructors because a careless `AsRawFd` could hand it
     // a descriptor that closes or changes while registered; the replacement is `unsafe`,
     // which this crate forbids. `RingFd` holds a clone of the ring, which owns the eventfd, so

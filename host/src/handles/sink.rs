@@ -316,7 +316,7 @@ impl SinkWriter {
                 Attempt::Switch => continue,
                 Attempt::Full(len) => len,
             };
-            if !self.wait_room(len, deadline) {
+            if !self.wait_room(len, deadline)? {
                 return Ok(false);
             }
         }
@@ -364,7 +364,7 @@ impl SinkWriter {
                 Some(Attempt::Sent | Attempt::Switch) => continue,
                 Some(Attempt::Full(len)) => len,
             };
-            if !self.wait_room(len, Some(deadline)) {
+            if !self.wait_room(len, Some(deadline))? {
                 return Ok(false);
             }
         }
@@ -407,18 +407,19 @@ impl SinkWriter {
 
     /// Waits for room for `len` bytes on the current ring until `deadline`; false if it
     /// passed.
-    fn wait_room(&mut self, len: usize, deadline: Option<Instant>) -> bool {
+    fn wait_room(&mut self, len: usize, deadline: Option<Instant>) -> Result<bool> {
         let spin = if deadline.is_some_and(|d| d <= Instant::now()) {
             Duration::ZERO
         } else {
             self.core.binding.spin()
         };
         let Some(cur) = self.core.current.as_mut() else {
-            return true;
+            return Ok(true);
         };
-        let fd = cur.rings[0].fds()[SPACE_READY];
+        let fd = reactor::own_fd(&cur.rings[0], SPACE_READY)
+            .map_err(|e| self.core.binding.ids().data_error(e))?;
         let room = &mut Room(cur.ends.producer(), len);
-        wait::block(&mut [(room, fd)], spin, deadline)
+        Ok(wait::block(&mut [(room, fd)], spin, deadline))
     }
 
     /// The current ring is retired: keeps what its process had not acknowledged (at least

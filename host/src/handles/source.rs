@@ -276,7 +276,8 @@ impl SourceReader {
             let Some(cur) = self.core.current.as_mut() else {
                 continue;
             };
-            let fd = cur.rings[0].fds()[DATA_READY];
+            let fd = reactor::own_fd(&cur.rings[0], DATA_READY)
+                .map_err(|e| self.core.binding.ids().data_error(e))?;
             if !wait::block(&mut [(cur.ends.consumer(), fd)], spin, deadline) {
                 return Ok(None);
             }

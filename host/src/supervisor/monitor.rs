@@ -7,8 +7,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shmplug_transport::Ring;
 use shmplug_transport::control::Message;
+use shmplug_transport::control::ProtocolVersion;
+use shmplug_transport::{Doorbell, Ring};
 
 use super::process::{self, Process};
 use super::state::{self, Event, Link, Supervision};
@@ -21,6 +22,26 @@ pub(crate) struct Running {
     pub reader: Option<JoinHandle<()>>,
 }
 
+/// Slots of a plugin process's doorbell: more instances than a process can hold descriptors
+/// for; an instance beyond them gets eventfds of its own.
+const DOORBELL_SLOTS: u32 = 1 << 16;
+
+/// A doorbell for the plugin side of `process`'s rings, sent to it now; `None` for a plugin
+/// older than protocol 1.4 or if it cannot be made (its rings then get eventfds of their own).
+fn doorbell_for(shared: &Supervision, process: &Process) -> Option<Doorbell> {
+    if process.hello.protocol_version < ProtocolVersion::new(1, 4) {
+        return None;
+    }
+    let made = Doorbell::create(DOORBELL_SLOTS).and_then(|doorbell| {
+        process.channel.send_doorbell(&doorbell)?;
+        Ok(doorbell)
+    });
+    made.inspect_err(|e| {
+        tracing::warn!(plugin = %shared.name, "no doorbell for the plugin's rings: {e}");
+    })
+    .ok()
+}
+
 /// Makes `process` the current one: starts its reader, publishes its link, replays the
 /// instances on it.
 pub(crate) fn install(shared: &Arc<Supervision>, process: Process) -> Running {
@@ -29,6 +50,7 @@ pub(crate) fn install(shared: &Arc<Supervision>, process: Process) -> Running {
         pid: process.pid(),
         channel: process.channel.clone(),
         hello: process.hello.clone(),
+        doorbell: doorbell_for(shared, &process),
     });
     let reader = {
         let shared = shared.clone();

@@ -5,10 +5,10 @@ use std::sync::mpsc::{RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use shmplug_transport::Ring;
 use shmplug_transport::control::{
     ArgShape, ControlChannel, Hello, MAX_STATE_BYTES, Message, Start, state_size,
 };
+use shmplug_transport::{Doorbell, Ring, Wakeup};
 
 use super::slot::{Ids, Slot, SlotState};
 use super::{InstanceSpec, Phase, PluginSpec, SupervisorConfig, log};
@@ -35,6 +35,9 @@ pub(crate) struct Link {
     pub pid: u32,
     pub channel: Arc<ControlChannel>,
     pub hello: Hello,
+    /// Wakes the plugin's side of this process's rings (sent to plugins of protocol 1.4 and
+    /// later): one descriptor for all its instances instead of one each.
+    pub doorbell: Option<Doorbell>,
 }
 
 /// A running (or starting) instance, remembered so that it can be replayed.
@@ -74,6 +77,16 @@ impl Instance {
             .handed_on
             .filter(|_| rewindable)
             .map(|offset| offset.as_bytes().to_vec());
+    }
+
+    /// Sends the start with `rings` (new ones, for `link`'s process), then drops the rings'
+    /// memfds: the plugin has them, and new rings are made for the next process.
+    fn send(&mut self, rings: Vec<Ring>, link: &Link) -> shmplug_transport::Result<()> {
+        self.start.doorbell_slots = rings.iter().filter_map(Ring::doorbell_slot).collect();
+        let refs: Vec<&Ring> = rings.iter().collect();
+        let sent = link.channel.send(&self.message(), &refs);
+        self.rings = rings.into_iter().map(Ring::without_memory_fd).collect();
+        sent
     }
 
     fn message(&self) -> Message {
@@ -183,7 +196,7 @@ impl Supervision {
         let id = state.next_instance;
         let ids = self.ids(kind, &spec.symbol, id);
         let capacity = spec.ring_capacity.unwrap_or(self.config.ring_capacity);
-        let rings = create_rings(kind, capacity)
+        let rings = create_rings(kind, capacity, link.doorbell.as_ref())
             .map_err(|source| super::limits::ring_error(&self.name, source))?;
         let slot = Arc::new(Slot::new(ids.clone()));
         let send_offsets =
@@ -204,17 +217,18 @@ impl Supervision {
                 // The function client reads batches of replies (from any plugin: a plugin
                 // older than 1.3 ignores the field and answers one record per call).
                 reply_batches: kind == SymbolKind::Function,
+                doorbell_slots: Vec::new(),
             },
             slot: slot.clone(),
-            rings,
+            rings: Vec::new(),
             capacity,
             generation: link.generation,
             sent_at: Instant::now(),
             live: false,
             state_refused: false,
         };
-        let ring_refs: Vec<&Ring> = instance.rings.iter().collect();
-        if let Err(e) = link.channel.send(&instance.message(), &ring_refs) {
+        let mut instance = instance;
+        if let Err(e) = instance.send(rings, &link) {
             // The reader thread reports the broken channel; the replay after the restart
             // starts this instance again.
             tracing::debug!(plugin = %self.name, "sending start failed: {e}");
@@ -360,7 +374,8 @@ impl Supervision {
     /// Sends the start of every remembered instance to `link`, with new rings.
     pub(crate) fn replay(&self, state: &mut State, link: &Link) {
         for instance in state.instances.values_mut() {
-            let rings = match create_rings(instance.kind, instance.capacity) {
+            let rings = match create_rings(instance.kind, instance.capacity, link.doorbell.as_ref())
+            {
                 Ok(rings) => rings,
                 Err(e) => {
                     let e = super::limits::ring_error(&self.name, e);
@@ -373,12 +388,10 @@ impl Supervision {
             if instance.kind == SymbolKind::Source {
                 instance.rewind(link);
             }
-            instance.rings = rings;
             instance.generation = link.generation;
             instance.sent_at = Instant::now();
             instance.live = false;
-            let refs: Vec<&Ring> = instance.rings.iter().collect();
-            if let Err(e) = link.channel.send(&instance.message(), &refs) {
+            if let Err(e) = instance.send(rings, link) {
                 tracing::debug!(plugin = %self.name, "replaying a start failed: {e}");
                 break;
             }
@@ -624,12 +637,32 @@ const BAD_MESSAGE_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// New rings for an instance of `kind`: one for a source or a sink, request and reply rings
 /// for a function.
+/// With a `doorbell`, the plugin's side of each ring wakes through a slot of it (all rings of
+/// the instance, or none if it has too few free slots).
 pub(crate) fn create_rings(
     kind: SymbolKind,
     capacity: usize,
+    doorbell: Option<&Doorbell>,
 ) -> shmplug_transport::Result<Vec<Ring>> {
-    let count = if kind == SymbolKind::Function { 2 } else { 1 };
-    (0..count).map(|_| Ring::create(capacity)).collect()
+    // The side the plugin waits on: the consumer's on rings the host produces.
+    let plugin_waits: &[Wakeup] = match kind {
+        SymbolKind::Source => &[Wakeup::Space],
+        SymbolKind::Sink => &[Wakeup::Data],
+        SymbolKind::Function => &[Wakeup::Data, Wakeup::Space],
+    };
+    if let Some(doorbell) = doorbell {
+        let rings = plugin_waits
+            .iter()
+            .map(|&which| Ring::create_with_doorbell(capacity, doorbell, which))
+            .collect::<shmplug_transport::Result<Vec<Ring>>>()?;
+        if rings.iter().all(|ring| ring.doorbell_slot().is_some()) {
+            return Ok(rings);
+        }
+    }
+    plugin_waits
+        .iter()
+        .map(|_| Ring::create(capacity))
+        .collect()
 }
 
 /// Closes, from the host side, the ends of `rings` that the plugin held, so that a handle
@@ -649,7 +682,10 @@ pub(crate) fn close_plugin_ends(kind: SymbolKind, rings: &[Ring]) {
             ring.close_consumer_end();
         }
         // Also wake an event-loop waiter that is between its readiness check and its sleep.
-        for fd in &ring.fds()[1..] {
+        for fd in [ring.data_ready_fd(), ring.space_ready_fd()]
+            .into_iter()
+            .flatten()
+        {
             let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
         }
     }

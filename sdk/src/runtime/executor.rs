@@ -1,7 +1,11 @@
 //! The executor: a few threads that run every [`PolledSource`] instance.
 //!
-//! Each thread owns the instances given to it (the control loop deals them out in turn) and
-//! an epoll set holding its wake-up eventfd and, per instance, the ring's space eventfd. Its
+//! Each thread owns the instances given to it and an epoll set holding its wake-up eventfd and
+//! the host's doorbell (see [`shmplug_transport::doorbell`]): the host rings an instance's slot
+//! of it when it made room in a ring the instance waits on, so thousands of instances cost no
+//! descriptor each. An instance goes to the thread its slot names (slot modulo the number of
+//! threads), so that each thread takes the flags of its own slots only. A ring without a slot
+//! (from a host older than protocol 1.4) has its space eventfd in the epoll set instead. Its
 //! loop: take the control loop's commands, move the instances whose instant has come from
 //! the timer queue to the ready queue, give every ready instance one `poll` (round-robin; a
 //! `poll` emits a bounded batch), then sleep in `epoll_wait` until the next instant, a
@@ -18,7 +22,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 use rustix::event::epoll;
 use rustix::event::{EventfdFlags, eventfd};
 use shmplug_transport::control::{Message, Start};
-use shmplug_transport::{Ring, TupleSender};
+use shmplug_transport::{Doorbell, Ring, TupleSender};
 
 use super::drive::{Throttle, method};
 use super::instance::{InstanceEnv, Kind, Reply, State, context};
@@ -42,6 +46,8 @@ pub const EXECUTOR_THREADS_ENV: &str = "SHMPLUG_EXECUTOR_THREADS";
 
 /// The epoll key of a thread's own wake-up eventfd; instances get keys from 0 up.
 const WAKE_KEY: u64 = u64::MAX;
+/// The epoll key of the host's doorbell.
+const DOORBELL_KEY: u64 = u64::MAX - 1;
 
 /// How much later than the earliest instant an executor thread with nothing ready may wake, at
 /// most, so that the instances due within it are served in one wake-up (and the host reads
@@ -94,6 +100,8 @@ struct Job {
     start: Start,
     rings: Vec<Ring>,
     state: Arc<State>,
+    /// The doorbell the host sent, which the ring's slot (if any) belongs to.
+    doorbell: Option<Doorbell>,
 }
 
 impl Inbox {
@@ -146,22 +154,31 @@ impl Executor {
         rings: Vec<Ring>,
         state: Arc<State>,
     ) -> Result<usize, String> {
-        if self.workers.len() < self.threads
-            && let Err(e) = self.spawn()
-        {
-            if self.workers.is_empty() {
-                return Err(e);
+        // Every thread at once: an instance's thread follows from its doorbell slot and the
+        // number of threads, which must not change once slots were dealt out.
+        while self.workers.len() < self.threads {
+            if let Err(e) = self.spawn() {
+                if self.workers.is_empty() {
+                    return Err(e);
+                }
+                // Fewer threads than asked for still serve.
+                tracing::warn!("{e}; {} executor threads serve", self.workers.len());
+                self.threads = self.workers.len();
             }
-            // Fewer threads than asked for still serve.
-            tracing::warn!("{e}; {} executor threads serve", self.workers.len());
-            self.threads = self.workers.len();
         }
-        let index = self.next % self.workers.len();
-        self.next = self.next.wrapping_add(1);
+        let slot = rings.first().and_then(Ring::doorbell_slot);
+        let index = match slot {
+            Some(slot) => slot as usize % self.workers.len(),
+            None => {
+                self.next = self.next.wrapping_add(1);
+                self.next % self.workers.len()
+            }
+        };
         self.workers[index].inbox.post(Command::Start(Box::new(Job {
             start,
             rings,
             state,
+            doorbell: self.env.channel.doorbell(),
         })));
         Ok(index)
     }
@@ -206,6 +223,8 @@ impl Executor {
         });
         let env = self.env.clone();
         let thread_inbox = inbox.clone();
+        let index = self.workers.len();
+        let threads = self.threads;
         // Made on the thread: plugin types need not be `Send`.
         let handle = std::thread::Builder::new()
             .name(format!("executor-{}", self.workers.len()))
@@ -221,6 +240,10 @@ impl Executor {
                     timers: BinaryHeap::new(),
                     ready: VecDeque::new(),
                     slow: Throttle::new(),
+                    doorbell: None,
+                    by_slot: HashMap::new(),
+                    index,
+                    threads,
                 }
                 .run();
             })
@@ -251,6 +274,14 @@ struct Thread {
     ready: VecDeque<u64>,
     /// Slow polls are logged at most about once a second.
     slow: Throttle,
+    /// The host's doorbell, once an instance with a slot of it came.
+    doorbell: Option<Doorbell>,
+    /// The instances waking through each doorbell slot (more than one only while an ended
+    /// instance's slot was handed to a new one).
+    by_slot: HashMap<u32, Vec<u64>>,
+    /// This thread serves the slots equal to `index` modulo `threads`.
+    index: usize,
+    threads: usize,
 }
 
 /// A running instance on its executor thread.
@@ -259,7 +290,7 @@ struct Task {
     ctx: StreamContext,
     emitter: Emitter,
     state: Arc<State>,
-    /// Its ring: holds the eventfd registered in the epoll set.
+    /// Its ring: holds the eventfd registered in the epoll set, or its doorbell slot.
     ring: Ring,
     wait: Wait,
     spin: Spin,
@@ -384,6 +415,8 @@ impl Thread {
                     if self.commands() {
                         return;
                     }
+                } else if key == DOORBELL_KEY {
+                    self.rung();
                 } else if let Some(task) = self.tasks.get_mut(&key) {
                     // Clears the waiting flag and empties the eventfd, whatever woke it.
                     task.emitter.producer().finish_park();
@@ -391,6 +424,93 @@ impl Thread {
                         task.wait = Wait::Ready;
                         self.ready.push_back(key);
                     }
+                }
+            }
+        }
+    }
+
+    /// The doorbell rang: takes the flags of this thread's slots and readies the instances
+    /// waiting on them. Nothing empties the doorbell's counter: each thread watches it
+    /// edge-triggered, and emptying it could hide a ring from another thread.
+    fn rung(&mut self) {
+        let Some(doorbell) = &self.doorbell else {
+            return;
+        };
+        let mut rung = Vec::new();
+        doorbell.for_each_rung(|slot| {
+            if slot as usize % self.threads == self.index {
+                rung.push(slot);
+            }
+        });
+        for slot in rung {
+            // Taken even when no instance has the slot (any more): a flag left set would keep
+            // the host from ringing it for the next instance.
+            if !doorbell.take(slot) {
+                continue;
+            }
+            for key in self.by_slot.get(&slot).into_iter().flatten() {
+                if let Some(task) = self.tasks.get_mut(key) {
+                    task.emitter.producer().finish_park();
+                    if task.wait == Wait::Room {
+                        task.wait = Wait::Ready;
+                        self.ready.push_back(*key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Watches `ring`'s wake-up for instance `key`: its doorbell slot, or its space eventfd.
+    fn watch(&mut self, key: u64, ring: &Ring, doorbell: Option<Doorbell>) -> Result<(), String> {
+        let Some(slot) = ring.doorbell_slot() else {
+            let Some(fd) = ring.space_ready_fd() else {
+                return Err("its ring has neither an eventfd nor a doorbell slot".to_string());
+            };
+            return epoll::add(
+                &self.poller,
+                fd,
+                epoll::EventData::new_u64(key),
+                epoll::EventFlags::IN,
+            )
+            .map_err(|e| e.to_string());
+        };
+        let Some(doorbell) = doorbell else {
+            return Err("its ring names a doorbell slot, but no doorbell came".to_string());
+        };
+        match &self.doorbell {
+            Some(watched) if watched.eventfd().as_raw_fd() == doorbell.eventfd().as_raw_fd() => {}
+            Some(_) => return Err("the host sent a second doorbell".to_string()),
+            None => {
+                // Edge-triggered: every ring of the doorbell wakes every thread watching it, and
+                // none empties the counter (see `rung`).
+                epoll::add(
+                    &self.poller,
+                    doorbell.eventfd(),
+                    epoll::EventData::new_u64(DOORBELL_KEY),
+                    epoll::EventFlags::IN | epoll::EventFlags::ET,
+                )
+                .map_err(|e| e.to_string())?;
+                self.doorbell = Some(doorbell);
+            }
+        }
+        self.by_slot.entry(slot).or_default().push(key);
+        Ok(())
+    }
+
+    /// Stops watching instance `key`'s ring.
+    fn unwatch(&mut self, key: u64, ring: &Ring) {
+        match ring.doorbell_slot() {
+            Some(slot) => {
+                if let Some(keys) = self.by_slot.get_mut(&slot) {
+                    keys.retain(|&k| k != key);
+                    if keys.is_empty() {
+                        self.by_slot.remove(&slot);
+                    }
+                }
+            }
+            None => {
+                if let Some(fd) = ring.space_ready_fd() {
+                    let _ = epoll::delete(&self.poller, fd);
                 }
             }
         }
@@ -447,11 +567,13 @@ impl Thread {
             start,
             rings,
             state,
+            doorbell,
         } = job;
         let id = start.instance_id;
         let ctx = context(&self.env, &start, &state);
+        let channel = self.env.channel.clone();
         let reply = Reply {
-            channel: &self.env.channel,
+            channel: &channel,
             ctx: &ctx,
             kind: Kind::Source,
         };
@@ -464,12 +586,7 @@ impl Thread {
         };
         let key = self.next_key;
         self.next_key += 1;
-        if let Err(e) = epoll::add(
-            &self.poller,
-            ring.fds()[2],
-            epoll::EventData::new_u64(key),
-            epoll::EventFlags::IN,
-        ) {
+        if let Err(e) = self.watch(key, &ring, doorbell) {
             let e = PluginError::new(format!(
                 "the executor cannot watch the instance's ring: {e}"
             ));
@@ -646,7 +763,7 @@ impl Thread {
         } = task;
         let id = ctx.instance_id();
         self.by_id.remove(&id);
-        let _ = epoll::delete(&self.poller, ring.fds()[2]);
+        self.unwatch(key, &ring);
         let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
             ctx.span().in_scope(|| {
                 drop(emitter);

@@ -144,6 +144,8 @@ impl Runtime {
                 }
                 Message::Ping { nonce } => self.send(&Message::Pong { nonce }),
                 Message::Pong { .. } => {}
+                // The channel keeps it; the starts that name its slots find it there.
+                Message::Doorbell => {}
                 Message::Shutdown => return Ok(()),
                 Message::Error { message } => {
                     eprintln!("[{}] the host reports: {message}", self.shared.config.name);

@@ -13,6 +13,7 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use super::error::ControlError;
 use super::frame::{HEADER_LEN, decode_body, decode_header, encode_frame};
 use super::message::Message;
+use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
 use crate::fdpass::recv_with_fds;
 use crate::ring::{Ring, RingFds};
@@ -118,6 +119,11 @@ impl ControlChannel {
     /// for an oversized message (nothing is sent for either); [`ControlError::Closed`] if the
     /// peer has closed the channel; [`Error::Io`] if the socket fails;
     /// [`ControlError::Broken`] after a failure that left part of a frame in the socket.
+    ///
+    /// A ring whose plugin side wakes through a doorbell slot must be named in the message's
+    /// [`Start::doorbell_slots`](super::Start::doorbell_slots) (and only then), and every ring
+    /// must still hold its memfd; a mismatch is [`ControlError::DescriptorCount`] and nothing
+    /// is sent.
     pub fn send(&self, message: &Message, rings: &[&Ring]) -> Result<()> {
         let expected = message.ring_count();
         if rings.len() != expected {
@@ -129,8 +135,50 @@ impl ControlChannel {
             }
             .into());
         }
-        let frame = encode_frame(message)?;
         let fds: Vec<BorrowedFd<'_>> = rings.iter().flat_map(|ring| ring.fds()).collect();
+        let slots: Vec<u32> = rings.iter().filter_map(|r| r.doorbell_slot()).collect();
+        let named = match message {
+            Message::StartSource(start)
+            | Message::StartSink(start)
+            | Message::StartFunction(start) => &start.doorbell_slots[..],
+            _ => &[],
+        };
+        if fds.len() != message.descriptor_count() || (!named.is_empty() && named != slots) {
+            return Err(ControlError::DescriptorCount {
+                message: message.type_name(),
+                expected: message.descriptor_count(),
+                received: fds.len(),
+            }
+            .into());
+        }
+        self.send_frame(message, &fds)
+    }
+
+    /// Sends a [`Message::Doorbell`] with `doorbell`'s descriptors: the rings of later starts
+    /// may then name its slots.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); [`ControlError::DescriptorCount`] for a doorbell this side
+    /// received (it holds no memfd to send).
+    pub fn send_doorbell(&self, doorbell: &Doorbell) -> Result<()> {
+        let Some(fds) = doorbell.fds() else {
+            return Err(ControlError::DescriptorCount {
+                message: Message::Doorbell.type_name(),
+                expected: 2,
+                received: 0,
+            }
+            .into());
+        };
+        self.send_frame(&Message::Doorbell, &fds)
+    }
+
+    /// The doorbell the peer sent last ([`Message::Doorbell`]), if any.
+    pub fn doorbell(&self) -> Option<Doorbell> {
+        lock(&self.receiver).doorbell.clone()
+    }
+
+    fn send_frame(&self, message: &Message, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        let frame = encode_frame(message)?;
         let mut broken = lock(&self.sender);
         if let Some(cause) = &*broken {
             return Err(ControlError::Broken {
@@ -140,7 +188,7 @@ impl ControlChannel {
         }
         let mut sent = 0;
         while sent < frame.len() {
-            let attach = if sent == 0 { &fds[..] } else { &[] };
+            let attach = if sent == 0 { fds } else { &[] };
             match send_part(&self.stream, &frame[sent..], attach) {
                 Ok(n) => sent += n,
                 Err(Errno::INTR) => {}
@@ -200,7 +248,7 @@ impl ControlChannel {
             if rx.filled == rx.buf.len() {
                 if rx.body_len.is_some() {
                     let (frame, fds, dropped) = rx.take_frame();
-                    return open(&frame[HEADER_LEN..], fds, dropped);
+                    return open(&frame[HEADER_LEN..], fds, dropped, &mut rx.doorbell);
                 }
                 match decode_header(&rx.buf) {
                     Ok(len) => {
@@ -266,10 +314,16 @@ fn send_part(stream: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Resul
     }
 }
 
-/// Checks that `fds` are the descriptors the message in `body` needs and opens its rings.
-fn open(body: &[u8], fds: Vec<OwnedFd>, dropped: usize) -> Result<(Message, Vec<Ring>)> {
+/// Checks that `fds` are the descriptors the message in `body` needs and opens its rings (or,
+/// for a [`Message::Doorbell`], the doorbell, kept in `doorbell`).
+fn open(
+    body: &[u8],
+    fds: Vec<OwnedFd>,
+    dropped: usize,
+    doorbell: &mut Option<Doorbell>,
+) -> Result<(Message, Vec<Ring>)> {
     let message = decode_body(body)?;
-    let expected = message.ring_count() * FDS_PER_RING;
+    let expected = message.descriptor_count();
     let received = fds.len() + dropped;
     if received != expected {
         let message = message.type_name();
@@ -281,15 +335,57 @@ fn open(body: &[u8], fds: Vec<OwnedFd>, dropped: usize) -> Result<(Message, Vec<
         .into());
     }
     let mut fds = fds.into_iter();
+    if message == Message::Doorbell {
+        if let (Some(memory), Some(eventfd)) = (fds.next(), fds.next()) {
+            *doorbell = Some(Doorbell::from_fds(memory, eventfd)?);
+        }
+        return Ok((message, Vec::new()));
+    }
+    let slots = match &message {
+        Message::StartSource(start) | Message::StartSink(start) | Message::StartFunction(start) => {
+            start.doorbell_slots.clone()
+        }
+        _ => Vec::new(),
+    };
+    let malformed = |detail: String| ControlError::Malformed {
+        type_name: Some(message.type_name()),
+        detail,
+    };
+    if !slots.is_empty() && slots.len() != message.ring_count() {
+        return Err(malformed(format!(
+            "{} doorbell slots for {} rings",
+            slots.len(),
+            message.ring_count()
+        ))
+        .into());
+    }
     let mut rings = Vec::with_capacity(message.ring_count());
-    while let (Some(memory), Some(data_ready), Some(space_ready)) =
-        (fds.next(), fds.next(), fds.next())
-    {
-        rings.push(Ring::from_fds(RingFds {
-            memory,
-            data_ready,
-            space_ready,
-        })?);
+    for index in 0..message.ring_count() {
+        let (Some(memory), Some(own)) = (fds.next(), fds.next()) else {
+            break;
+        };
+        let ring = match (slots.get(index), message.plugin_wakeup(index)) {
+            (Some(&slot), Some(which)) => {
+                let Some(doorbell) = doorbell.as_ref() else {
+                    return Err(malformed(
+                        "doorbell slots named before any doorbell was sent".to_string(),
+                    )
+                    .into());
+                };
+                Ring::from_fds_with_doorbell(memory, own, doorbell, slot, which)?
+            }
+            _ => {
+                let Some(space_ready) = fds.next() else {
+                    break;
+                };
+                Ring::from_fds(RingFds {
+                    memory,
+                    data_ready: own,
+                    space_ready,
+                })?
+            }
+        };
+        rings.push(ring);
     }
     Ok((message, rings))
 }
@@ -311,6 +407,8 @@ struct Receiver {
     broken: Option<String>,
     /// The read time-out last set on the socket; `None` until one is set.
     socket_timeout: Option<Option<Duration>>,
+    /// The doorbell the peer sent last.
+    doorbell: Option<Doorbell>,
 }
 
 impl Receiver {
@@ -323,6 +421,7 @@ impl Receiver {
             dropped: 0,
             broken: None,
             socket_timeout: None,
+            doorbell: None,
         }
     }
 

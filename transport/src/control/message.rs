@@ -21,6 +21,7 @@ use super::version::{PROTOCOL_VERSION, ProtocolVersion};
 /// | [`State`](Message::State) | plugin -> host | 0 |
 /// | [`Validate`](Message::Validate) / [`Validated`](Message::Validated) | host -> plugin / reply (1.2) | 0 |
 /// | [`Error`](Message::Error) | either way | 0 |
+/// | [`Doorbell`](Message::Doorbell) | host -> plugin, before the starts that use it (1.4) | 0; the doorbell's memfd and eventfd |
 ///
 /// Unknown fields are ignored when decoding, so a minor protocol version may add optional
 /// fields; a new message type shows up as
@@ -112,6 +113,11 @@ pub enum Message {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// The doorbell (see [`crate::doorbell`]) through which the host wakes the plugin's side
+    /// of the rings whose start names a slot of it ([`Start::doorbell_slots`]): it carries the
+    /// doorbell's memfd and eventfd, so that thousands of instances cost the plugin no
+    /// descriptor each. Since protocol 1.4; a host does not send it to an older plugin.
+    Doorbell,
 }
 
 /// One argument of a function call as the host knows it when a pipeline is loaded, before any
@@ -150,6 +156,7 @@ impl Message {
         "state",
         "validate",
         "validated",
+        "doorbell",
     ];
 
     /// The message's wire name (its `type` field), one of [`Message::TYPES`].
@@ -171,6 +178,7 @@ impl Message {
             Message::State { .. } => 13,
             Message::Validate { .. } => 14,
             Message::Validated { .. } => 15,
+            Message::Doorbell => 16,
         };
         Message::TYPES[index]
     }
@@ -183,6 +191,35 @@ impl Message {
             Message::StartSource(_) | Message::StartSink(_) => 1,
             Message::StartFunction(_) => 2,
             _ => 0,
+        }
+    }
+
+    /// How many descriptors travel with this message: three per ring (memfd, data eventfd,
+    /// space eventfd), one fewer for each ring whose plugin side wakes through a doorbell slot
+    /// ([`Start::doorbell_slots`]); two with a [`Doorbell`](Message::Doorbell).
+    pub fn descriptor_count(&self) -> usize {
+        match self {
+            Message::StartSource(start)
+            | Message::StartSink(start)
+            | Message::StartFunction(start) => {
+                (self.ring_count() * 3).saturating_sub(start.doorbell_slots.len())
+            }
+            Message::Doorbell => 2,
+            _ => 0,
+        }
+    }
+
+    /// Which wake-up of ring `index` the plugin waits on: the consumer's (`Data`) on rings
+    /// the host produces, the producer's (`Space`) on rings the plugin produces. `None` for a
+    /// message without that ring.
+    pub fn plugin_wakeup(&self, index: usize) -> Option<crate::ring::Wakeup> {
+        use crate::ring::Wakeup;
+        match (self, index) {
+            (Message::StartSource(_), 0) => Some(Wakeup::Space),
+            (Message::StartSink(_), 0) => Some(Wakeup::Data),
+            (Message::StartFunction(_), 0) => Some(Wakeup::Data),
+            (Message::StartFunction(_), 1) => Some(Wakeup::Space),
+            _ => None,
         }
     }
 }
@@ -283,6 +320,11 @@ pub struct Start {
     /// per record).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reply_batches: bool,
+    /// Empty, or one slot per ring: the plugin's side of ring `i` is woken through slot
+    /// `doorbell_slots[i]` of the [`Message::Doorbell`] sent before, not an eventfd of its own
+    /// (that ring then travels with two descriptors, not three). Since protocol 1.4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub doorbell_slots: Vec<u32>,
 }
 
 /// The size [`MAX_STATE_BYTES`] counts for `state`: each key's and value's JSON length.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Bump the minor version for compatible additions (a new optional field, a new message a peer
 /// may ignore); bump the major version for anything an older peer would misread.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::new(1, 3);
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::new(1, 4);
 
 /// A control protocol version, `major.minor`, compared semver-style: two peers can talk when
 /// their major versions are equal.
@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(v.to_string(), "12.345");
         assert_eq!(serde_json::to_string(&v).unwrap(), "\"12.345\"");
         assert_eq!(
-            serde_json::from_str::<ProtocolVersion>("\"1.3\"").unwrap(),
+            serde_json::from_str::<ProtocolVersion>("\"1.4\"").unwrap(),
             PROTOCOL_VERSION
         );
     }

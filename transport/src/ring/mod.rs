@@ -32,7 +32,8 @@ pub use crate::wait::{EndpointConfig, Park};
 pub use consumer::{Consumer, Record};
 pub use producer::{Claim, Producer, Unfinished};
 pub(crate) use shared::RingMemory;
-pub use shared::{Interrupter, Ring, RingFds};
+pub(crate) use shared::check_eventfd;
+pub use shared::{Interrupter, Ring, RingFds, Wakeup};
 
 #[cfg(all(test, loom))]
 mod loom_tests;

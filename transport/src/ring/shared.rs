@@ -5,13 +5,14 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
 use crate::layout::{
     Control, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MIN_CAPACITY, Meta, RecordHeader,
     max_payload,
 };
 use crate::segment::Segment;
-use crate::sync::{EventFd, Futex, Granules};
+use crate::sync::{Bell, Futex, Granules};
 
 use super::consumer::Consumer;
 use super::producer::Producer;
@@ -21,9 +22,10 @@ use crate::wait::{self, EndpointConfig};
 #[derive(Debug)]
 enum Backing {
     Segment {
-        segment: Segment,
-        data_ready: OwnedFd,
-        space_ready: OwnedFd,
+        /// The mapping; its memfd is held by [`Ring::memory`] instead.
+        _segment: Segment,
+        data_ready: BellFd,
+        space_ready: BellFd,
     },
     /// Loom models run the ring on the heap: loom's atomics cannot live in shared memory.
     #[cfg(loom)]
@@ -33,6 +35,65 @@ enum Backing {
         data_ready: crate::sync::EventCounter,
         space_ready: crate::sync::EventCounter,
     },
+}
+
+/// How one side of a ring is woken once it parked the eventfd way.
+#[derive(Debug)]
+enum BellFd {
+    /// Its own eventfd.
+    Own(OwnedFd),
+    /// A slot of a doorbell shared with other rings.
+    Shared(SharedBell),
+}
+
+/// A doorbell slot; one this side allocated is given back when the ring is dropped.
+#[derive(Debug)]
+struct SharedBell {
+    doorbell: Doorbell,
+    slot: u32,
+    leased: bool,
+}
+
+impl Drop for SharedBell {
+    fn drop(&mut self) {
+        if self.leased {
+            self.doorbell.release(self.slot);
+        }
+    }
+}
+
+impl BellFd {
+    #[cfg(not(loom))]
+    fn bell(&self) -> Bell<'_> {
+        match self {
+            BellFd::Own(fd) => Bell::Fd(crate::sync::EventFd(fd.as_fd())),
+            BellFd::Shared(shared) => Bell::Slot(&shared.doorbell, shared.slot),
+        }
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            BellFd::Own(fd) => Some(fd.as_fd()),
+            BellFd::Shared(_) => None,
+        }
+    }
+
+    fn slot(&self) -> Option<u32> {
+        match self {
+            BellFd::Own(_) => None,
+            BellFd::Shared(shared) => Some(shared.slot),
+        }
+    }
+}
+
+/// Which of a ring's two wake-ups goes through a shared [`Doorbell`]: the one the consumer
+/// waits on (`Data`) or the one the producer waits on (`Space`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    /// The consumer's: the producer rings the slot when data arrives.
+    Data,
+    /// The producer's: the consumer rings the slot when space frees up.
+    Space,
 }
 
 /// The state both endpoints in this process share: where the control block and the data region
@@ -186,28 +247,28 @@ impl RingMemory {
         unsafe { std::slice::from_raw_parts(self.data.as_ptr().add(offset as usize), len as usize) }
     }
 
-    /// The eventfd the consumer waits on for data, if this ring has eventfds.
-    pub fn data_ready(&self) -> Option<EventFd<'_>> {
+    /// How the consumer is woken for data, if this ring has eventfds.
+    pub fn data_ready(&self) -> Option<Bell<'_>> {
         match &self.backing {
             #[cfg(not(loom))]
-            Backing::Segment { data_ready, .. } => Some(EventFd(data_ready.as_fd())),
+            Backing::Segment { data_ready, .. } => Some(data_ready.bell()),
             // Loom models wait only on heap rings, whose eventfds are stand-ins.
             #[cfg(loom)]
             Backing::Segment { .. } => None,
             #[cfg(loom)]
-            Backing::Heap { data_ready, .. } => Some(EventFd(data_ready)),
+            Backing::Heap { data_ready, .. } => Some(crate::sync::EventFd(data_ready)),
         }
     }
 
-    /// The eventfd the producer waits on for space, if this ring has eventfds.
-    pub fn space_ready(&self) -> Option<EventFd<'_>> {
+    /// How the producer is woken for space, if this ring has eventfds.
+    pub fn space_ready(&self) -> Option<Bell<'_>> {
         match &self.backing {
             #[cfg(not(loom))]
-            Backing::Segment { space_ready, .. } => Some(EventFd(space_ready.as_fd())),
+            Backing::Segment { space_ready, .. } => Some(space_ready.bell()),
             #[cfg(loom)]
             Backing::Segment { .. } => None,
             #[cfg(loom)]
-            Backing::Heap { space_ready, .. } => Some(EventFd(space_ready)),
+            Backing::Heap { space_ready, .. } => Some(crate::sync::EventFd(space_ready)),
         }
     }
 
@@ -255,6 +316,9 @@ pub struct RingFds {
 #[derive(Clone, Debug)]
 pub struct Ring {
     pub(crate) shared: Arc<RingMemory>,
+    /// The memfd, to send; `None` on the side that received the ring and in a clone made by
+    /// [`without_memory_fd`](Ring::without_memory_fd).
+    memory: Option<Arc<OwnedFd>>,
 }
 
 impl Ring {
@@ -265,9 +329,43 @@ impl Ring {
     /// [`Error::BadSegment`] for a capacity out of range; [`Error::Io`] if the memfd or the
     /// eventfds cannot be created.
     pub fn create(capacity: usize) -> Result<Ring> {
+        Self::create_inner(capacity, None)
+    }
+
+    /// As [`create`](Self::create), with one of the two wake-ups going through a slot of
+    /// `doorbell` instead of an eventfd of its own (see [`crate::doorbell`]): the side that
+    /// waits for it is served by a thread that sleeps on many rings at once. If the doorbell
+    /// has no free slot, the ring gets its own eventfd ([`doorbell_slot`](Self::doorbell_slot)
+    /// is then `None`). The slot is given back when the last clone of the ring is dropped.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create).
+    pub fn create_with_doorbell(
+        capacity: usize,
+        doorbell: &Doorbell,
+        which: Wakeup,
+    ) -> Result<Ring> {
+        let shared = doorbell.allocate().map(|slot| {
+            (
+                which,
+                SharedBell {
+                    doorbell: doorbell.clone(),
+                    slot,
+                    leased: true,
+                },
+            )
+        });
+        if let Some((_, bell)) = &shared {
+            // A flag left by the slot's last ring would suppress the first ring's signal.
+            bell.doorbell.take(bell.slot);
+        }
+        Self::create_inner(capacity, shared)
+    }
+
+    fn create_inner(capacity: usize, shared: Option<(Wakeup, SharedBell)>) -> Result<Ring> {
         let capacity = capacity as u64;
         check_capacity(capacity)?;
-        let segment = Segment::create("shmplug-ring", HEADER_SIZE + capacity as usize)?;
+        let mut segment = Segment::create("shmplug-ring", HEADER_SIZE + capacity as usize)?;
         let meta = Meta {
             magic: MAGIC,
             version: LAYOUT_VERSION,
@@ -279,23 +377,73 @@ impl Ring {
         // its descriptor yet; `Meta` is `Pod` and sits at offset 0.
         unsafe { segment.base().cast::<Meta>().write(meta) };
         let flags = rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK;
-        let data_ready =
-            rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
-        let space_ready =
-            rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
-        Self::from_segment(segment, capacity, data_ready, space_ready)
+        let eventfd = || -> Result<BellFd> {
+            let fd =
+                rustix::event::eventfd(0, flags).map_err(Error::errno("creating an eventfd"))?;
+            Ok(BellFd::Own(fd))
+        };
+        let (data_ready, space_ready) = match shared {
+            None => (eventfd()?, eventfd()?),
+            Some((Wakeup::Data, bell)) => (BellFd::Shared(bell), eventfd()?),
+            Some((Wakeup::Space, bell)) => (eventfd()?, BellFd::Shared(bell)),
+        };
+        let memory = segment.take_fd().map(Arc::new);
+        let mut ring = Self::from_segment(segment, capacity, data_ready, space_ready)?;
+        ring.memory = memory;
+        Ok(ring)
     }
 
     /// Opens a ring from descriptors received from another process, checking everything: the
     /// memfd's seals and size, the header's magic, layout version and capacity, and that the
-    /// other two descriptors are eventfds.
+    /// other two descriptors are eventfds. The memfd is closed once mapped: this side never
+    /// sends the ring on.
     ///
     /// # Errors
     /// [`Error::BadSegment`] naming the first check that failed.
     pub fn from_fds(fds: RingFds) -> Result<Ring> {
         check_eventfd(&fds.data_ready)?;
         check_eventfd(&fds.space_ready)?;
-        let segment = Segment::from_fd(fds.memory, HEADER_SIZE)?;
+        Self::open_segment(
+            fds.memory,
+            BellFd::Own(fds.data_ready),
+            BellFd::Own(fds.space_ready),
+        )
+    }
+
+    /// As [`from_fds`](Self::from_fds), for a ring whose `which` wake-up goes through `slot`
+    /// of `doorbell` (received before) and whose other one is the eventfd `own`.
+    ///
+    /// # Errors
+    /// [`Error::BadSegment`] naming the first check that failed, or a slot out of range.
+    pub fn from_fds_with_doorbell(
+        memory: OwnedFd,
+        own: OwnedFd,
+        doorbell: &Doorbell,
+        slot: u32,
+        which: Wakeup,
+    ) -> Result<Ring> {
+        check_eventfd(&own)?;
+        if slot >= doorbell.slots() {
+            return Err(Error::BadSegment(format!(
+                "doorbell slot {slot} of a doorbell with {} slots",
+                doorbell.slots()
+            )));
+        }
+        let shared = BellFd::Shared(SharedBell {
+            doorbell: doorbell.clone(),
+            slot,
+            leased: false,
+        });
+        let own = BellFd::Own(own);
+        match which {
+            Wakeup::Data => Self::open_segment(memory, shared, own),
+            Wakeup::Space => Self::open_segment(memory, own, shared),
+        }
+    }
+
+    fn open_segment(memory: OwnedFd, data_ready: BellFd, space_ready: BellFd) -> Result<Ring> {
+        let mut segment = Segment::from_fd(memory, HEADER_SIZE)?;
+        drop(segment.take_fd());
         // SAFETY: the segment is at least HEADER_SIZE bytes and page aligned, `Meta` is `Pod`
         // (any bytes are a valid value) and we copy it out once; the peer rewriting it
         // concurrently could only give us a torn value, which the checks below reject.
@@ -328,7 +476,7 @@ impl Ring {
                 meta.capacity
             )));
         }
-        Self::from_segment(segment, meta.capacity, fds.data_ready, fds.space_ready)
+        Self::from_segment(segment, meta.capacity, data_ready, space_ready)
     }
 
     /// Wraps a segment whose size is `HEADER_SIZE + capacity`. `capacity` is the caller's
@@ -337,8 +485,8 @@ impl Ring {
     fn from_segment(
         segment: Segment,
         capacity: u64,
-        data_ready: OwnedFd,
-        space_ready: OwnedFd,
+        data_ready: BellFd,
+        space_ready: BellFd,
     ) -> Result<Ring> {
         debug_assert_eq!(segment.len() as u64, HEADER_SIZE as u64 + capacity);
         let base = segment.base();
@@ -358,11 +506,12 @@ impl Ring {
                 consumer_taken: AtomicBool::new(false),
                 interrupted: crate::sync::AtomicBool::new(false),
                 backing: Backing::Segment {
-                    segment,
+                    _segment: segment,
                     data_ready,
                     space_ready,
                 },
             }),
+            memory: None,
         })
     }
 
@@ -405,22 +554,69 @@ impl Ring {
                     space_ready: Default::default(),
                 },
             }),
+            memory: None,
         }
     }
 
-    /// The descriptors to send to the other process (memfd, data eventfd, space eventfd).
-    ///
-    /// # Panics
-    /// Never for rings made by [`Ring::create`] or [`Ring::from_fds`].
-    pub fn fds(&self) -> [BorrowedFd<'_>; 3] {
+    /// The descriptors to send to the other process: the memfd, then the eventfds of its own
+    /// (data, space; a wake-up through a doorbell has none). Empty on the side that received
+    /// the ring, or after [`without_memory_fd`](Self::without_memory_fd).
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        let Some(memory) = self.memory_fd() else {
+            return Vec::new();
+        };
+        std::iter::once(memory)
+            .chain(self.data_ready_fd())
+            .chain(self.space_ready_fd())
+            .collect()
+    }
+
+    /// The memfd; `None` on the side that received the ring, or after
+    /// [`without_memory_fd`](Self::without_memory_fd).
+    pub fn memory_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.memory.as_deref().map(AsFd::as_fd)
+    }
+
+    /// The eventfd the consumer waits on for data; `None` if that wake-up goes through a
+    /// doorbell.
+    pub fn data_ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.shared.backing {
+            Backing::Segment { data_ready, .. } => data_ready.fd(),
+            #[cfg(loom)]
+            Backing::Heap { .. } => None,
+        }
+    }
+
+    /// The eventfd the producer waits on for space; `None` if that wake-up goes through a
+    /// doorbell.
+    pub fn space_ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.shared.backing {
+            Backing::Segment { space_ready, .. } => space_ready.fd(),
+            #[cfg(loom)]
+            Backing::Heap { .. } => None,
+        }
+    }
+
+    /// The doorbell slot one of this ring's wake-ups goes through, if any.
+    pub fn doorbell_slot(&self) -> Option<u32> {
         match &self.shared.backing {
             Backing::Segment {
-                segment,
                 data_ready,
                 space_ready,
-            } => [segment.fd(), data_ready.as_fd(), space_ready.as_fd()],
+                ..
+            } => data_ready.slot().or(space_ready.slot()),
             #[cfg(loom)]
-            Backing::Heap { .. } => panic!("a heap ring has no descriptors"),
+            Backing::Heap { .. } => None,
+        }
+    }
+
+    /// This ring without its memfd: once the other process has it, the creator keeps the
+    /// mapping and drops the descriptor (it closes when no clone holds it any more), so that a
+    /// host with thousands of rings does not hold a descriptor for each.
+    pub fn without_memory_fd(self) -> Ring {
+        Ring {
+            shared: self.shared,
+            memory: None,
         }
     }
 
@@ -528,7 +724,7 @@ fn check_capacity(capacity: u64) -> Result<()> {
 
 /// Refuses anything but an eventfd: the ring writes 8 bytes to it and polls it, which on some
 /// other kind of file (a socket to somewhere, a regular file) would misbehave.
-fn check_eventfd(fd: &OwnedFd) -> Result<()> {
+pub(crate) fn check_eventfd(fd: &OwnedFd) -> Result<()> {
     use std::os::fd::AsRawFd;
     let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(Error::io("inspecting a received descriptor"))?;

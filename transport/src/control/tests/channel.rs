@@ -11,6 +11,17 @@ use crate::fdpass::send_with_fds;
 fn every_message_round_trips_with_its_rings() {
     let (host, plugin) = pair();
     for message in every_message() {
+        if message == Message::Doorbell {
+            let doorbell = crate::Doorbell::create(64).unwrap();
+            host.send_doorbell(&doorbell).unwrap();
+            let (received, rings) = plugin.recv().unwrap();
+            assert_eq!(received, Message::Doorbell);
+            assert!(rings.is_empty());
+            let received = plugin.doorbell().expect("the channel keeps the doorbell");
+            received.ring(7);
+            assert!(doorbell.take(7), "both sides share the flags");
+            continue;
+        }
         let rings: Vec<Ring> = (0..message.ring_count())
             .map(|_| Ring::create(4096).unwrap())
             .collect();
@@ -66,7 +77,9 @@ fn wrong_ring_count_is_refused_and_nothing_is_sent() {
 fn wrong_descriptor_count_is_refused_and_the_channel_stays_usable() {
     let (raw, channel) = raw_pair();
     let ring = Ring::create(4096).unwrap();
-    let [memory, data_ready, space_ready] = ring.fds();
+    let [memory, data_ready, space_ready] = ring.fds()[..] else {
+        panic!("a new ring has three descriptors")
+    };
     let cases: [(Message, Vec<BorrowedFd<'_>>, usize); 4] = [
         (
             Message::StartSource(Start::default()),
@@ -112,7 +125,9 @@ fn descriptors_that_are_not_a_ring_are_refused() {
     let (raw, channel) = raw_pair();
     let (a, b) = UnixStream::pair().unwrap();
     let ring = Ring::create(4096).unwrap();
-    let [_, data_ready, space_ready] = ring.fds();
+    let [_, data_ready, space_ready] = ring.fds()[..] else {
+        panic!("a new ring has three descriptors")
+    };
     let fds = [a.as_fd(), data_ready, space_ready];
     send_with_fds(
         &raw,
@@ -267,4 +282,69 @@ fn shutting_down_the_socket_closes_the_channel() {
     let (host, plugin) = pair();
     host.get_ref().shutdown(Shutdown::Both).unwrap();
     assert!(matches!(control_error(plugin.recv()), ControlError::Closed));
+}
+
+#[test]
+fn rings_with_doorbell_slots_travel_with_two_descriptors_and_wake_through_the_doorbell() {
+    use crate::{Doorbell, EndpointConfig, Wakeup};
+    let (host, plugin) = pair();
+    let doorbell = Doorbell::create(64).unwrap();
+    let calls = Ring::create_with_doorbell(4096, &doorbell, Wakeup::Data).unwrap();
+    let replies = Ring::create_with_doorbell(4096, &doorbell, Wakeup::Space).unwrap();
+    assert_eq!(
+        (calls.doorbell_slot(), replies.doorbell_slot()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(calls.fds().len(), 2, "the memfd and the host's own eventfd");
+    let start = Start {
+        instance_id: 1,
+        symbol: "echo".into(),
+        doorbell_slots: vec![0, 1],
+        ..Start::default()
+    };
+    // Slots the message does not name are refused before anything is sent.
+    let unnamed = Message::StartFunction(Start {
+        doorbell_slots: Vec::new(),
+        ..start.clone()
+    });
+    let e = control_error(host.send(&unnamed, &[&calls, &replies]));
+    assert!(matches!(e, ControlError::DescriptorCount { .. }), "{e:?}");
+    // Named before the doorbell came: the receiver refuses the start, and carries on.
+    let message = Message::StartFunction(start);
+    host.send(&message, &[&calls, &replies]).unwrap();
+    let e = control_error(plugin.recv());
+    assert!(e.to_string().contains("before any doorbell"), "{e}");
+
+    host.send_doorbell(&doorbell).unwrap();
+    host.send(&message, &[&calls, &replies]).unwrap();
+    assert_eq!(plugin.recv().unwrap().0, Message::Doorbell);
+    let (received, rings) = plugin.recv().unwrap();
+    assert_eq!(received, message);
+    assert_eq!(rings[0].doorbell_slot(), Some(0));
+    assert!(
+        rings[0].memory_fd().is_none(),
+        "the receiver closes the memfd"
+    );
+
+    // The plugin's producer parks the event-loop way on a full reply ring; the host's
+    // consumer makes room and rings slot 1.
+    let mut tx = rings[1].producer(EndpointConfig::default()).unwrap();
+    let mut rx = replies.consumer(EndpointConfig::default()).unwrap();
+    let len = tx.max_record_len();
+    while tx.has_room(len).unwrap() {
+        let mut claim = tx.claim(len).unwrap();
+        claim.fill(1);
+        claim.commit();
+    }
+    assert!(!tx.prepare_park(len), "the ring is full");
+    let plugin_doorbell = plugin.doorbell().unwrap();
+    // Releasing a record while the producer waits publishes the room at once.
+    drop(rx.read().unwrap());
+    assert!(
+        plugin_doorbell.take(1),
+        "the consumer rang the producer's slot"
+    );
+    assert!(!plugin_doorbell.take(0));
+    tx.finish_park();
+    assert!(tx.has_room(len).unwrap());
 }

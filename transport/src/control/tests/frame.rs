@@ -28,7 +28,21 @@ fn every_message_round_trips_and_names_its_type() {
 #[test]
 fn ring_counts_follow_the_message_type() {
     let counts: Vec<usize> = every_message().iter().map(Message::ring_count).collect();
-    assert_eq!(counts, [0, 1, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(counts, [0, 1, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let descriptors: Vec<usize> = every_message()
+        .iter()
+        .map(Message::descriptor_count)
+        .collect();
+    assert_eq!(
+        descriptors,
+        [0, 3, 3, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]
+    );
+    // A ring whose plugin side wakes through a doorbell slot travels without that eventfd.
+    let slotted = Message::StartFunction(Start {
+        doorbell_slots: vec![4, 5],
+        ..Start::default()
+    });
+    assert_eq!(slotted.descriptor_count(), 4);
 }
 
 #[test]
@@ -42,7 +56,7 @@ fn wire_format_is_pinned() {
     let hello = encode_frame(&Message::Hello(Hello::new("p"))).unwrap();
     assert_eq!(
         &hello[HEADER_LEN..],
-        br#"{"type":"hello","protocol_version":"1.3","plugin_name":"p","sources":[],"sinks":[],"functions":[]}"#
+        br#"{"type":"hello","protocol_version":"1.4","plugin_name":"p","sources":[],"sinks":[],"functions":[]}"#
     );
     // 1.2's rewind fields: absent unless set, so a 1.1 peer reads the same start as before.
     let rewound = Message::StartSource(Start {

@@ -34,6 +34,7 @@ fn every_message() -> Vec<Message> {
         send_offsets: symbol == "random",
         rewind_to: (symbol == "random").then(|| vec![7, 0, 0, 0, 0, 0, 0, 0]),
         reply_batches: symbol == "echo",
+        doorbell_slots: Vec::new(),
     };
     vec![
         Message::Hello(Hello {
@@ -89,6 +90,7 @@ fn every_message() -> Vec<Message> {
             request_id: 5,
             error: Some("echo takes 1 argument, got 2".into()),
         },
+        Message::Doorbell,
     ]
 }
 

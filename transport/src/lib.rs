@@ -45,6 +45,7 @@ pub mod fdpass;
 pub mod layout;
 pub mod limits;
 pub mod pingpong;
+mod positions;
 pub mod ring;
 mod segment;
 pub mod spawn;
@@ -53,6 +54,7 @@ pub mod tuple;
 pub mod wait;
 
 pub use error::{Error, Result};
+pub use positions::Positions;
 pub use ring::{
     Claim, Consumer, EndpointConfig, Interrupter, Park, Producer, Record, Ring, RingFds, Unfinished,
 };

@@ -223,6 +223,10 @@ pub fn plugin_snapshot(plugin: &Plugin) -> PluginSnapshot {
                 tuples_in: i.tuples_in,
                 tuples_out: i.tuples_out,
                 errors: i.errors,
+                starved_ms: i
+                    .starved_for
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                starvations: i.starvations,
             })
             .collect(),
     }
@@ -301,6 +305,13 @@ pub struct InstanceSnapshot {
     /// Failed calls and records refused as invalid.
     #[serde(default)]
     pub errors: u64,
+    /// While the instance is starved (its ring held tuples the host did not read for longer
+    /// than the supervisor's `starved_after`): for how long so far, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starved_ms: Option<u64>,
+    /// Episodes of starvation so far.
+    #[serde(default)]
+    pub starvations: u64,
 }
 
 /// `ms` since the Unix epoch as `YYYY-MM-DD hh:mm:ss UTC`.

@@ -12,7 +12,7 @@ use comfy_table::{CellAlignment, Table, presets};
 use shmplug_host::registry::{Listed, PluginInfo, Registry};
 use shmplug_host::{Error, Plugin, PluginSpec, SupervisorConfig};
 
-use crate::live::{self, REQUEST, RunSnapshot};
+use crate::live::{self, InstanceSnapshot, REQUEST, RunSnapshot};
 
 /// How long a run may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,7 +31,8 @@ pub struct StatusArgs {
     pub check: bool,
     /// `table` for people; `json` prints an array with one object per run (pid, pipeline,
     /// started_unix_ms, uptime_secs, tuples, tuples_per_sec, errors, restarts, and plugins with
-    /// phase, pid, restarts, last_error and instances), and never starts plugins.
+    /// phase, pid, restarts, last_error and instances, each with its counters, `starved_ms`
+    /// while starved and `starvations`), and never starts plugins.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -244,7 +245,11 @@ fn print_run(run: &RunSnapshot) {
                 tuples_in,
                 tuples_out,
                 i.errors.to_string(),
-                format!("{}{replays}", if i.live { "live" } else { "starting" }),
+                format!(
+                    "{}{}{replays}",
+                    if i.live { "live" } else { "starting" },
+                    starvation(i)
+                ),
             ]);
         }
     }
@@ -261,6 +266,17 @@ fn print_run(run: &RunSnapshot) {
     println!("{plugins}");
     if !instances.is_empty() {
         println!("{instances}");
+    }
+}
+
+/// What the STATE column says of an instance's starvation: `; STARVED 1.2 s` while it is
+/// starved (with the episodes when there were more), `; starved 2x` once it was.
+fn starvation(i: &InstanceSnapshot) -> String {
+    match (i.starved_ms, i.starvations) {
+        (Some(ms), n) if n > 1 => format!("; STARVED {:.1} s ({n} times)", ms as f64 / 1e3),
+        (Some(ms), _) => format!("; STARVED {:.1} s", ms as f64 / 1e3),
+        (None, 0) => String::new(),
+        (None, n) => format!("; starved {n}x"),
     }
 }
 
@@ -315,4 +331,32 @@ fn check(registry: &Registry, only: Option<&str>) -> crate::error::Result<()> {
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(starved_ms: Option<u64>, starvations: u64) -> InstanceSnapshot {
+        // An answer of an older run lacks the starvation fields: they default.
+        let mut i: InstanceSnapshot = serde_json::from_str(
+            r#"{"id": 1, "kind": "source", "symbol": "s", "rule_id": "r", "live": true}"#,
+        )
+        .unwrap();
+        assert_eq!((i.starved_ms, i.starvations), (None, 0));
+        i.starved_ms = starved_ms;
+        i.starvations = starvations;
+        i
+    }
+
+    #[test]
+    fn the_state_column_says_whether_an_instance_is_starved() {
+        assert_eq!(starvation(&instance(None, 0)), "");
+        assert_eq!(starvation(&instance(Some(1250), 1)), "; STARVED 1.2 s");
+        assert_eq!(
+            starvation(&instance(Some(3000), 2)),
+            "; STARVED 3.0 s (2 times)"
+        );
+        assert_eq!(starvation(&instance(None, 2)), "; starved 2x");
+    }
 }

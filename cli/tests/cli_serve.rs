@@ -829,6 +829,12 @@ fn runs_inspects_and_stops_pipelines() {
         text.contains("# TYPE shmplug_sink_duplicates_total counter"),
         "{text}"
     );
+    for family in [
+        "# TYPE shmplug_instance_starvations_total counter",
+        "# TYPE shmplug_instance_starved_seconds gauge",
+    ] {
+        assert!(text.contains(family), "{family}: {text}");
+    }
     let counted = metric(
         &text,
         &format!("shmplug_pipeline_tuples_total{{pipeline=\"{id}\"}}"),

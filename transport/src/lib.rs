@@ -46,6 +46,7 @@ pub mod fdpass;
 pub mod layout;
 pub mod limits;
 pub mod pingpong;
+mod positions;
 pub mod ring;
 mod segment;
 pub mod spawn;
@@ -55,6 +56,7 @@ pub mod wait;
 
 pub use doorbell::Doorbell;
 pub use error::{Error, Result};
+pub use positions::Positions;
 pub use ring::{
     Claim, Consumer, EndpointConfig, Interrupter, Park, Producer, Record, Ring, RingFds,
     Unfinished, Wakeup,

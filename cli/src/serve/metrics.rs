@@ -11,6 +11,8 @@
 //! | `shmplug_instance_errors_total` | counter: failed calls, records refused as invalid | the same |
 //! | `shmplug_sink_replayed_total` | counter: a sink instance's records written again to a restarted process (at-least-once) | the same |
 //! | `shmplug_sink_duplicates_total` | counter: of those, how many the dead process may have collected already | the same |
+//! | `shmplug_instance_starvations_total` | counter: episodes in which a source's or function's ring held tuples the host did not read for longer than the supervisor's `starved_after` | the same |
+//! | `shmplug_instance_starved_seconds` | gauge: how long the current episode has lasted, 0 while the instance is read | the same |
 //! | `shmplug_pipeline_tuples_total` | counter: tuples sent on to the sink | `pipeline` |
 //! | `shmplug_pipeline_errors_total` | counter: failed calls, sends and the like | `pipeline` |
 //! | `shmplug_pipeline_running` | gauge: 1 until the pipeline ends | `pipeline` |
@@ -133,7 +135,7 @@ type InstanceCounter = (
     fn(&InstanceStatus) -> u64,
 );
 
-const INSTANCE_COUNTERS: [InstanceCounter; 5] = [
+const INSTANCE_COUNTERS: [InstanceCounter; 6] = [
     (
         "shmplug_instance_tuples_in",
         "Tuples into the instance: written to a sink, calls sent to a function",
@@ -164,6 +166,13 @@ const INSTANCE_COUNTERS: [InstanceCounter; 5] = [
         "Replayed records the dead process may have collected already",
         &[SymbolKind::Sink],
         |i| i.duplicates,
+    ),
+    (
+        "shmplug_instance_starvations",
+        "Episodes in which the instance's ring held tuples the host did not read for longer \
+         than the supervisor's starved_after",
+        &[SymbolKind::Source, SymbolKind::Function],
+        |i| i.starvations,
     ),
 ];
 
@@ -196,6 +205,28 @@ impl Collector for Instances {
                 ];
                 ConstCounter::new(value(i)).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let mut starved = encoder.encode_descriptor(
+            "shmplug_instance_starved_seconds",
+            "How long the instance's ring has held tuples the host did not read, once that is \
+             longer than the supervisor's starved_after; 0 while it is read",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((plugin, id), i) in &instances {
+            if i.kind == SymbolKind::Sink {
+                continue;
+            }
+            let id = id.to_string();
+            let labels = [
+                ("plugin", plugin.as_str()),
+                ("kind", kind_label(i.kind)),
+                ("symbol", i.symbol.as_str()),
+                ("instance", id.as_str()),
+                ("pipeline", i.rule_id.as_str()),
+            ];
+            let seconds = i.starved_for.map_or(0.0, |d| d.as_secs_f64());
+            ConstGauge::new(seconds).encode(starved.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -507,7 +507,16 @@ fn pump(run: &Run, opened: Opened) {
                 .instances
                 .into_iter()
                 .filter(|i| i.rule_id == run.id)
-                .map(move |i| (name.clone(), i))
+                // An ended instance is starved no longer; its count of episodes stays.
+                .map(move |i| {
+                    (
+                        name.clone(),
+                        InstanceStatus {
+                            starved_for: None,
+                            ..i
+                        },
+                    )
+                })
         })
         .collect();
     drop(source);

@@ -6,7 +6,9 @@
 //!
 //! Each has blocking, non-blocking and time-out forms, and an `async` form for tokio that
 //! awaits the ring's eventfd through [`AsyncFd`](tokio::io::unix::AsyncFd), so a few runtime
-//! threads can serve hundreds of instances.
+//! threads can serve hundreds of instances. An async reader yields to the scheduler after at
+//! most [`ASYNC_BATCH`] tuples in a row, so the tasks reading ready instances take turns with a
+//! bounded batch each.
 //!
 //! # Restarts
 //! A handle does not own its rings for good: it reads them from the instance's slot, which the
@@ -37,7 +39,7 @@ use crate::supervisor::state::Supervision;
 
 pub use function::{Calls, FunctionClient, FunctionStats};
 pub use sink::{Delivery, SinkStats, SinkWriter};
-pub use source::{SourceReader, SourceStats};
+pub use source::{ASYNC_BATCH, SourceReader, SourceStats};
 
 /// A handle's tie to its instance: the slot to take rings from, and the supervisor to tell
 /// when the handle is dropped.

@@ -46,7 +46,17 @@ pub struct SourceReader {
     /// The generation whose rings were last looked at, and whether its process writes
     /// offsets (a rewindable source).
     tracked: (u64, bool),
+    /// Tuples [`recv_async`](Self::recv_async) returned since its task last yielded for
+    /// [`ASYNC_BATCH`].
+    async_run: usize,
 }
+
+/// The most tuples [`SourceReader::recv_async`] returns in a row before it yields to the tokio
+/// scheduler once: a ring that is always ready never makes its wait sleep, so without this a
+/// task reading a busy source would keep its runtime thread and starve every other task on it
+/// (other instances' readers included). With it, ready instances read by tasks of one runtime
+/// are served in turn, at most this many tuples each. The yield costs a reschedule per batch.
+pub const ASYNC_BATCH: usize = 64;
 
 impl Endpoints for TupleReceiver {
     const ASYNC_FDS: &'static [(usize, usize)] = &[(0, DATA_READY)];
@@ -84,6 +94,7 @@ impl SourceReader {
             held: None,
             served: false,
             tracked: (u64::MAX, false),
+            async_run: 0,
         }
     }
 
@@ -160,9 +171,18 @@ impl SourceReader {
     /// Receives the next tuple, awaiting the ring's eventfd in the tokio reactor instead of
     /// blocking a thread. Must run inside a tokio runtime.
     ///
+    /// A tuple that is there already is returned without awaiting anything, so every
+    /// [`ASYNC_BATCH`]-th call first yields to the scheduler once: a task that reads a busy
+    /// source in a loop lets the other tasks of its runtime thread run at least that often.
+    ///
     /// # Errors
     /// As [`recv`](Self::recv).
     pub async fn recv_async(&mut self) -> Result<TupleView<'_>> {
+        if self.async_run >= ASYNC_BATCH {
+            self.async_run = 0;
+            tokio::task::yield_now().await;
+        }
+        self.async_run += 1;
         let ready = loop {
             self.drop_served();
             self.core.attach_async().await?;

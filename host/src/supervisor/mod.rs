@@ -12,6 +12,10 @@
 //!   [`ping_interval`](SupervisorConfig::ping_interval); a plugin that does not answer within
 //!   [`ping_timeout`](SupervisorConfig::ping_timeout) is wedged and gets restarted, as does one
 //!   whose control socket closes (it exited or crashed).
+//! - **Starvation.** The same thread notices an instance whose ring has held data the host
+//!   did not read for longer than [`starved_after`](SupervisorConfig::starved_after): it is
+//!   reported in [`InstanceStatus::starved_for`] and logged once per episode (see
+//!   [`InstanceStatus::starvations`]).
 //! - **Restart.** After a back-off (doubling from
 //!   [`backoff_initial`](SupervisorConfig::backoff_initial) up to
 //!   [`backoff_max`](SupervisorConfig::backoff_max), reset once a process stayed up for
@@ -35,6 +39,7 @@ mod log;
 mod monitor;
 pub(crate) mod process;
 pub(crate) mod slot;
+mod starve;
 pub(crate) mod state;
 
 use std::collections::{BTreeMap, HashMap};
@@ -170,6 +175,14 @@ pub struct SupervisorConfig {
     /// plugin starts: each source or sink instance holds 3 descriptors in the host (a function
     /// 6), so the usual soft limit of 1024 caps a host at a few hundred instances. Default true.
     pub raise_descriptor_limit: bool,
+    /// An instance whose ring has held data (a source's tuples, a function's answers) that the
+    /// host did not read from for this long is *starved*: its reader is not being served. The
+    /// supervisor looks a few times per threshold (every quarter of it, between 10 ms and
+    /// 1 s), reports it in [`InstanceStatus::starved_for`] while it lasts, and logs a warning
+    /// naming the plugin, symbol and instance once per episode. The ring's positions are
+    /// written by the plugin, so this is a hint, not a proof. [`Duration::MAX`] turns the
+    /// looks off. Default 1 s.
+    pub starved_after: Duration,
 }
 
 impl Default for SupervisorConfig {
@@ -188,6 +201,7 @@ impl Default for SupervisorConfig {
             control_write_timeout: Duration::from_secs(5),
             handle_spin: Duration::from_micros(50),
             raise_descriptor_limit: true,
+            starved_after: Duration::from_secs(1),
         }
     }
 }
@@ -307,6 +321,13 @@ pub struct InstanceStatus {
     /// Calls that failed (the function's error, a crash, a time-out) and records refused as
     /// invalid.
     pub errors: u64,
+    /// While the instance is starved (its ring has held data the host did not read for
+    /// longer than [`SupervisorConfig::starved_after`]): for how long so far. `None` while
+    /// the host keeps reading it or its ring is empty. Sources and functions (their answers);
+    /// always `None` for a sink.
+    pub starved_for: Option<Duration>,
+    /// Episodes of starvation so far, each also logged once (a `warn`).
+    pub starvations: u64,
 }
 
 /// A supervised plugin process. See the [module docs](self).
@@ -407,6 +428,7 @@ impl Plugin {
     /// The plugin's state.
     pub fn status(&self) -> PluginStatus {
         let state = self.shared.lock();
+        let now = std::time::Instant::now();
         PluginStatus {
             name: self.shared.name.clone(),
             phase: state.phase,
@@ -416,17 +438,22 @@ impl Plugin {
             instances: state
                 .instances
                 .iter()
-                .map(|(id, i)| InstanceStatus {
-                    id: *id,
-                    kind: i.kind,
-                    symbol: i.start.symbol.clone(),
-                    rule_id: i.start.rule_id.clone(),
-                    live: i.live,
-                    replayed: i.slot.delivered.replayed.load(Ordering::Relaxed),
-                    duplicates: i.slot.delivered.duplicates.load(Ordering::Relaxed),
-                    tuples_in: i.slot.traffic.tuples_in.load(Ordering::Relaxed),
-                    tuples_out: i.slot.traffic.tuples_out.load(Ordering::Relaxed),
-                    errors: i.slot.traffic.errors.load(Ordering::Relaxed),
+                .map(|(id, i)| {
+                    let watch = i.slot.watch();
+                    InstanceStatus {
+                        id: *id,
+                        kind: i.kind,
+                        symbol: i.start.symbol.clone(),
+                        rule_id: i.start.rule_id.clone(),
+                        live: i.live,
+                        replayed: i.slot.delivered.replayed.load(Ordering::Relaxed),
+                        duplicates: i.slot.delivered.duplicates.load(Ordering::Relaxed),
+                        tuples_in: i.slot.traffic.tuples_in.load(Ordering::Relaxed),
+                        tuples_out: i.slot.traffic.tuples_out.load(Ordering::Relaxed),
+                        errors: i.slot.traffic.errors.load(Ordering::Relaxed),
+                        starved_for: watch.starved_for(now),
+                        starvations: watch.episodes(),
+                    }
                 })
                 .collect(),
         }

@@ -153,15 +153,24 @@ impl Monitor {
         let mut outstanding: Option<(u64, Instant)> = None;
         let mut next_ping = Instant::now() + config.ping_interval;
         let mut healthy = false;
+        let look_every = super::starve::look_interval(config.starved_after);
+        let mut next_look = look_every.map(|every| Instant::now() + every);
         loop {
             if !healthy && running.process.started_at.elapsed() >= config.healthy_after {
                 healthy = true;
                 self.attempt = 0;
             }
+            if let (Some(at), Some(every)) = (next_look, look_every)
+                && Instant::now() >= at
+            {
+                self.shared.look_for_starvation();
+                next_look = Some(Instant::now() + every);
+            }
             let wake = match outstanding {
                 Some((_, sent)) => sent + config.ping_timeout,
                 None => next_ping,
             };
+            let wake = next_look.map_or(wake, |at| wake.min(at));
             let wait = wake.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(wait) {
                 Ok(Event::Disconnected {

@@ -14,6 +14,7 @@ use std::time::Instant;
 use shmplug_transport::Ring;
 use shmplug_transport::tuple::Offset;
 
+use super::starve::Watch;
 use crate::error::{Error, SymbolKind};
 
 /// Names an instance in errors.
@@ -140,6 +141,8 @@ pub(crate) struct Slot {
     pub delivered: Delivered,
     pub traffic: Traffic,
     offsets: Mutex<Offsets>,
+    /// The monitor's starvation watch ([`super::starve`]).
+    watch: Mutex<Watch>,
     version: AtomicU64,
     state: Mutex<SlotState>,
     cond: Condvar,
@@ -153,6 +156,7 @@ impl Slot {
             delivered: Delivered::default(),
             traffic: Traffic::default(),
             offsets: Mutex::new(Offsets::default()),
+            watch: Mutex::new(Watch::default()),
             version: AtomicU64::new(0),
             state: Mutex::new(SlotState::Starting),
             cond: Condvar::new(),
@@ -262,6 +266,11 @@ impl Slot {
             offsets.handed_on = offset;
         }
         true
+    }
+
+    /// The monitor's starvation watch.
+    pub(crate) fn watch(&self) -> MutexGuard<'_, Watch> {
+        self.watch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self) -> MutexGuard<'_, SlotState> {
